@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// echo is a C-ECHO SCU on the gateway's own requestor side: the quickest
+// way for an admin to check that a DICOM peer (or dicomgw itself) answers.
+func echo(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("dicomgw echo", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	calling := fs.String("calling-ae", "DICOMGW-ECHO", "our (calling) AE title")
+	called := fs.String("called-ae", "DICOMGW", "the peer's (called) AE title")
+	timeout := fs.Duration("timeout", 10*time.Second, "timeout for connecting and for each exchange")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: dicomgw echo [flags] HOST:PORT\n\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	addr := fs.Arg(0)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c, err := dimse.Dial(ctx, addr, dimse.DialConfig{
+		CallingAE: *calling,
+		CalledAE:  *called,
+		Timeout:   *timeout,
+		Contexts: []dimse.ProposedContext{{
+			AbstractSyntax:   uid.Verification,
+			TransferSyntaxes: []string{uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian},
+		}},
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "dicomgw echo: %s: %v\n", addr, err)
+		return 1
+	}
+	st, err := c.Echo()
+	if err != nil {
+		c.Abort()
+		fmt.Fprintf(stderr, "dicomgw echo: %s: %v\n", addr, err)
+		return 1
+	}
+	if err := c.Release(); err != nil {
+		fmt.Fprintf(stderr, "dicomgw echo: %s: release: %v\n", addr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "C-ECHO %s (%s -> %s): status %v in %v\n", addr, *calling, *called, st, time.Since(start).Round(time.Microsecond))
+	if st != dimse.StatusSuccess {
+		return 1
+	}
+	return 0
+}

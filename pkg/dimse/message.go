@@ -1,0 +1,292 @@
+package dimse
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// message is the DIMSE message being received: its command fragments, then
+// (if it has one) its data set, all on one presentation context (PS3.7
+// 6.3.1, PS3.8 E.2).
+type message struct {
+	ctx     *presContext
+	cmdBuf  []byte
+	cmd     *Command
+	started time.Time
+	bytes   int64
+
+	// Data set stage. w is nil when the data set is being dropped; the
+	// answer is then status/comment.
+	w       StoreWriter
+	req     *StoreRequest
+	status  Status
+	comment string
+	err     error
+}
+
+// protocolError is a DIMSE-level violation found in a P-DATA-TF: the
+// association is aborted (Evt19 from the DT-2 indication) with reason.
+type protocolError struct {
+	reason pdu.AbortReason
+	msg    string
+}
+
+func (e *protocolError) Error() string { return e.msg }
+
+func protoErr(reason pdu.AbortReason, format string, args ...any) *protocolError {
+	return &protocolError{reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+// pDataIndication is DT-2: hand each PDV to the message being assembled.
+// A violation raises Evt19; a completed message may raise Evt9 to send its
+// response.
+func (a *assoc) pDataIndication(p *pdu.PDataTF) {
+	for _, v := range p.PDVs {
+		if err := a.pdv(v); err != nil {
+			var pe *protocolError
+			if errors.As(err, &pe) {
+				a.raise(Evt19, evInfo{err: pe, reason: pe.reason})
+			} else {
+				a.raise(Evt19, evInfo{err: err, reason: pdu.AbortNotSpecified})
+			}
+			return
+		}
+	}
+}
+
+func (a *assoc) pdv(v pdu.PDV) error {
+	pc := a.ctxs[v.ContextID]
+	switch {
+	case pc == nil:
+		return protoErr(pdu.AbortInvalidPDUParameterValue, "PDV on presentation context %d, which was not proposed", v.ContextID)
+	case pc.result != pdu.ContextAcceptance:
+		return protoErr(pdu.AbortInvalidPDUParameterValue, "PDV on presentation context %d, which was rejected (%v)", v.ContextID, pc.result)
+	}
+	m := a.msg
+	if m != nil && m.ctx != pc {
+		// PS3.8 E.2 / PS3.7 6.3.1: all fragments of a message travel on one
+		// presentation context.
+		return protoErr(pdu.AbortUnexpectedPDUParameter, "PDV on presentation context %d in the middle of a message on context %d", v.ContextID, m.ctx.id)
+	}
+	if v.Command {
+		if m != nil && m.cmd != nil {
+			return protoErr(pdu.AbortUnexpectedPDUParameter, "command fragment while the data set of %v is expected", m.cmd.CommandField)
+		}
+		if m == nil {
+			m = &message{ctx: pc, started: time.Now()}
+			a.msg = m
+		}
+		if len(m.cmdBuf)+len(v.Data) > MaxCommandLength {
+			return protoErr(pdu.AbortInvalidPDUParameterValue, "command set longer than %d bytes", MaxCommandLength)
+		}
+		m.cmdBuf = append(m.cmdBuf, v.Data...)
+		if v.Last {
+			return a.commandComplete(m)
+		}
+		return nil
+	}
+	if m == nil || m.cmd == nil {
+		return protoErr(pdu.AbortUnexpectedPDUParameter, "data set fragment before its command")
+	}
+	m.bytes += int64(len(v.Data))
+	a.stats.bytes += int64(len(v.Data))
+	if m.w != nil {
+		if _, err := m.w.Write(v.Data); err != nil {
+			m.w.Abort()
+			m.w = nil
+			m.fail(err)
+		}
+	}
+	if v.Last {
+		a.dataSetComplete(m)
+	}
+	return nil
+}
+
+func (m *message) fail(err error) {
+	m.status, m.comment = statusOf(err)
+	m.err = err
+}
+
+// commandComplete decodes the command and starts serving it.
+func (a *assoc) commandComplete(m *message) error {
+	cmd, err := DecodeCommand(m.cmdBuf)
+	if err != nil {
+		return protoErr(pdu.AbortInvalidPDUParameterValue, "%v", err)
+	}
+	m.cmd, m.cmdBuf = cmd, nil
+	f := cmd.CommandField
+	if !f.IsRequest() && f != CCancelRQ {
+		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a request an SCP can receive", f)
+	}
+	if f != CCancelRQ && cmd.Has&HasMessageID == 0 {
+		return protoErr(pdu.AbortInvalidPDUParameterValue, "%v without a message ID (0000,0110)", f)
+	}
+	switch f {
+	case CEchoRQ:
+		// PS3.7 9.3.5: C-ECHO has no data set.
+		if cmd.HasDataSet() {
+			return protoErr(pdu.AbortUnexpectedPDUParameter, "C-ECHO-RQ announces a data set")
+		}
+		a.msg = nil
+		a.stats.echoes++
+		a.respond(m, CEchoRSP, StatusSuccess, "")
+		return nil
+	case CStoreRQ:
+		a.beginStore(m)
+	case CCancelRQ:
+		// Nothing of ours can be cancelled: C-STORE has no pending state.
+		// C-CANCEL has no response (PS3.7 9.3.2.3).
+		if cmd.HasDataSet() {
+			return protoErr(pdu.AbortUnexpectedPDUParameter, "C-CANCEL-RQ announces a data set")
+		}
+		a.msg = nil
+		return nil
+	default:
+		// PS3.7 C.5.19: a request for a service we do not provide.
+		m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
+	}
+	if !cmd.HasDataSet() {
+		a.dataSetComplete(m)
+	}
+	return nil
+}
+
+// beginStore checks a C-STORE-RQ and, when it is acceptable, asks the
+// handler for a writer. A refused store still has its data set read (and
+// dropped) before the answer: the peer sends it regardless.
+func (a *assoc) beginStore(m *message) {
+	cmd := m.cmd
+	a.stats.stores++
+	switch {
+	case !cmd.HasDataSet():
+		m.status, m.comment = StatusCannotUnderstand, "C-STORE-RQ without a data set"
+		return
+	case m.ctx.kind != kindStorage:
+		m.status, m.comment = StatusSOPClassNotSupported, "context is not for storage"
+		return
+	case cmd.AffectedSOPClassUID != m.ctx.abstract:
+		// PS3.7 9.1.1.1.1 and PS3.8 7.1.1.13: the affected SOP class is the
+		// abstract syntax of the context the message travels on.
+		m.status, m.comment = StatusSOPClassNotSupported, "SOP class differs from context abstract syntax"
+		return
+	}
+	if err := uid.Valid(cmd.AffectedSOPInstanceUID); err != nil {
+		m.status, m.comment = StatusCannotUnderstand, "bad affected SOP instance UID"
+		m.err = err
+		return
+	}
+	m.req = &StoreRequest{
+		AssociationID:           a.id,
+		CallingAE:               a.calling,
+		CalledAE:                a.called,
+		RemoteAddr:              a.conn.RemoteAddr().String(),
+		SOPClassUID:             cmd.AffectedSOPClassUID,
+		SOPInstanceUID:          cmd.AffectedSOPInstanceUID,
+		TransferSyntaxUID:       m.ctx.ts,
+		MessageID:               cmd.MessageID,
+		Priority:                cmd.Priority,
+		MoveOriginatorAE:        cmd.MoveOriginatorAE,
+		MoveOriginatorMessageID: cmd.MoveOriginatorMessageID,
+	}
+	if cmd.MoveOriginatorAE != "" && ValidAETitle(cmd.MoveOriginatorAE) != nil {
+		m.req.MoveOriginatorAE = ""
+	}
+	w, err := a.srv.handler.BeginStore(m.req)
+	if err != nil {
+		m.fail(err)
+		return
+	}
+	m.w = w
+}
+
+// dataSetComplete finishes a message once its last fragment is in: a store
+// is committed (made durable) before it is answered.
+func (a *assoc) dataSetComplete(m *message) {
+	a.msg = nil
+	rsp := CommandField(uint16(m.cmd.CommandField) | responseBit)
+	if m.cmd.CommandField != CStoreRQ {
+		a.respond(m, rsp, m.status, m.comment)
+		return
+	}
+	if m.w != nil {
+		if err := m.w.Commit(); err != nil {
+			m.fail(err)
+		} else {
+			m.status, m.comment = StatusSuccess, ""
+		}
+		m.w = nil
+	}
+	if m.status != StatusSuccess {
+		a.stats.failed++
+		a.log.Warn("C-STORE failed", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
+			"status", m.status, "comment", m.comment, "err", m.err, "bytes", m.bytes)
+	} else {
+		a.log.Debug("C-STORE stored", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
+			"bytes", m.bytes, "duration", time.Since(m.started))
+	}
+	a.respond(m, rsp, m.status, m.comment)
+}
+
+// dropMessage abandons a message cut short: whatever the handler holds of
+// it is discarded.
+func (a *assoc) dropMessage(why string) {
+	m := a.msg
+	a.msg = nil
+	if m == nil {
+		return
+	}
+	if m.w != nil {
+		m.w.Abort()
+		m.w = nil
+	}
+	if m.cmd != nil && m.cmd.CommandField == CStoreRQ {
+		a.stats.failed++
+		a.log.Warn("C-STORE abandoned", "why", why, "sop_instance", m.cmd.AffectedSOPInstanceUID, "bytes", m.bytes)
+	}
+}
+
+// respond sends the response command for m, fragmented to the peer's
+// maximum length, all of it in one write (Evt9 -> DT-1).
+func (a *assoc) respond(m *message, field CommandField, st Status, comment string) {
+	rsp := &Command{
+		CommandField:              field,
+		MessageIDBeingRespondedTo: m.cmd.MessageID,
+		CommandDataSetType:        NoDataSet,
+		Status:                    st,
+		Has:                       HasMessageIDBeingRespondedTo | HasStatus,
+	}
+	if m.cmd.Has&HasAffectedSOPClassUID != 0 {
+		rsp.AffectedSOPClassUID, rsp.Has = m.cmd.AffectedSOPClassUID, rsp.Has|HasAffectedSOPClassUID
+	}
+	if field == CStoreRSP && m.cmd.Has&HasAffectedSOPInstanceUID != 0 {
+		rsp.AffectedSOPInstanceUID, rsp.Has = m.cmd.AffectedSOPInstanceUID, rsp.Has|HasAffectedSOPInstanceUID
+	}
+	if comment != "" && st != StatusSuccess {
+		rsp.ErrorComment, rsp.Has = errorComment(comment), rsp.Has|HasErrorComment
+	}
+	cmd := AppendCommand(nil, rsp)
+	// A fresh buffer: one PDU can complete several messages, each response
+	// waiting in the pending queue until DT-1 sends it.
+	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax)})
+}
+
+// fragment appends cmd as command PDVs in P-DATA-TF PDUs, each PDU no longer
+// than max (0 = no limit; PS3.8 D.1), one PDV per PDU.
+func fragment(b []byte, ctxID uint8, cmd []byte, max uint32) []byte {
+	chunk := len(cmd)
+	if max != 0 && int(max)-pdu.PDVHeaderLen < chunk {
+		chunk = int(max) - pdu.PDVHeaderLen
+	}
+	for len(cmd) > 0 {
+		n := min(chunk, len(cmd))
+		b = pdu.AppendPDataHeader(b, uint32(pdu.PDVHeaderLen+n))
+		b = pdu.AppendPDV(b, ctxID, true, n == len(cmd), cmd[:n])
+		cmd = cmd[n:]
+	}
+	return b
+}

@@ -1,0 +1,297 @@
+// Package dimse runs DICOM associations over the upper layer codec of
+// package pdu: the acceptor's protocol machine of PS3.8 9.2 (Table 9-10, as
+// data in statemachine.go), association negotiation, DIMSE command sets and
+// the C-ECHO and C-STORE services of PS3.4. It also has a small requestor
+// (Dial) for `dicomgw echo`, tests and later DIMSE destinations.
+//
+// One goroutine owns each association: it reads PDUs with a deadline for
+// the state it is in, feeds them to the state machine, and streams C-STORE
+// data set fragments to a StoreHandler as they arrive, so that no object is
+// ever held in memory.
+package dimse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// Config tunes a Server. Zero durations and limits take the defaults below.
+type Config struct {
+	// AETitles are the called AE titles this server answers to (PS3.8
+	// 9.3.2, compared without padding). A request to any other gets
+	// A-ASSOCIATE-RJ 1/1/7. Must not be empty.
+	AETitles []string
+	// AcceptUnknownSOPClasses accepts presentation contexts whose abstract
+	// syntax is a well-formed UID that is not in the registry (private or
+	// newer storage SOP classes) as storage.
+	AcceptUnknownSOPClasses bool
+	// MaxAssociations bounds simultaneous associations; above it, requests
+	// get A-ASSOCIATE-RJ 2/3/2 (transient, local limit exceeded).
+	MaxAssociations int
+	// MaxPDULength is the maximum length we advertise (PS3.8 D.1) and
+	// enforce on received P-DATA-TF PDUs.
+	MaxPDULength uint32
+	// ARTIMTimeout bounds Sta2 (waiting for the A-ASSOCIATE-RQ) and Sta13
+	// (waiting for the peer to close) (PS3.8 9.1.5).
+	ARTIMTimeout time.Duration
+	// IdleTimeout bounds how long Sta6 waits for the next PDU.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to the peer.
+	WriteTimeout time.Duration
+
+	ImplementationClassUID    string
+	ImplementationVersionName string
+}
+
+// Defaults.
+const (
+	DefaultMaxAssociations = 64
+	DefaultMaxPDULength    = 256 << 10
+	DefaultARTIMTimeout    = 30 * time.Second
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultWriteTimeout    = 30 * time.Second
+
+	// ImplementationClassUID identifies dicomgw (PS3.7 D.3.3.2). It is a
+	// UUID-derived UID (PS3.5 B.2), so it needs no registered root.
+	ImplementationClassUID = "2.25.239704632914683374061386702418733412621"
+)
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if len(out.AETitles) == 0 {
+		return out, errors.New("dimse: no AE title configured")
+	}
+	for _, ae := range out.AETitles {
+		if err := ValidAETitle(ae); err != nil {
+			return out, err
+		}
+	}
+	if out.MaxAssociations <= 0 {
+		out.MaxAssociations = DefaultMaxAssociations
+	}
+	if out.MaxPDULength == 0 {
+		out.MaxPDULength = DefaultMaxPDULength
+	}
+	if out.MaxPDULength < 4096 {
+		return out, fmt.Errorf("dimse: max PDU length %d is below 4096", out.MaxPDULength)
+	}
+	if out.ARTIMTimeout <= 0 {
+		out.ARTIMTimeout = DefaultARTIMTimeout
+	}
+	if out.IdleTimeout <= 0 {
+		out.IdleTimeout = DefaultIdleTimeout
+	}
+	if out.WriteTimeout <= 0 {
+		out.WriteTimeout = DefaultWriteTimeout
+	}
+	if out.ImplementationClassUID == "" {
+		out.ImplementationClassUID = ImplementationClassUID
+	}
+	if err := uid.Valid(out.ImplementationClassUID); err != nil {
+		return out, fmt.Errorf("dimse: implementation class UID: %w", err)
+	}
+	if out.ImplementationVersionName == "" {
+		out.ImplementationVersionName = "DICOMGW"
+	}
+	if n := len(out.ImplementationVersionName); n > 16 {
+		return out, fmt.Errorf("dimse: implementation version name %q is %d characters, at most 16", out.ImplementationVersionName, n)
+	}
+	return out, nil
+}
+
+// ValidAETitle checks an AE title against PS3.5 6.2 (AE): 1 to 16
+// characters of the default repertoire, no backslash or control characters,
+// not only spaces.
+func ValidAETitle(ae string) error {
+	if len(ae) == 0 || len(ae) > 16 {
+		return fmt.Errorf("dimse: AE title %q must be 1 to 16 characters", ae)
+	}
+	blank := true
+	for i := 0; i < len(ae); i++ {
+		c := ae[i]
+		if c < 0x20 || c >= 0x7F || c == '\\' {
+			return fmt.Errorf("dimse: AE title %q has a character not allowed in an AE title at offset %d", ae, i)
+		}
+		if c != ' ' {
+			blank = false
+		}
+	}
+	if blank {
+		return fmt.Errorf("dimse: AE title %q is only spaces", ae)
+	}
+	return nil
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("dimse: server closed")
+
+// Server accepts associations and serves C-ECHO and C-STORE.
+type Server struct {
+	cfg     Config
+	handler StoreHandler
+	log     *slog.Logger
+	pool    *pdu.Pool
+	called  map[string]bool
+
+	slots atomic.Int64 // associations holding a slot (accepted, or being negotiated)
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	assocs    map[*assoc]struct{}
+	wg        sync.WaitGroup
+}
+
+// NewServer returns a Server that hands C-STORE data sets to h.
+func NewServer(cfg Config, h StoreHandler, log *slog.Logger) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("dimse: nil StoreHandler")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: c, handler: h, log: log,
+		pool:      pdu.NewPool(c.MaxPDULength),
+		called:    make(map[string]bool),
+		listeners: make(map[net.Listener]struct{}),
+		assocs:    make(map[*assoc]struct{}),
+	}
+	for _, ae := range c.AETitles {
+		s.called[pdu.MakeAE(ae).String()] = true
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown, each served by its own
+// goroutine. It returns ErrServerClosed after Shutdown, or the listener's
+// error if it fails for good. Temporary accept errors (such as running out
+// of file descriptors) are retried with backoff, never spun on.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		a := newAssoc(s, conn)
+		if !s.track(a) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go a.serve()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) track(a *assoc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.assocs[a] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(a *assoc) {
+	s.mu.Lock()
+	delete(s.assocs, a)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, lets running associations end by themselves
+// until ctx is done, then aborts the rest (A-ABORT, partial objects
+// discarded) and waits for their goroutines. It returns ctx.Err() if it had
+// to abort any.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for a := range s.assocs {
+		a.abortForShutdown()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// ActiveAssociations is the number of connections being served.
+func (s *Server) ActiveAssociations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.assocs)
+}
+
+// acquireSlot reserves one of MaxAssociations.
+func (s *Server) acquireSlot() bool {
+	for {
+		n := s.slots.Load()
+		if n >= int64(s.cfg.MaxAssociations) {
+			return false
+		}
+		if s.slots.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (s *Server) releaseSlot() { s.slots.Add(-1) }

@@ -1,0 +1,168 @@
+package spool
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Meta is what the spool records with each object. It travels inside the
+// object's own Part 10 file meta information, so that one atomic rename
+// commits the object and its record together.
+type Meta struct {
+	SOPClassUID       string    `json:"sop_class_uid"`
+	SOPInstanceUID    string    `json:"sop_instance_uid"`
+	TransferSyntaxUID string    `json:"transfer_syntax_uid"`
+	CallingAE         string    `json:"calling_ae"`
+	CalledAE          string    `json:"called_ae"`
+	RemoteAddr        string    `json:"remote_addr"`
+	AssociationID     string    `json:"association_id"`
+	Received          time.Time `json:"received"`
+}
+
+// recordVersion is the version of the JSON record in (0002,0102).
+const recordVersion = 1
+
+type record struct {
+	Version int `json:"v"`
+	Meta
+}
+
+// Tags of the file meta information group (PS3.10 Table 7.1-1), element
+// numbers of group 0002.
+const (
+	tagGroupLength        = 0x0000
+	tagMetaVersion        = 0x0001
+	tagMediaSOPClass      = 0x0002
+	tagMediaSOPInstance   = 0x0003
+	tagTransferSyntax     = 0x0010
+	tagImplClassUID       = 0x0012
+	tagImplVersionName    = 0x0013
+	tagSourceAE           = 0x0016
+	tagPrivateInfoCreator = 0x0100
+	tagPrivateInfo        = 0x0102
+)
+
+const preambleLen = 128
+
+// appendMeta appends the preamble, "DICM" and the file meta information
+// (PS3.10 7.1) in Explicit VR Little Endian: version 00 01, media storage
+// SOP class and instance from the C-STORE command, the transfer syntax of
+// the presentation context, our implementation class UID and version name,
+// the calling AE as source AE title, and our record as private information
+// whose creator is our implementation class UID.
+func appendMeta(b []byte, m *Meta, implUID, implVersion string) ([]byte, error) {
+	rec, err := json.Marshal(record{Version: recordVersion, Meta: *m})
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, make([]byte, preambleLen)...)
+	b = append(b, "DICM"...)
+	lenAt := len(b) + 8
+	b = appendShort(b, tagGroupLength, "UL", []byte{0, 0, 0, 0})
+	start := len(b)
+	b = appendLong(b, tagMetaVersion, "OB", []byte{0x00, 0x01})
+	b = appendShort(b, tagMediaSOPClass, "UI", pad(m.SOPClassUID, 0))
+	b = appendShort(b, tagMediaSOPInstance, "UI", pad(m.SOPInstanceUID, 0))
+	b = appendShort(b, tagTransferSyntax, "UI", pad(m.TransferSyntaxUID, 0))
+	b = appendShort(b, tagImplClassUID, "UI", pad(implUID, 0))
+	b = appendShort(b, tagImplVersionName, "SH", pad(implVersion, ' '))
+	if m.CallingAE != "" {
+		b = appendShort(b, tagSourceAE, "AE", pad(m.CallingAE, ' '))
+	}
+	b = appendShort(b, tagPrivateInfoCreator, "UI", pad(implUID, 0))
+	b = appendLong(b, tagPrivateInfo, "OB", pad(string(rec), ' '))
+	binary.LittleEndian.PutUint32(b[lenAt:], uint32(len(b)-start))
+	return b, nil
+}
+
+func pad(s string, p byte) []byte {
+	b := []byte(s)
+	if len(b)%2 == 1 {
+		b = append(b, p)
+	}
+	return b
+}
+
+// appendShort appends an element with a 2-byte length (PS3.5 7.1.2).
+func appendShort(b []byte, elem uint16, vr string, v []byte) []byte {
+	b = binary.LittleEndian.AppendUint16(b, 0x0002)
+	b = binary.LittleEndian.AppendUint16(b, elem)
+	b = append(b, vr...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
+}
+
+// appendLong appends an element of a VR with a 4-byte length (OB).
+func appendLong(b []byte, elem uint16, vr string, v []byte) []byte {
+	b = binary.LittleEndian.AppendUint16(b, 0x0002)
+	b = binary.LittleEndian.AppendUint16(b, elem)
+	b = append(b, vr...)
+	b = append(b, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+// ErrNotSpoolFile is wrapped by ReadMeta errors for files the spool did not
+// write (or that were damaged).
+var ErrNotSpoolFile = errors.New("spool: not a spool file")
+
+// maxMetaLen bounds the meta group we read back; ours are well under 4 KiB.
+const maxMetaLen = 64 << 10
+
+// ReadMeta reads back the record and the data set offset of a file written
+// by the spool.
+func ReadMeta(r io.ReaderAt) (Meta, int64, error) {
+	var head [preambleLen + 4 + 12]byte
+	if _, err := r.ReadAt(head[:], 0); err != nil {
+		return Meta{}, 0, fmt.Errorf("%w: %v", ErrNotSpoolFile, err)
+	}
+	if string(head[preambleLen:preambleLen+4]) != "DICM" {
+		return Meta{}, 0, fmt.Errorf("%w: no DICM prefix", ErrNotSpoolFile)
+	}
+	g := head[preambleLen+4:]
+	if binary.LittleEndian.Uint16(g) != 2 || binary.LittleEndian.Uint16(g[2:]) != tagGroupLength || string(g[4:6]) != "UL" {
+		return Meta{}, 0, fmt.Errorf("%w: no group length", ErrNotSpoolFile)
+	}
+	n := binary.LittleEndian.Uint32(g[8:])
+	if n > maxMetaLen {
+		return Meta{}, 0, fmt.Errorf("%w: meta group of %d bytes", ErrNotSpoolFile, n)
+	}
+	start := int64(len(head))
+	meta := make([]byte, n)
+	if _, err := r.ReadAt(meta, start); err != nil {
+		return Meta{}, 0, fmt.Errorf("%w: meta group: %v", ErrNotSpoolFile, err)
+	}
+	for off := 0; off+8 <= len(meta); {
+		elem := binary.LittleEndian.Uint16(meta[off+2:])
+		vr := string(meta[off+4 : off+6])
+		var vlen, hdr int
+		if vr == "OB" || vr == "UN" || vr == "SQ" || vr == "UT" {
+			if off+12 > len(meta) {
+				break
+			}
+			vlen, hdr = int(binary.LittleEndian.Uint32(meta[off+8:])), 12
+		} else {
+			vlen, hdr = int(binary.LittleEndian.Uint16(meta[off+6:])), 8
+		}
+		if vlen < 0 || off+hdr+vlen > len(meta) {
+			return Meta{}, 0, fmt.Errorf("%w: element (0002,%04X) overruns the meta group", ErrNotSpoolFile, elem)
+		}
+		if elem == tagPrivateInfo {
+			var rec record
+			if err := json.Unmarshal(bytes.TrimRight(meta[off+hdr:off+hdr+vlen], " "), &rec); err != nil {
+				return Meta{}, 0, fmt.Errorf("%w: record: %v", ErrNotSpoolFile, err)
+			}
+			if rec.Version != recordVersion {
+				return Meta{}, 0, fmt.Errorf("%w: record version %d", ErrNotSpoolFile, rec.Version)
+			}
+			return rec.Meta, start + int64(n), nil
+		}
+		off += hdr + vlen
+	}
+	return Meta{}, 0, fmt.Errorf("%w: no spool record", ErrNotSpoolFile)
+}

@@ -1,0 +1,188 @@
+// Package spool is the gateway's durable queue on the slow data dir.
+//
+// An object is received into incoming/ as a complete Part 10 file that we
+// write ourselves (file meta information, then the data set exactly as
+// received), checked, fsynced, renamed into queue/ and the directory fsynced:
+// only then is it committed, and only then may its sender be told success.
+// A crash at any moment leaves either a committed object or a leftover in
+// incoming/, which Open removes.
+//
+// File names are generated here: nothing a peer sends ever becomes a path.
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Config configures a Spool.
+type Config struct {
+	// Dir is the spool directory, on the slow data disk.
+	Dir string
+	// ImplementationClassUID and ImplementationVersionName go into the
+	// file meta information of every object (PS3.10 7.1).
+	ImplementationClassUID    string
+	ImplementationVersionName string
+}
+
+// Directory layout under Config.Dir.
+const (
+	incomingDir = "incoming" // objects being received; removed on Open
+	queueDir    = "queue"    // committed objects, waiting to be forwarded
+	lockFile    = ".lock"
+	objectExt   = ".dcm"
+	partialExt  = ".part"
+)
+
+// Spool is a durable queue of DICOM objects.
+type Spool struct {
+	cfg      Config
+	log      *slog.Logger
+	incoming string
+	queue    string
+	lock     *os.File
+	seq      atomic.Uint32
+}
+
+// Open opens (creating if need be) the spool in cfg.Dir, takes its lock so
+// that no second daemon shares it, removes what a crash left in incoming/,
+// and makes sure the directories themselves are durable.
+func Open(cfg Config, log *slog.Logger) (*Spool, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("spool: no directory configured")
+	}
+	if cfg.ImplementationClassUID == "" || cfg.ImplementationVersionName == "" {
+		return nil, errors.New("spool: implementation class UID and version name are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Spool{
+		cfg:      cfg,
+		log:      log,
+		incoming: filepath.Join(cfg.Dir, incomingDir),
+		queue:    filepath.Join(cfg.Dir, queueDir),
+	}
+	for _, d := range []string{cfg.Dir, s.incoming, s.queue} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.Dir, lockFile), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool: %s is in use by another process: %w", cfg.Dir, err)
+	}
+	s.lock = lock
+	removed, err := s.cleanIncoming()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.queue} {
+		if err := syncDir(d); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	entries, err := s.List()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	var bytes int64
+	for _, e := range entries {
+		bytes += e.Size
+	}
+	log.Info("spool opened", "dir", cfg.Dir, "queued", len(entries), "queued_bytes", bytes, "partials_removed", removed)
+	return s, nil
+}
+
+// Close releases the spool's lock.
+func (s *Spool) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
+}
+
+// cleanIncoming removes every partial object: none of them was acknowledged.
+func (s *Spool) cleanIncoming() (int, error) {
+	des, err := os.ReadDir(s.incoming)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	for _, de := range des {
+		if err := os.Remove(filepath.Join(s.incoming, de.Name())); err != nil {
+			return 0, fmt.Errorf("spool: removing leftover: %w", err)
+		}
+		s.log.Info("removed partial object left by an earlier run", "file", de.Name())
+	}
+	return len(des), nil
+}
+
+// newID returns a fresh object ID: the receive time in nanoseconds (so that
+// names sort in arrival order), a per-process counter and random bits.
+func (s *Spool) newID(t time.Time) string {
+	return fmt.Sprintf("%016x-%04x%04x", t.UnixNano(), uint16(s.seq.Add(1)), uint16(rand.Uint32()))
+}
+
+// Entry is one committed object.
+type Entry struct {
+	ID   string
+	Path string
+	Size int64
+}
+
+// List returns the committed objects in arrival order.
+func (s *Spool) List() ([]Entry, error) {
+	des, err := os.ReadDir(s.queue)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var out []Entry
+	for _, de := range des {
+		name := de.Name()
+		if !strings.HasSuffix(name, objectExt) || !de.Type().IsRegular() {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // forwarded meanwhile
+			}
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		out = append(out, Entry{ID: strings.TrimSuffix(name, objectExt), Path: filepath.Join(s.queue, name), Size: info.Size()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// syncDir fsyncs a directory, making the entries created or renamed in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

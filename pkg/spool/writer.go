@@ -1,0 +1,180 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/dcmhead"
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// ErrMalformed is wrapped when the data set cannot be parsed (truncated,
+// undefined lengths not closed, ...): the sender should be told "cannot
+// understand" (C000).
+var ErrMalformed = errors.New("spool: malformed data set")
+
+// MismatchError says that the data set's SOP Class or Instance UID is not
+// the one the C-STORE command announced (the sender should get A900).
+type MismatchError struct {
+	Attribute string // "SOP Class UID" or "SOP Instance UID"
+	Command   string
+	DataSet   string // "" when the data set lacks the attribute
+}
+
+func (e *MismatchError) Error() string {
+	if e.DataSet == "" {
+		return fmt.Sprintf("spool: data set has no %s (command says %s)", e.Attribute, e.Command)
+	}
+	return fmt.Sprintf("spool: data set %s %s differs from the command's %s", e.Attribute, e.DataSet, e.Command)
+}
+
+// Writer receives one object. It is used by one goroutine.
+type Writer struct {
+	s       *Spool
+	meta    Meta
+	enc     dcmhead.Encoding
+	id      string
+	tmp     string
+	f       *os.File
+	dataOff int64
+	size    int64
+	err     error // first write error; the object is lost
+	done    bool
+}
+
+// Create starts receiving an object described by m (whose UIDs the caller
+// has validated). It writes the file meta information at once.
+func (s *Spool) Create(m Meta) (*Writer, error) {
+	ts, ok := uid.LookupTransferSyntax(m.TransferSyntaxUID)
+	if !ok {
+		return nil, fmt.Errorf("spool: unknown transfer syntax %q", m.TransferSyntaxUID)
+	}
+	if m.Received.IsZero() {
+		m.Received = time.Now()
+	}
+	m.Received = m.Received.UTC()
+	w := &Writer{s: s, meta: m, enc: encodingOf(ts.Encoding), id: s.newID(m.Received)}
+	w.tmp = filepath.Join(s.incoming, w.id+partialExt)
+	head, err := appendMeta(nil, &m, s.cfg.ImplementationClassUID, s.cfg.ImplementationVersionName)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(w.tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	w.f = f
+	if _, err := f.Write(head); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("spool: writing file meta information: %w", err)
+	}
+	w.dataOff = int64(len(head))
+	return w, nil
+}
+
+func encodingOf(e uid.Encoding) dcmhead.Encoding {
+	switch e {
+	case uid.EncodingImplicitVRLittleEndian:
+		return dcmhead.ImplicitVRLittleEndian
+	case uid.EncodingExplicitVRBigEndian:
+		return dcmhead.ExplicitVRBigEndian
+	case uid.EncodingDeflatedExplicitVRLittleEndian:
+		return dcmhead.DeflatedExplicitVRLittleEndian
+	}
+	return dcmhead.ExplicitVRLittleEndian
+}
+
+// ID is the spool's name for the object.
+func (w *Writer) ID() string { return w.id }
+
+// Write appends data set bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	w.size += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("spool: %w", err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Commit checks the data set, makes the object durable and queues it. On
+// any error the object is removed: a nil error is the only "stored".
+func (w *Writer) Commit() (Entry, error) {
+	if w.done {
+		return Entry{}, errors.New("spool: writer already finished")
+	}
+	if w.err != nil {
+		w.Abort()
+		return Entry{}, w.err
+	}
+	if err := w.check(); err != nil {
+		w.Abort()
+		return Entry{}, err
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return Entry{}, fmt.Errorf("spool: fsync: %w", err)
+	}
+	if err := w.f.Close(); err != nil {
+		w.f = nil
+		w.Abort()
+		return Entry{}, fmt.Errorf("spool: %w", err)
+	}
+	w.f = nil
+	final := filepath.Join(w.s.queue, w.id+objectExt)
+	if err := os.Rename(w.tmp, final); err != nil {
+		w.Abort()
+		return Entry{}, fmt.Errorf("spool: %w", err)
+	}
+	if err := syncDir(w.s.queue); err != nil {
+		// The rename may or may not survive a crash: take it back, so that
+		// an object we could not promise is never forwarded.
+		os.Remove(final)
+		w.done = true
+		return Entry{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
+	}
+	w.done = true
+	return Entry{ID: w.id, Path: final, Size: w.dataOff + w.size}, nil
+}
+
+// check walks the data set as written and compares its SOP Class and
+// Instance UIDs with the command's (PS3.4 B.2.3: A900 when they differ).
+func (w *Writer) check() error {
+	sum, err := dcmhead.Walk(w.f, w.dataOff, w.size, w.enc)
+	if err != nil {
+		var fe *dcmhead.FormatError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		return fmt.Errorf("spool: reading back: %w", err)
+	}
+	if sum.SOPClassUID != w.meta.SOPClassUID {
+		return &MismatchError{Attribute: "SOP Class UID", Command: w.meta.SOPClassUID, DataSet: sum.SOPClassUID}
+	}
+	if sum.SOPInstanceUID != w.meta.SOPInstanceUID {
+		return &MismatchError{Attribute: "SOP Instance UID", Command: w.meta.SOPInstanceUID, DataSet: sum.SOPInstanceUID}
+	}
+	return nil
+}
+
+// Abort discards the object. It is safe to call more than once.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
+	}
+	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		w.s.log.Error("cannot remove partial object", "file", w.tmp, "err", err)
+	}
+}
