@@ -56,6 +56,22 @@ func checkAssociateRQ(rq *pdu.AssociateRQ) error {
 	return nil
 }
 
+// mayBeStorage says whether an abstract syntax missing from our registry
+// could be a storage SOP class: a well-formed private UID (outside the DICOM
+// root), or a DICOM UID in the storage branch 1.2.840.10008.5.1.4.1.1 that
+// is newer than our table. Other DICOM UIDs (query/retrieve, worklist, ...)
+// are known not to be storage.
+func mayBeStorage(abstract string) bool {
+	if uid.Valid(abstract) != nil {
+		return false
+	}
+	if _, known := uid.Lookup(abstract); known {
+		return false
+	}
+	const dicomRoot, storageBranch = "1.2.840.10008.", "1.2.840.10008.5.1.4.1.1."
+	return !strings.HasPrefix(abstract, dicomRoot) || strings.HasPrefix(abstract, storageBranch)
+}
+
 // associateIndication is AE-6 after ARTIM is stopped: the service-provider
 // checks what it must (protocol version), then our service user decides
 // (Sta3) and answers with Evt7 (accept) or Evt8 (reject).
@@ -170,10 +186,8 @@ func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 		pc.kind = kindVerification
 	case uid.IsStorageSOPClass(p.AbstractSyntax):
 		pc.kind = kindStorage
-	case s.cfg.AcceptUnknownSOPClasses && uid.Valid(p.AbstractSyntax) == nil:
-		if _, known := uid.Lookup(p.AbstractSyntax); !known {
-			pc.kind = kindStorage
-		}
+	case s.cfg.AcceptUnknownSOPClasses && mayBeStorage(p.AbstractSyntax):
+		pc.kind = kindStorage
 	}
 	if pc.kind == 0 {
 		pc.result = pdu.ContextAbstractSyntaxNotSupported
