@@ -28,6 +28,7 @@ func echo(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "dicomgw echo: %v (see dicomgw echo --help)\n", err)
 		return 2
 	}
 	if fs.NArg() != 1 {

@@ -76,6 +76,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "dicomgw serve: %v (see dicomgw serve --help)\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {
