@@ -3,6 +3,7 @@ package dimse
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // Status is a DIMSE status code, (0000,0900) (PS3.7 Annex C, PS3.4 B.2.3).
@@ -109,3 +110,7 @@ func errorComment(s string) string {
 	}
 	return string(b)
 }
+
+// LogValue makes logs show a status as "0xA700 (Refused: out of resources)"
+// in JSON as well as in text.
+func (s Status) LogValue() slog.Value { return slog.StringValue(s.String()) }

@@ -147,3 +147,49 @@ func (g *Gateway) LogLines(msg string) []string {
 	}
 	return out
 }
+
+// FileMeta is what the file meta information (PS3.10 7.1) of a Part 10
+// file says about its object.
+type FileMeta struct {
+	MediaStorageSOPClassUID    string // (0002,0002)
+	MediaStorageSOPInstanceUID string // (0002,0003)
+	TransferSyntaxUID          string // (0002,0010)
+}
+
+// ReadFileMeta reads the UIDs of the file meta group of a Part 10 file.
+// A raw data set (no "DICM") gives an empty FileMeta and no error.
+func ReadFileMeta(path string) (FileMeta, error) {
+	var fm FileMeta
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fm, err
+	}
+	end, err := DataSetOffset(path)
+	if err != nil || end == 0 {
+		return fm, err
+	}
+	for off := 132; off+8 <= int(end); {
+		elem := binary.LittleEndian.Uint16(b[off+2:])
+		var n, hdr int
+		switch string(b[off+4 : off+6]) {
+		case "OB", "OW", "OF", "SQ", "UT", "UN", "UC", "UR", "OD", "OL", "OV", "SV", "UV":
+			n, hdr = int(binary.LittleEndian.Uint32(b[off+8:])), 12
+		default:
+			n, hdr = int(binary.LittleEndian.Uint16(b[off+6:])), 8
+		}
+		if off+hdr+n > int(end) {
+			return fm, fmt.Errorf("%s: meta element (0002,%04X) overruns the meta group", path, elem)
+		}
+		v := strings.TrimRight(string(b[off+hdr:off+hdr+n]), "\x00 ")
+		switch elem {
+		case 0x0002:
+			fm.MediaStorageSOPClassUID = v
+		case 0x0003:
+			fm.MediaStorageSOPInstanceUID = v
+		case 0x0010:
+			fm.TransferSyntaxUID = v
+		}
+		off += hdr + n
+	}
+	return fm, nil
+}

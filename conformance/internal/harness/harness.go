@@ -62,6 +62,14 @@ func Binary() (string, error) {
 	return buildPath, buildErr
 }
 
+// RemoveBinary deletes what Binary built; call it once the process is done
+// with gateways (from TestMain), or every run leaves a binary in $TMPDIR.
+func RemoveBinary() {
+	if buildPath != "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
 // Gateway is a running dicomgw.
 type Gateway struct {
 	Addr     string // host:port it listens on
@@ -98,7 +106,12 @@ func Start(spoolDir string, args ...string) (*Gateway, error) {
 		return nil, err
 	}
 	addr := make(chan string, 1)
+	logDone := make(chan struct{})
 	go func() {
+		defer close(logDone)
+		// Whatever happens to the scanner, keep draining so that the
+		// gateway never blocks on a full stderr pipe.
+		defer io.Copy(io.Discard, stderr)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -120,6 +133,10 @@ func Start(spoolDir string, args ...string) (*Gateway, error) {
 		}
 	}()
 	go func() {
+		// Wait closes the stderr pipe: read it to EOF first (os/exec:
+		// "it is incorrect to call Wait before all reads from the pipe
+		// have completed"), so that the last log lines are kept.
+		<-logDone
 		g.err = g.Cmd.Wait()
 		close(g.exited)
 	}()
@@ -206,5 +223,45 @@ func WaitListening(addr string, timeout time.Duration) error {
 			return fmt.Errorf("nothing listening on %s after %v: %w", addr, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// LogRecords returns the gateway's JSON log records whose msg equals msg,
+// decoded (numbers as float64, as encoding/json does).
+func (g *Gateway) LogRecords(msg string) []map[string]any {
+	var out []map[string]any
+	for _, l := range g.LogLines(msg) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// WaitLog polls the log until a record with msg (and, if match is not nil,
+// for which match is true) appears, and returns it.
+func (g *Gateway) WaitLog(msg string, timeout time.Duration, match func(map[string]any) bool) (map[string]any, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, rec := range g.LogRecords(msg) {
+			if match == nil || match(rec) {
+				return rec, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no %q log record within %v; log:\n%s", msg, timeout, g.Logs())
+		}
+		select {
+		case <-g.exited:
+			// Every line is in: the log was read to EOF before exit.
+			for _, rec := range g.LogRecords(msg) {
+				if match == nil || match(rec) {
+					return rec, nil
+				}
+			}
+			return nil, fmt.Errorf("dicomgw exited while waiting for %q; log:\n%s", msg, g.Logs())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

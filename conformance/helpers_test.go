@@ -1,0 +1,325 @@
+// Package conformance drives the real dicomgw binary with real DICOM peers
+// (dcmtk's storescu, dcmsend, echoscu, storescp and dcmdump, and our own
+// requestor in pkg/dimse) and checks what ends up in the spool.
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/spool"
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// TestMain removes the dicomgw binary the harness built for this run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	harness.RemoveBinary()
+	os.Exit(code)
+}
+
+// calledAE is the gateway's default AE title (dicomgw serve --ae-title).
+const calledAE = "DICOMGW"
+
+// Transfer syntaxes the tests name (PS3.6 Table A-1).
+const (
+	tsImplicitLE = uid.ImplicitVRLittleEndian
+	tsExplicitLE = uid.ExplicitVRLittleEndian
+	tsExplicitBE = uid.ExplicitVRBigEndian
+	tsDeflatedLE = uid.DeflatedExplicitVRLittleEndian
+
+	sopSecondaryCapture = "1.2.840.10008.5.1.4.1.1.7"
+	sopMRImage          = "1.2.840.10008.5.1.4.1.1.4"
+	sopCTImage          = "1.2.840.10008.5.1.4.1.1.2"
+)
+
+// startGateway runs dicomgw on a free loopback port with spoolDir and stops
+// it (SIGTERM, clean exit expected) when the test ends; on failure the end
+// of its log goes into the test output.
+func startGateway(t testing.TB, spoolDir string, args ...string) *harness.Gateway {
+	t.Helper()
+	g, err := harness.Start(spoolDir, args...)
+	if err != nil {
+		t.Fatalf("starting dicomgw: %v", err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-g.Exited():
+		default:
+			if err := g.Stop(20 * time.Second); err != nil {
+				t.Errorf("dicomgw did not stop cleanly: %v", err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("dicomgw log (end):\n%s", tail(g.Logs(), 12000))
+		}
+	})
+	return g
+}
+
+// spooledObject is one committed object read back from the queue.
+type spooledObject struct {
+	Path    string
+	Meta    spool.Meta
+	DataSet []byte
+}
+
+// readSpooled reads a committed object with spool.ReadMeta.
+func readSpooled(t testing.TB, path string) spooledObject {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, off, err := spool.ReadMeta(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("spool.ReadMeta(%s): %v", path, err)
+	}
+	return spooledObject{Path: path, Meta: m, DataSet: b[off:]}
+}
+
+// queueSnapshot is the set of committed object paths.
+func queueSnapshot(t testing.TB, spoolDir string) map[string]bool {
+	t.Helper()
+	files, err := harness.SpooledFiles(spoolDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := make(map[string]bool, len(files))
+	for _, f := range files {
+		m[f] = true
+	}
+	return m
+}
+
+// newObjects returns the objects committed since before.
+func newObjects(t testing.TB, spoolDir string, before map[string]bool) []string {
+	t.Helper()
+	var out []string
+	for f := range queueSnapshot(t, spoolDir) {
+		if !before[f] {
+			out = append(out, f)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// noPartials fails the test if anything is left in the spool's incoming/.
+func noPartials(t testing.TB, spoolDir string) {
+	t.Helper()
+	p, err := harness.PartialFiles(spoolDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 0 {
+		t.Errorf("partial files left in incoming/: %v", p)
+	}
+}
+
+// checkDcmdump runs dcmdump on a file and fails unless it parses it
+// (exit 0): our Part 10 wrapper must be readable by an independent parser.
+func checkDcmdump(t testing.TB, dcmdump, path string) {
+	t.Helper()
+	if r := runTool(60*time.Second, dcmdump, path); r.Code != 0 {
+		t.Errorf("dcmdump cannot parse spooled %s: %v", path, r)
+	}
+}
+
+// checkMeta compares a spooled object's record with what was sent.
+func checkMeta(t testing.TB, o spooledObject, sopClass, sopInstance, ts, callingAE string) {
+	t.Helper()
+	m := o.Meta
+	if m.SOPClassUID != sopClass || m.SOPInstanceUID != sopInstance || m.TransferSyntaxUID != ts || m.CallingAE != callingAE {
+		t.Errorf("spooled %s: meta = class %q instance %q ts %q calling %q; want %q %q %q %q",
+			filepath.Base(o.Path), m.SOPClassUID, m.SOPInstanceUID, m.TransferSyntaxUID, m.CallingAE,
+			sopClass, sopInstance, ts, callingAE)
+	}
+	if m.CalledAE != calledAE {
+		t.Errorf("spooled %s: called AE %q, want %q", filepath.Base(o.Path), m.CalledAE, calledAE)
+	}
+}
+
+// firstDiff describes where two byte strings first differ.
+func firstDiff(a, b []byte) string {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return fmt.Sprintf("first difference at offset %d (0x%X) of %d vs %d bytes", i, i, len(a), len(b))
+		}
+	}
+	return fmt.Sprintf("one is a prefix of the other: %d vs %d bytes", len(a), len(b))
+}
+
+// dial opens an association with our requestor and closes it when the test
+// ends (Close is a no-op after Release or Abort).
+func dial(t testing.TB, addr, callingAE string, ctxs ...dimse.ProposedContext) *dimse.Client {
+	t.Helper()
+	c, err := dialErr(addr, callingAE, calledAE, ctxs...)
+	if err != nil {
+		t.Fatalf("association with %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func dialErr(addr, callingAE, called string, ctxs ...dimse.ProposedContext) (*dimse.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return dimse.Dial(ctx, addr, dimse.DialConfig{
+		CallingAE: callingAE, CalledAE: called, Contexts: ctxs, Timeout: 20 * time.Second,
+	})
+}
+
+// verificationContext proposes C-ECHO.
+var verificationContext = dimse.ProposedContext{AbstractSyntax: uid.Verification, TransferSyntaxes: []string{tsImplicitLE}}
+
+// newUID returns a fresh UUID-derived UID (PS3.5 B.2: "2.25." and the
+// UUID as a decimal integer).
+func newUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0F | 0x40 // version 4
+	b[8] = b[8]&0x3F | 0x80 // RFC 4122 variant
+	return "2.25." + new(big.Int).SetBytes(b[:]).String()
+}
+
+// Explicit VR little endian element encoders (PS3.5 7.1.2), for the small
+// data sets the tests build by hand.
+func explicitShort(b []byte, group, elem uint16, vr string, v []byte) []byte {
+	b = binary.LittleEndian.AppendUint16(b, group)
+	b = binary.LittleEndian.AppendUint16(b, elem)
+	b = append(b, vr...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
+}
+
+func explicitLongHeader(b []byte, group, elem uint16, vr string, n uint32) []byte {
+	b = binary.LittleEndian.AppendUint16(b, group)
+	b = binary.LittleEndian.AppendUint16(b, elem)
+	b = append(b, vr...)
+	b = append(b, 0, 0)
+	return binary.LittleEndian.AppendUint32(b, n)
+}
+
+// padUID pads a UI value to even length with NUL (PS3.5 6.2, 9.1).
+func padUID(s string) []byte {
+	if len(s)%2 == 1 {
+		return append([]byte(s), 0)
+	}
+	return []byte(s)
+}
+
+// padText pads a text value to even length with a space (PS3.5 6.2).
+func padText(s string) []byte {
+	if len(s)%2 == 1 {
+		return append([]byte(s), ' ')
+	}
+	return []byte(s)
+}
+
+// smallDataSet builds a minimal Explicit VR Little Endian data set with the
+// given SOP Class and Instance UIDs (0008,0016)/(0008,0018) (PS3.3 C.12.1).
+func smallDataSet(sopClass, sopInstance string) []byte {
+	var b []byte
+	b = explicitShort(b, 0x0008, 0x0016, "UI", padUID(sopClass))
+	b = explicitShort(b, 0x0008, 0x0018, "UI", padUID(sopInstance))
+	b = explicitShort(b, 0x0008, 0x0060, "CS", padText("OT"))
+	b = explicitShort(b, 0x0010, 0x0010, "PN", padText("CONFORMANCE^TEST"))
+	b = explicitShort(b, 0x0010, 0x0020, "LO", padText("DICOMGW-0001"))
+	b = explicitShort(b, 0x0020, 0x000D, "UI", padUID(newUID()))
+	b = explicitShort(b, 0x0020, 0x000E, "UI", padUID(newUID()))
+	return b
+}
+
+// part10Header returns a preamble, "DICM" and a file meta group (PS3.10
+// 7.1) for an object, so that dcmtk tools can read what we generate.
+func part10Header(sopClass, sopInstance, ts string) []byte {
+	var g []byte
+	g = explicitLongHeader(g, 0x0002, 0x0001, "OB", 2)
+	g = append(g, 0x00, 0x01)
+	g = explicitShort(g, 0x0002, 0x0002, "UI", padUID(sopClass))
+	g = explicitShort(g, 0x0002, 0x0003, "UI", padUID(sopInstance))
+	g = explicitShort(g, 0x0002, 0x0010, "UI", padUID(ts))
+	g = explicitShort(g, 0x0002, 0x0012, "UI", padUID("2.25.1"))
+	b := make([]byte, 128, 128+4+12+len(g))
+	b = append(b, "DICM"...)
+	b = explicitShort(b, 0x0002, 0x0000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(g))))
+	return append(b, g...)
+}
+
+// vmRSS reads a process's resident set size in kB from /proc (proc(5)).
+func vmRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// loadCorpus reads the corpus manifest, failing when it is missing.
+func loadCorpus(t testing.TB) []harness.CorpusFile {
+	t.Helper()
+	c, err := harness.Corpus()
+	if err != nil {
+		t.Fatalf("corpus manifest (%s): %v", harness.CorpusDir(), err)
+	}
+	if len(c) < 50 {
+		t.Fatalf("corpus has %d files; the shared corpus has 55", len(c))
+	}
+	return c
+}
+
+// corpusFile finds a corpus file by name.
+func corpusFile(t testing.TB, name string) harness.CorpusFile {
+	t.Helper()
+	for _, cf := range loadCorpus(t) {
+		if cf.Name == name {
+			return cf
+		}
+	}
+	t.Fatalf("corpus has no %s", name)
+	return harness.CorpusFile{}
+}
+
+// storescuCanSend says whether dcmtk 3.6.7 can send a corpus file at all;
+// the manifest notes say "CANNOT send" for the others.
+func storescuCanSend(cf harness.CorpusFile) bool {
+	return !strings.Contains(cf.Notes, "CANNOT send")
+}
+
+// dataSetOf returns a corpus file's data set bytes.
+func dataSetOf(t testing.TB, cf harness.CorpusFile) []byte {
+	t.Helper()
+	b, err := harness.DataSet(cf.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// storeContext proposes one storage SOP class in one transfer syntax.
+func storeContext(sopClass, ts string) dimse.ProposedContext {
+	return dimse.ProposedContext{AbstractSyntax: sopClass, TransferSyntaxes: []string{ts}}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,352 @@
+package conformance
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+)
+
+// wantReject checks that err is an A-ASSOCIATE-RJ with exactly these
+// result, source and reason (PS3.8 9.3.4, Table 9-21).
+func wantReject(t *testing.T, err error, result pdu.RejectResult, source pdu.RejectSource, reason pdu.RejectReason) {
+	t.Helper()
+	var rj *dimse.RejectedError
+	if !errors.As(err, &rj) {
+		t.Fatalf("got %v, want A-ASSOCIATE-RJ %d/%d/%d", err, result, source, reason)
+	}
+	if rj.Result != result || rj.Source != source || rj.Reason != reason {
+		t.Errorf("A-ASSOCIATE-RJ result/source/reason = %d/%d/%d, want %d/%d/%d",
+			rj.Result, rj.Source, rj.Reason, result, source, reason)
+	}
+}
+
+// echoWorks opens a new association, echoes and releases.
+func echoWorks(t *testing.T, g *harness.Gateway, callingAE string) {
+	t.Helper()
+	c, err := dialErr(g.Addr, callingAE, calledAE, verificationContext)
+	if err != nil {
+		t.Fatalf("new association: %v", err)
+	}
+	defer c.Close()
+	if st, err := c.Echo(); err != nil || st != dimse.StatusSuccess {
+		t.Fatalf("C-ECHO: %v %v", st, err)
+	}
+	if err := c.Release(); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+}
+
+// TestWrongCalledAE: a called AE title the gateway does not answer to is
+// rejected permanent, by the service user, reason 7 "called AE title not
+// recognized" (PS3.8 9.3.4).
+func TestWrongCalledAE(t *testing.T) {
+	t.Parallel()
+	echoscu := needTool(t, "echoscu")
+	g := startGateway(t, t.TempDir())
+	_, err := dialErr(g.Addr, "SOMESCU", "WRONG", verificationContext)
+	wantReject(t, err, pdu.RejectPermanent, pdu.RejectSourceUser, pdu.RejectCalledAENotRecognized)
+
+	r := runTool(30*time.Second, echoscu, "-aet", "SOMESCU", "-aec", "WRONG", g.Host(), g.Port())
+	if r.Code == 0 || !strings.Contains(r.Out, "Called AE Title Not Recognized") {
+		t.Errorf("echoscu -aec WRONG should fail with called AE title not recognized: %v", r)
+	}
+	echoWorks(t, g, "SOMESCU")
+}
+
+// TestMaxAssociations: above --max-associations, requests are rejected
+// transient, by the service provider (presentation), reason 2 "local limit
+// exceeded" (PS3.8 9.3.4); a released association frees its slot.
+func TestMaxAssociations(t *testing.T) {
+	t.Parallel()
+	echoscu := needTool(t, "echoscu")
+	g := startGateway(t, t.TempDir(), "--max-associations", "2")
+	held := []*dimse.Client{
+		dial(t, g.Addr, "HOLD1", verificationContext),
+		dial(t, g.Addr, "HOLD2", verificationContext),
+	}
+	for i, c := range held {
+		if st, err := c.Echo(); err != nil || st != 0 {
+			t.Fatalf("held association %d: C-ECHO %v %v", i+1, st, err)
+		}
+	}
+	_, err := dialErr(g.Addr, "THIRD", calledAE, verificationContext)
+	wantReject(t, err, pdu.RejectTransient, pdu.RejectSourceProviderPresent, pdu.RejectLocalLimitExceeded)
+	if r := runTool(30*time.Second, echoscu, "-aet", "THIRDECHOSCU", "-aec", calledAE, g.Host(), g.Port()); r.Code == 0 {
+		t.Errorf("echoscu got through with 2 of 2 associations held: %v", r)
+	}
+
+	if err := held[0].Release(); err != nil {
+		t.Fatal(err)
+	}
+	// The slot is freed when the association is torn down, which the
+	// "association ended" line reports.
+	if _, err := g.WaitLog("association ended", 5*time.Second, func(m map[string]any) bool {
+		return m["calling_ae"] == "HOLD1" && m["outcome"] == "released"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	echoWorks(t, g, "FOURTH")
+	if st, err := held[1].Echo(); err != nil || st != 0 {
+		t.Errorf("the other held association stopped working: %v %v", st, err)
+	}
+	held[1].Release()
+}
+
+// clientHello returns the first TLS record a Go TLS client sends.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{ServerName: "dicomgw.test", InsecureSkipVerify: true}).Handshake()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+// TestGarbageOnThePort: bytes that are not a DICOM association request, or
+// one whose declared length is beyond any bound, must get an A-ABORT or a
+// closed connection at once (PS3.8 9.2, Sta2: AA-1 for an unrecognized or
+// invalid PDU; our limits on A-ASSOCIATE length), well before ARTIM would
+// expire, without allocating what the length claims, and the next
+// association must work.
+func TestGarbageOnThePort(t *testing.T) {
+	t.Parallel()
+	const artim = 5 * time.Second
+	g := startGateway(t, t.TempDir(), "--artim-timeout", artim.String())
+
+	huge := func(typ byte, n uint32, extra int) []byte {
+		b := []byte{typ, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[2:], n)
+		return append(b, bytes.Repeat([]byte{0x5A}, extra)...)
+	}
+	// The start of a real A-ASSOCIATE-RQ, with a length of 1 MiB + 1 (our
+	// bound is 1 MiB) in its header.
+	rq, err := pdu.Encode(&pdu.AssociateRQ{ProtocolVersion: 1, CalledAE: pdu.MakeAE(calledAE), CallingAE: pdu.MakeAE("BIG"),
+		ApplicationContext: "1.2.840.10008.3.1.1.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint32(rq[2:], 1<<20+1)
+
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"HTTP request", []byte("GET / HTTP/1.1\r\nHost: dicomgw\r\nUser-Agent: conformance\r\n\r\n")},
+		{"TLS ClientHello", clientHello(t)},
+		{"A-ASSOCIATE-RQ header of length 0xFFFFFFFF", huge(byte(pdu.TypeAssociateRQ), 0xFFFFFFFF, 16)},
+		{"P-DATA-TF header of length 0xFFFFFFFF", huge(byte(pdu.TypePDataTF), 0xFFFFFFFF, 16)},
+		{"A-ASSOCIATE-RQ of 1 MiB + 1", rq},
+	}
+	rss0, err := vmRSS(g.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Several times, so that an allocation per connection would
+			// show in RSS.
+			for i := 0; i < 10; i++ {
+				conn, err := net.Dial("tcp", g.Addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				conn.Write(tc.data)
+				// Well under ARTIM: a gateway that just waits for ARTIM
+				// fails here.
+				conn.SetReadDeadline(time.Now().Add(artim / 2))
+				p, err := pdu.NewReader(conn, pdu.Limits{}, nil).ReadPDU()
+				elapsed := time.Since(start)
+				conn.Close()
+				var ne net.Error
+				switch {
+				case err == nil:
+					if _, ok := p.(*pdu.Abort); !ok {
+						t.Fatalf("got %v, want A-ABORT or close", p.Type())
+					}
+				case errors.As(err, &ne) && ne.Timeout():
+					t.Fatalf("neither A-ABORT nor close within %v (ARTIM %v)", elapsed.Round(time.Millisecond), artim)
+				case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+				default:
+					t.Fatalf("reading the answer: %v", err)
+				}
+				if i == 0 {
+					what := "connection closed"
+					if ab, ok := p.(*pdu.Abort); ok {
+						what = fmt.Sprintf("A-ABORT source %d reason %d", ab.Source, ab.Reason)
+					}
+					t.Logf("%s after %v", what, elapsed.Round(time.Microsecond))
+				}
+			}
+			echoWorks(t, g, "AFTERGARBAGE")
+		})
+	}
+	rss1, err := vmRSS(g.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dicomgw VmRSS %d kB before, %d kB after %d garbage connections", rss0, rss1, 10*len(cases))
+	if rss1-rss0 > 8<<10 {
+		t.Errorf("VmRSS grew by %d kB, more than 8 MB", rss1-rss0)
+	}
+}
+
+// TestUIDMismatch: a data set whose SOP Instance or Class UID differs from
+// the command's gets A900 (PS3.4 B.2.3) and is not spooled; the
+// association goes on.
+func TestUIDMismatch(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, t.TempDir())
+	mr := corpusFile(t, "mr-explicit-le.dcm")
+	ct := corpusFile(t, "ct-explicit-le.dcm")
+	c := dial(t, g.Addr, "MISMATCH", storeContext(mr.SOPClassUID, tsExplicitLE), verificationContext)
+
+	rsp, err := c.Store(mr.SOPClassUID, newUID(), tsExplicitLE, bytes.NewReader(dataSetOf(t, mr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.Status != dimse.StatusDataSetDoesNotMatchClass {
+		t.Errorf("other SOP Instance UID in the command: status %v (%q), want A900", rsp.Status, rsp.ErrorComment)
+	}
+	// A CT data set announced as MR, with the CT's own instance UID.
+	rsp, err = c.Store(mr.SOPClassUID, ct.SOPInstanceUID, tsExplicitLE, bytes.NewReader(dataSetOf(t, ct)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.Status != dimse.StatusDataSetDoesNotMatchClass {
+		t.Errorf("CT data set sent as MR: status %v (%q), want A900", rsp.Status, rsp.ErrorComment)
+	}
+	noPartials(t, g.SpoolDir)
+	if objs := newObjects(t, g.SpoolDir, nil); len(objs) != 0 {
+		t.Errorf("mismatched objects were spooled: %v", objs)
+	}
+	// The association is still good for a correct object.
+	rsp, err = c.Store(mr.SOPClassUID, mr.SOPInstanceUID, tsExplicitLE, bytes.NewReader(dataSetOf(t, mr)))
+	if err != nil || rsp.Status != dimse.StatusSuccess {
+		t.Errorf("matching C-STORE after the mismatches: %v %v", rsp, err)
+	}
+	if err := c.Release(); err != nil {
+		t.Error(err)
+	}
+	if n := len(newObjects(t, g.SpoolDir, nil)); n != 1 {
+		t.Errorf("%d objects spooled, want 1", n)
+	}
+}
+
+// TestSpoolFull puts the spool on a 4 MiB tmpfs and stores 1 MB objects
+// until it is full: the object that does not fit gets A700 (PS3.4 B.2.3,
+// out of resources) with its partial file removed, the association goes on,
+// and the objects stored before are intact.
+func TestSpoolFull(t *testing.T) {
+	t.Parallel()
+	dcmdump := needTool(t, "dcmdump")
+	dir := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		if os.Geteuid() != 0 {
+			t.Skipf("mounting a tmpfs needs root (CI runs these tests as root): %v", err)
+		}
+		t.Fatalf("mount -t tmpfs -o size=4m tmpfs %s as root: %v", dir, err)
+	}
+	// Registered before the gateway's cleanup, so it runs after it.
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	g := startGateway(t, dir)
+
+	big := corpusFile(t, "ct-enhanced-multiframe.dcm") // about 1 MB
+	small := corpusFile(t, "mr-explicit-le.dcm")       // about 10 kB
+	bigData, smallData := dataSetOf(t, big), dataSetOf(t, small)
+	c := dial(t, g.Addr, "FILLER",
+		storeContext(big.SOPClassUID, big.TransferSyntaxUID),
+		storeContext(small.SOPClassUID, small.TransferSyntaxUID),
+		verificationContext)
+
+	stored := 0
+	full := false
+	for i := 0; i < 10 && !full; i++ {
+		rsp, err := c.Store(big.SOPClassUID, big.SOPInstanceUID, big.TransferSyntaxUID, bytes.NewReader(bigData))
+		if err != nil {
+			t.Fatalf("C-STORE %d: %v", i+1, err)
+		}
+		switch rsp.Status {
+		case dimse.StatusSuccess:
+			stored++
+		case dimse.StatusOutOfResources:
+			full = true
+			t.Logf("C-STORE %d: %v (%q)", i+1, rsp.Status, rsp.ErrorComment)
+		default:
+			t.Fatalf("C-STORE %d: status %v (%q), want 0000 or A700", i+1, rsp.Status, rsp.ErrorComment)
+		}
+	}
+	if !full || stored == 0 {
+		t.Fatalf("%d objects stored, full=%v: a 4 MiB spool should take 1 to 3 objects of 1 MB, then refuse", stored, full)
+	}
+	noPartials(t, dir)
+
+	// Same association: still answered.
+	if st, err := c.Echo(); err != nil || st != dimse.StatusSuccess {
+		t.Errorf("C-ECHO after A700: %v %v", st, err)
+	}
+	// The removed partial freed its space: a small object fits.
+	rsp, err := c.Store(small.SOPClassUID, small.SOPInstanceUID, small.TransferSyntaxUID, bytes.NewReader(smallData))
+	if err != nil || rsp.Status != dimse.StatusSuccess {
+		t.Errorf("small C-STORE after A700: %v %v", rsp, err)
+	}
+	if err := c.Release(); err != nil {
+		t.Error(err)
+	}
+	objs := newObjects(t, dir, nil)
+	if len(objs) != stored+1 {
+		t.Fatalf("queue has %d objects, want %d", len(objs), stored+1)
+	}
+	nBig := 0
+	for _, p := range objs {
+		o := readSpooled(t, p)
+		want := smallData
+		if o.Meta.SOPInstanceUID == big.SOPInstanceUID {
+			want = bigData
+			nBig++
+		}
+		if !bytes.Equal(o.DataSet, want) {
+			t.Errorf("%s: data set damaged: %s", filepath.Base(p), firstDiff(o.DataSet, want))
+		}
+		checkDcmdump(t, dcmdump, p)
+	}
+	if nBig != stored {
+		t.Errorf("%d of the big objects in the queue, %d stored", nBig, stored)
+	}
+	if _, err := g.WaitLog("C-STORE failed", time.Second, func(m map[string]any) bool {
+		return m["status"] == dimse.StatusOutOfResources.String() && m["sop_instance"] == big.SOPInstanceUID
+	}); err != nil {
+		t.Error(err)
+	}
+}
