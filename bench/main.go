@@ -1,0 +1,223 @@
+// Command bench measures dicomgw against dcmtk's storescp as C-STORE
+// receivers on loopback, with dcmtk's storescu as the sender, and checks
+// the gateway's memory while it receives one object of a gigabyte or more.
+//
+//	go run ./bench [--small 500] [--large 40] [--runs 3] [--skip-huge] [--json FILE]
+//
+// It is a program rather than a Go benchmark because what it measures is
+// three separate processes talking over TCP, and because its output is a
+// report for people and CI logs. Progress goes to stderr, the report to
+// stdout.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	small, large   int
+	hugeSize       int64
+	runs, scpRuns  int
+	skipHuge, keep bool
+	jsonPath       string
+	timeout        time.Duration
+
+	work string // temporary directory of this run
+	bin  string // the dicomgw binary built for it
+}
+
+// Targets the gateway must meet (storescp time / dicomgw time).
+const (
+	smallTarget = 20.0
+	largeTarget = 2.0
+)
+
+func main() {
+	c := &config{}
+	flag.IntVar(&c.small, "small", 500, "objects of about 64 KB in the small set (0 skips the set)")
+	flag.IntVar(&c.large, "large", 40, "objects of about 7.5 MB in the large set (0 skips the set)")
+	flag.Int64Var(&c.hugeSize, "huge-size", 1<<30+1<<20, "Pixel Data bytes of the huge object (rounded up to whole 32 KiB rows)")
+	flag.IntVar(&c.runs, "runs", 3, "timed runs per set against dicomgw; the median is reported")
+	flag.IntVar(&c.scpRuns, "scp-runs", 0, "timed runs per set against storescp (default: --runs)")
+	flag.BoolVar(&c.skipHuge, "skip-huge", false, "skip the huge-object memory check")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory with the generated objects")
+	flag.StringVar(&c.jsonPath, "json", "", "also write a JSON summary to `FILE`")
+	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "kill a storescu run that takes longer")
+	flag.Parse()
+	if c.scpRuns == 0 {
+		c.scpRuns = c.runs
+	}
+	if flag.NArg() > 0 || c.small < 0 || c.large < 0 || c.runs < 1 || c.scpRuns < 1 || c.timeout <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+
+	// Ctrl-C and SIGTERM cancel ctx: storescu runs are killed through it,
+	// and every other child is stopped by the defer that follows its start.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sum, err := run(ctx, c)
+	stop()
+	if err == nil {
+		printReport(os.Stdout, sum)
+		if c.jsonPath != "" {
+			err = writeJSON(c.jsonPath, sum)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// summary is everything the report and the JSON show.
+type summary struct {
+	Started     time.Time   `json:"started"`
+	Environment environment `json:"environment"`
+	Sets        []setResult `json:"sets"`
+	Huge        *hugeResult `json:"huge,omitempty"`
+	HugeSkipped string      `json:"huge_skipped,omitempty"`
+}
+
+type environment struct {
+	Go       string `json:"go"`
+	Dcmtk    string `json:"dcmtk"`
+	Kernel   string `json:"kernel"`
+	CPU      string `json:"cpu"`
+	CPUs     int    `json:"cpus"`
+	Storescu string `json:"storescu_args"`
+}
+
+func run(ctx context.Context, c *config) (*summary, error) {
+	for _, tool := range []string{"storescu", "storescp", "dcmdump"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s not found: install dcmtk (%w)", tool, err)
+		}
+	}
+	sum := &summary{Started: time.Now().UTC(), Environment: describeEnvironment()}
+
+	// Everything goes under one temporary directory of the system temp
+	// dir, so the spools share the disk a deployment's temp dir would use
+	// and one RemoveAll cleans up.
+	var err error
+	if c.work, err = os.MkdirTemp("", "dicomgw-bench-"); err != nil {
+		return nil, err
+	}
+	if c.keep {
+		defer progress("kept %s", c.work)
+	} else {
+		defer os.RemoveAll(c.work)
+	}
+
+	progress("building dicomgw")
+	if c.bin, err = buildGateway(ctx, c.work); err != nil {
+		return nil, err
+	}
+
+	sets := []struct {
+		name   string
+		n      int
+		g      geometry
+		target float64
+	}{
+		{"small", c.small, smallGeometry, smallTarget},
+		{"large", c.large, largeGeometry, largeTarget},
+	}
+	pixels := newPixelSource()
+	for _, s := range sets {
+		if s.n == 0 {
+			continue
+		}
+		progress("generating %d %s objects (%d bytes of pixels each)", s.n, s.name, s.g.pixelBytes())
+		set, err := generateSet(ctx, filepath.Join(c.work, s.name), s.name, s.n, s.g, pixels)
+		if err != nil {
+			return nil, err
+		}
+		r, err := measureSet(ctx, c, set, s.target)
+		if err != nil {
+			return nil, err
+		}
+		sum.Sets = append(sum.Sets, r)
+	}
+
+	if c.skipHuge {
+		sum.HugeSkipped = "--skip-huge"
+		return sum, nil
+	}
+	g, err := hugeGeometry(c.hugeSize)
+	if err != nil {
+		return nil, err
+	}
+	// The object file is sparse, but the gateway writes every byte to its
+	// spool: insist on room for that and some to spare.
+	need := max(int64(3)<<30, 2*g.pixelBytes())
+	if free, err := freeBytes(c.work); err != nil {
+		return nil, err
+	} else if free < need {
+		sum.HugeSkipped = fmt.Sprintf("only %.1f GiB free in %s, need %.1f GiB", gib(free), os.TempDir(), gib(need))
+		progress("SKIPPING the huge-object check: %s", sum.HugeSkipped)
+		return sum, nil
+	}
+	path := filepath.Join(c.work, "huge.dcm")
+	progress("generating a sparse object with %d bytes of pixels", g.pixelBytes())
+	size, sop, err := writeObject(path, g, newUID(), newUID(), 1, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkWithDcmdump(ctx, path, sop); err != nil {
+		return nil, err
+	}
+	progress("huge: sending %d bytes to a fresh dicomgw", size)
+	h, err := measureHuge(ctx, c, path, size)
+	if err != nil {
+		return nil, fmt.Errorf("huge object: %w", err)
+	}
+	progress("huge: %.2f s, dicomgw peak RSS %.1f MB", h.Seconds, float64(h.DicomgwPeakRSS)/1e6)
+	sum.Huge = &h
+	return sum, nil
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+func gib(n int64) float64 { return float64(n) / (1 << 30) }
+
+// describeEnvironment records what the numbers depend on; failures to
+// find a detail leave it empty rather than fail the run.
+func describeEnvironment() environment {
+	e := environment{Go: runtime.Version(), CPUs: runtime.NumCPU(), Storescu: strings.Join(storescuArgs, " ")}
+	if out, err := exec.Command("storescu", "--version").Output(); err == nil {
+		first, _, _ := strings.Cut(string(out), "\n")
+		e.Dcmtk = strings.Trim(first, "$ ")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		e.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return e
+}
