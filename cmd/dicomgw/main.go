@@ -3,6 +3,7 @@
 //
 //	dicomgw serve [flags]          run the gateway
 //	dicomgw echo [flags] HOST:PORT send a C-ECHO (verification) to a DICOM peer
+//	dicomgw spool stats|ls|retry|purge --spool-dir DIR
 //	dicomgw version                print the version
 package main
 
@@ -27,6 +28,7 @@ const usage = `usage: dicomgw <command> [flags]
 commands:
   serve      run the gateway (C-STORE SCP into the spool)
   echo       send a C-ECHO to a DICOM peer: dicomgw echo [flags] HOST:PORT
+  spool      inspect and repair the spool: stats, ls, retry, purge
   version    print the version
 
 Run "dicomgw <command> --help" for the flags of a command.
@@ -42,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "echo":
 		return echo(args[1:], stdout, stderr)
+	case "spool":
+		return spoolCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "dicomgw %s (commit %s)\n", version, commit)
 		return 0

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/forward"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
@@ -33,6 +34,19 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+
+	// Forwarding.
+	stowURL           string
+	archiveDir        string
+	forwardWorkers    int
+	batchMaxInstances int
+	batchMaxBytes     int64
+	batchLinger       time.Duration
+	retryFor          time.Duration
+	retryMin          time.Duration
+	retryMax          time.Duration
+	stowTimeout       time.Duration
+	keepDelivered     time.Duration
 }
 
 func serveFlags(c *serveConfig) *pflag.FlagSet {
@@ -48,6 +62,17 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", dimse.DefaultIdleTimeout, "abort an association when nothing arrives for this long")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", dimse.DefaultWriteTimeout, "abort an association when a write to the peer takes longer")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let running associations finish for this long, then abort them")
+	fs.StringVar(&c.stowURL, "stow-url", "", "DICOMweb base URL to forward to with STOW-RS (e.g. http://host:8042/dicom-web); empty: file into --archive-dir")
+	fs.StringVar(&c.archiveDir, "archive-dir", "./var/archive", "local archive (<study>/<series>/<instance>.dcm) used when --stow-url is empty")
+	fs.IntVar(&c.forwardWorkers, "forward-workers", forward.DefaultWorkers, "STOW-RS requests in flight")
+	fs.IntVar(&c.batchMaxInstances, "batch-max-instances", forward.DefaultBatchMaxInstances, "objects per STOW-RS request")
+	fs.Int64Var(&c.batchMaxBytes, "batch-max-bytes", forward.DefaultBatchMaxBytes, "bytes per STOW-RS request (a larger object goes alone)")
+	fs.DurationVar(&c.batchLinger, "batch-linger", forward.DefaultBatchLinger, "how long a new object waits for more of its study before its batch goes")
+	fs.DurationVar(&c.retryFor, "retry-for", forward.DefaultRetryFor, "how long an object that fails is retried before it is dead-lettered")
+	fs.DurationVar(&c.retryMin, "retry-min", forward.DefaultRetryMin, "first retry delay after a failed delivery (doubles per attempt, with jitter)")
+	fs.DurationVar(&c.retryMax, "retry-max", forward.DefaultRetryMax, "longest retry delay")
+	fs.DurationVar(&c.stowTimeout, "stow-timeout", 2*time.Minute, "wait for a STOW-RS answer; each request also gets 1 s per MiB of its body")
+	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -111,13 +136,28 @@ func runServer(c serveConfig, log *slog.Logger) error {
 		Dir:                       c.spoolDir,
 		ImplementationClassUID:    dcfg.ImplementationClassUID,
 		ImplementationVersionName: dcfg.ImplementationVersionName,
+		KeepDelivered:             c.keepDelivered > 0,
 	}, log.With("component", "spool"))
 	if err != nil {
 		return err
 	}
 	defer sp.Close()
 
-	srv, err := dimse.NewServer(dcfg, &storeHandler{spool: sp, log: log.With("component", "store")}, log.With("component", "dimse"))
+	dest, err := destination(c, dcfg, log.With("component", "forward"))
+	if err != nil {
+		return err
+	}
+	fwd := forward.New(forward.Config{
+		Workers:           c.forwardWorkers,
+		BatchMaxInstances: c.batchMaxInstances,
+		BatchMaxBytes:     c.batchMaxBytes,
+		BatchLinger:       c.batchLinger,
+		RetryFor:          c.retryFor,
+		RetryMin:          c.retryMin,
+		RetryMax:          c.retryMax,
+	}, spoolQueue{sp}, dest, log.With("component", "forward"))
+
+	srv, err := dimse.NewServer(dcfg, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"))
 	if err != nil {
 		return err
 	}
@@ -126,7 +166,7 @@ func runServer(c serveConfig, log *slog.Logger) error {
 		return err
 	}
 	log.Info("dicomgw listening", "addr", ln.Addr().String(), "ae_titles", strings.Join(c.aeTitles, ","),
-		"spool_dir", c.spoolDir, "version", version, "commit", commit)
+		"spool_dir", c.spoolDir, "destination", dest.String(), "version", version, "commit", commit)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -134,6 +174,22 @@ func runServer(c serveConfig, log *slog.Logger) error {
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+
+	// The forwarder runs until the receiving side has stopped; then its
+	// requests in flight finish or are abandoned, objects staying queued.
+	fwdCtx, stopForwarding := context.WithCancel(context.Background())
+	forwarding := make(chan struct{})
+	go func() {
+		defer close(forwarding)
+		fwd.Run(fwdCtx)
+	}()
+	defer func() {
+		stopForwarding()
+		<-forwarding
+	}()
+	if c.keepDelivered > 0 {
+		go purgeDelivered(fwdCtx, sp.Dir, c.keepDelivered, log.With("component", "spool"))
+	}
 
 	select {
 	case err := <-served:
@@ -161,6 +217,45 @@ func runServer(c serveConfig, log *slog.Logger) error {
 	}
 	log.Info("dicomgw stopped")
 	return nil
+}
+
+// destination is the STOW-RS endpoint, or the local archive when there is
+// none.
+func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.Destination, error) {
+	if c.stowURL == "" {
+		if c.archiveDir == "" {
+			return nil, errors.New("--archive-dir is empty and no --stow-url is given: nowhere to forward to")
+		}
+		return &forward.Archive{Dir: c.archiveDir}, nil
+	}
+	return forward.NewSTOW(forward.STOWConfig{
+		BaseURL:                   c.stowURL,
+		Timeout:                   c.stowTimeout,
+		ImplementationClassUID:    dcfg.ImplementationClassUID,
+		ImplementationVersionName: dcfg.ImplementationVersionName,
+		UserAgent:                 "dicomgw/" + version,
+		RetryMax:                  3,
+	}, log)
+}
+
+// purgeDelivered removes delivered objects once they have been kept long
+// enough.
+func purgeDelivered(ctx context.Context, d *spool.Dir, keep time.Duration, log *slog.Logger) {
+	t := time.NewTicker(min(keep/4+time.Second, 10*time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, bytes, err := d.Purge(spool.StateDelivered, time.Now().Add(-keep))
+		if err != nil {
+			log.Error("purging delivered objects", "err", err)
+		} else if n > 0 {
+			log.Info("purged delivered objects", "objects", n, "bytes", bytes, "older_than", keep)
+		}
+	}
 }
 
 // implementationVersionName is sent to peers (PS3.7 D.3.3.2, at most 16

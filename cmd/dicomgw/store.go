@@ -12,8 +12,9 @@ import (
 // storeHandler connects the DIMSE layer to the spool: it is where spool
 // outcomes become DIMSE statuses (PS3.4 B.2.3).
 type storeHandler struct {
-	spool *spool.Spool
-	log   *slog.Logger
+	spool  *spool.Spool
+	notify func(id string) // tells the forwarder; never blocks
+	log    *slog.Logger
 }
 
 func (h *storeHandler) BeginStore(req *dimse.StoreRequest) (dimse.StoreWriter, error) {
@@ -55,6 +56,9 @@ func (s *storeWriter) Commit() error {
 	s.h.log.Info("object spooled", "id", e.ID, "assoc", s.req.AssociationID, "calling_ae", s.req.CallingAE,
 		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
 		"bytes", e.Size, "duration", time.Since(s.start).Round(time.Microsecond))
+	if s.h.notify != nil {
+		s.h.notify(e.ID)
+	}
 	return nil
 }
 

@@ -17,8 +17,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,19 +30,49 @@ type Config struct {
 	// file meta information of every object (PS3.10 7.1).
 	ImplementationClassUID    string
 	ImplementationVersionName string
+	// KeepDelivered moves delivered objects to delivered/ instead of
+	// deleting them (purged later by age).
+	KeepDelivered bool
 }
 
 // Directory layout under Config.Dir.
 const (
-	incomingDir = "incoming" // objects being received; removed on Open
-	queueDir    = "queue"    // committed objects, waiting to be forwarded
-	lockFile    = ".lock"
-	objectExt   = ".dcm"
-	partialExt  = ".part"
+	incomingDir  = "incoming"  // objects being received; removed on Open
+	queueDir     = "queue"     // committed objects, waiting to be forwarded
+	deadDir      = "dead"      // objects that cannot be delivered, each with a reason file
+	deliveredDir = "delivered" // delivered objects, when they are kept
+	lockFile     = ".lock"
+	objectExt    = ".dcm"
+	partialExt   = ".part"
+	retryExt     = ".retry"  // beside a queued object: its failed attempts
+	reasonExt    = ".reason" // beside a dead object: why
 )
 
-// Spool is a durable queue of DICOM objects.
+// Dir is a spool directory as the operator commands see it: the objects and
+// their states, without the daemon's lock. Every change it makes is a
+// rename or an atomic replace, so it is safe while the daemon runs.
+type Dir struct {
+	root          string
+	keepDelivered bool
+}
+
+// OpenDir opens an existing spool directory for inspection and the
+// operator's changes.
+func OpenDir(dir string) (*Dir, error) {
+	for _, d := range []string{dir, filepath.Join(dir, queueDir)} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("spool: %s is not a spool directory (no %s)", dir, filepath.Base(d))
+		}
+	}
+	return &Dir{root: dir}, nil
+}
+
+// Root is the spool directory.
+func (d *Dir) Root() string { return d.root }
+
+// Spool is a durable queue of DICOM objects, as the daemon holds it.
 type Spool struct {
+	*Dir
 	cfg      Config
 	log      *slog.Logger
 	incoming string
@@ -67,12 +95,13 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Spool{
+		Dir:      &Dir{root: cfg.Dir, keepDelivered: cfg.KeepDelivered},
 		cfg:      cfg,
 		log:      log,
 		incoming: filepath.Join(cfg.Dir, incomingDir),
 		queue:    filepath.Join(cfg.Dir, queueDir),
 	}
-	for _, d := range []string{cfg.Dir, s.incoming, s.queue} {
+	for _, d := range []string{cfg.Dir, s.incoming, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -91,7 +120,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		s.Close()
 		return nil, err
 	}
-	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.queue} {
+	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := syncDir(d); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool: %w", err)
@@ -148,28 +177,16 @@ type Entry struct {
 	Size int64
 }
 
-// List returns the committed objects in arrival order.
+// List returns the queued objects in arrival order.
 func (s *Spool) List() ([]Entry, error) {
-	des, err := os.ReadDir(s.queue)
+	items, err := s.Items(StateQueued)
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err
 	}
-	var out []Entry
-	for _, de := range des {
-		name := de.Name()
-		if !strings.HasSuffix(name, objectExt) || !de.Type().IsRegular() {
-			continue
-		}
-		info, err := de.Info()
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // forwarded meanwhile
-			}
-			return nil, fmt.Errorf("spool: %w", err)
-		}
-		out = append(out, Entry{ID: strings.TrimSuffix(name, objectExt), Path: filepath.Join(s.queue, name), Size: info.Size()})
+	out := make([]Entry, len(items))
+	for i, it := range items {
+		out[i] = it.Entry
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 

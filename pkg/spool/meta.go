@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/part10"
 )
 
 // Meta is what the spool records with each object. It travels inside the
@@ -32,79 +34,36 @@ type record struct {
 	Meta
 }
 
-// Tags of the file meta information group (PS3.10 Table 7.1-1), element
-// numbers of group 0002.
+// Tags of the file meta information group (PS3.10 Table 7.1-1) that
+// ReadMeta looks for: element numbers of group 0002.
 const (
-	tagGroupLength        = 0x0000
-	tagMetaVersion        = 0x0001
-	tagMediaSOPClass      = 0x0002
-	tagMediaSOPInstance   = 0x0003
-	tagTransferSyntax     = 0x0010
-	tagImplClassUID       = 0x0012
-	tagImplVersionName    = 0x0013
-	tagSourceAE           = 0x0016
-	tagPrivateInfoCreator = 0x0100
-	tagPrivateInfo        = 0x0102
+	tagGroupLength = 0x0000
+	tagPrivateInfo = 0x0102
 )
 
-const preambleLen = 128
+const preambleLen = part10.PreambleLen
 
 // appendMeta appends the preamble, "DICM" and the file meta information
-// (PS3.10 7.1) in Explicit VR Little Endian: version 00 01, media storage
-// SOP class and instance from the C-STORE command, the transfer syntax of
-// the presentation context, our implementation class UID and version name,
-// the calling AE as source AE title, and our record as private information
-// whose creator is our implementation class UID.
+// (PS3.10 7.1): version 00 01, media storage SOP class and instance from the
+// C-STORE command, the transfer syntax of the presentation context, our
+// implementation class UID and version name, the calling AE as source AE
+// title, and our record as private information whose creator is our
+// implementation class UID.
 func appendMeta(b []byte, m *Meta, implUID, implVersion string) ([]byte, error) {
 	rec, err := json.Marshal(record{Version: recordVersion, Meta: *m})
 	if err != nil {
 		return nil, err
 	}
-	b = append(b, make([]byte, preambleLen)...)
-	b = append(b, "DICM"...)
-	lenAt := len(b) + 8
-	b = appendShort(b, tagGroupLength, "UL", []byte{0, 0, 0, 0})
-	start := len(b)
-	b = appendLong(b, tagMetaVersion, "OB", []byte{0x00, 0x01})
-	b = appendShort(b, tagMediaSOPClass, "UI", pad(m.SOPClassUID, 0))
-	b = appendShort(b, tagMediaSOPInstance, "UI", pad(m.SOPInstanceUID, 0))
-	b = appendShort(b, tagTransferSyntax, "UI", pad(m.TransferSyntaxUID, 0))
-	b = appendShort(b, tagImplClassUID, "UI", pad(implUID, 0))
-	b = appendShort(b, tagImplVersionName, "SH", pad(implVersion, ' '))
-	if m.CallingAE != "" {
-		b = appendShort(b, tagSourceAE, "AE", pad(m.CallingAE, ' '))
-	}
-	b = appendShort(b, tagPrivateInfoCreator, "UI", pad(implUID, 0))
-	b = appendLong(b, tagPrivateInfo, "OB", pad(string(rec), ' '))
-	binary.LittleEndian.PutUint32(b[lenAt:], uint32(len(b)-start))
-	return b, nil
-}
-
-func pad(s string, p byte) []byte {
-	b := []byte(s)
-	if len(b)%2 == 1 {
-		b = append(b, p)
-	}
-	return b
-}
-
-// appendShort appends an element with a 2-byte length (PS3.5 7.1.2).
-func appendShort(b []byte, elem uint16, vr string, v []byte) []byte {
-	b = binary.LittleEndian.AppendUint16(b, 0x0002)
-	b = binary.LittleEndian.AppendUint16(b, elem)
-	b = append(b, vr...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
-	return append(b, v...)
-}
-
-// appendLong appends an element of a VR with a 4-byte length (OB).
-func appendLong(b []byte, elem uint16, vr string, v []byte) []byte {
-	b = binary.LittleEndian.AppendUint16(b, 0x0002)
-	b = binary.LittleEndian.AppendUint16(b, elem)
-	b = append(b, vr...)
-	b = append(b, 0, 0)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
-	return append(b, v...)
+	return part10.AppendMeta(b, &part10.Meta{
+		SOPClassUID:               m.SOPClassUID,
+		SOPInstanceUID:            m.SOPInstanceUID,
+		TransferSyntaxUID:         m.TransferSyntaxUID,
+		ImplementationClassUID:    implUID,
+		ImplementationVersionName: implVersion,
+		SourceAE:                  m.CallingAE,
+		PrivateCreator:            implUID,
+		Private:                   rec,
+	}), nil
 }
 
 // ErrNotSpoolFile is wrapped by ReadMeta errors for files the spool did not

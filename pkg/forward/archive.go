@@ -1,0 +1,212 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/dicomgw/dicomgw/pkg/uid"
+)
+
+// Archive is the destination used when no DICOMweb endpoint is configured:
+// a directory laid out <StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm.
+// The UIDs come from the peer, so each is checked to be a UID (digits and
+// dots, at most 64 characters: PS3.5 9.1) before it names anything; an
+// object whose UIDs fail goes to the dead letters.
+type Archive struct {
+	Dir string
+}
+
+func (a *Archive) String() string { return "archive:" + a.Dir }
+
+// Deliver files each object durably: hard-linked from the spool when the
+// archive is on the same file system (instant, and the spool's fsync already
+// covers the data), copied and fsynced otherwise; then the directories are
+// fsynced. An object already archived with identical content counts as
+// delivered; a different object under the same SOP Instance UID is not
+// overwritten but dead-lettered for an operator to decide.
+func (a *Archive) Deliver(ctx context.Context, objs []*Object) []Result {
+	out := make([]Result, len(objs))
+	for i, o := range objs {
+		if ctx.Err() != nil {
+			out[i] = Result{Outcome: Abandoned, Reason: "shutting down"}
+			continue
+		}
+		out[i] = a.deliver(o)
+	}
+	return out
+}
+
+func (a *Archive) deliver(o *Object) Result {
+	for _, u := range []struct{ name, v string }{
+		{"Study Instance UID", o.StudyInstanceUID},
+		{"Series Instance UID", o.SeriesInstanceUID},
+		{"SOP Instance UID", o.SOPInstanceUID},
+	} {
+		if err := uid.Valid(u.v); err != nil {
+			return Result{Outcome: Dead, Reason: fmt.Sprintf("cannot file in the archive: %s: %v", u.name, err)}
+		}
+	}
+	study := filepath.Join(a.Dir, o.StudyInstanceUID)
+	series := filepath.Join(study, o.SeriesInstanceUID)
+	dst := filepath.Join(series, o.SOPInstanceUID+".dcm")
+	if same, err := sameDataSet(o, dst); err == nil {
+		if same {
+			return Result{Outcome: Delivered}
+		}
+		return Result{Outcome: Dead, Reason: fmt.Sprintf("the archive already holds a different object with SOP Instance UID %s (%s)", o.SOPInstanceUID, dst)}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+	}
+	created, err := mkdirs(a.Dir, study, series)
+	if err != nil {
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+	}
+	if err := linkOrCopy(o.Path, dst); err != nil {
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+	}
+	// The new entry, and every directory created for it, must be durable
+	// before the spool lets go of the object.
+	for _, d := range append([]string{series}, created...) {
+		if err := syncDir(d); err != nil {
+			return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+		}
+	}
+	return Result{Outcome: Delivered}
+}
+
+// mkdirs creates study and series under root as needed and returns the
+// parents whose entries changed (to be fsynced).
+func mkdirs(root, study, series string) ([]string, error) {
+	var changed []string
+	for _, d := range []struct{ dir, parent string }{{root, filepath.Dir(root)}, {study, root}, {series, study}} {
+		err := os.Mkdir(d.dir, 0o750)
+		switch {
+		case err == nil:
+			changed = append(changed, d.parent)
+		case errors.Is(err, fs.ErrExist):
+		default:
+			return nil, err
+		}
+	}
+	return changed, nil
+}
+
+func linkOrCopy(src, dst string) error {
+	err := os.Link(src, dst)
+	if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".part"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// sameDataSet reports whether the Part 10 file at path holds the same data
+// set as o (the file meta information differs between receipts: it records
+// when and from whom). An error wrapping fs.ErrNotExist means there is no
+// file at path.
+func sameDataSet(o *Object, path string) (bool, error) {
+	fb, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	fa, err := os.Open(o.Path)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	sa, err := fa.Stat()
+	if err != nil {
+		return false, err
+	}
+	sb, err := fb.Stat()
+	if err != nil {
+		return false, err
+	}
+	if os.SameFile(sa, sb) {
+		return true, nil
+	}
+	off, err := dataSetOffset(fb)
+	if err != nil {
+		return false, nil // not a Part 10 file we can read: not the same
+	}
+	if sb.Size()-off != o.DataSize() {
+		return false, nil
+	}
+	return sameBytes(io.NewSectionReader(fa, o.DataOffset, o.DataSize()), io.NewSectionReader(fb, off, sb.Size()-off))
+}
+
+// dataSetOffset finds the end of a Part 10 file's meta group from its group
+// length (PS3.10 7.1: (0002,0000) UL comes first).
+func dataSetOffset(r io.ReaderAt) (int64, error) {
+	var h [144]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil {
+		return 0, err
+	}
+	if string(h[128:132]) != "DICM" || string(h[132:136]) != "\x02\x00\x00\x00" || string(h[136:138]) != "UL" {
+		return 0, errors.New("no file meta group length")
+	}
+	return 144 + int64(binary.LittleEndian.Uint32(h[140:144])), nil
+}
+
+func sameBytes(a, b io.Reader) (bool, error) {
+	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		na, ea := io.ReadFull(a, ba)
+		nb, eb := io.ReadFull(b, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if ea == io.EOF || ea == io.ErrUnexpectedEOF {
+			return eb == io.EOF || eb == io.ErrUnexpectedEOF, nil
+		}
+		if ea != nil {
+			return false, ea
+		}
+		if eb != nil {
+			return false, eb
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

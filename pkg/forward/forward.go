@@ -1,0 +1,584 @@
+// Package forward takes committed objects from the spool and delivers them
+// to a destination: a DICOMweb endpoint with STOW-RS, or the local archive.
+// It batches objects of one study, retries what can be retried with a
+// durable schedule, dead-letters what cannot be delivered, and pauses a
+// destination that refuses for reasons an operator must fix — keeping every
+// object until it is delivered or dead-lettered.
+//
+// The forwarder does not know the spool: it meets it through Queue, wired
+// in cmd/dicomgw.
+package forward
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Outcome is what became of one object in one delivery attempt.
+type Outcome uint8
+
+// Outcomes.
+const (
+	Delivered Outcome = iota + 1 // the destination has it: it leaves the queue
+	Retry                        // a transient failure: try again later
+	Dead                         // it can never be delivered as it is: dead letter
+	Pause                        // the destination refuses for a reason an operator must fix: keep it, stop sending
+	Abandoned                    // the attempt was cut short by shutdown: nothing happened
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Delivered:
+		return "delivered"
+	case Retry:
+		return "retry"
+	case Dead:
+		return "dead"
+	case Pause:
+		return "pause"
+	case Abandoned:
+		return "abandoned"
+	}
+	return "other"
+}
+
+// Result is the outcome for one object.
+type Result struct {
+	Outcome Outcome
+	// Reason says why, for logs, retry records and dead letter files.
+	Reason string
+	// RetryAfter is the least wait before the next attempt, when the
+	// destination said (Retry-After).
+	RetryAfter time.Duration
+	// Alone, with Retry, asks for the object to be sent again at once in a
+	// batch of its own: the batch was refused as a whole (too large), not
+	// the object. No attempt is counted.
+	Alone bool
+}
+
+// Object is a queued object as the forwarder sees it.
+type Object struct {
+	ID                string
+	Path              string // the spool file: file meta information, then the data set
+	Size              int64  // of the whole file
+	DataOffset        int64  // where the data set starts
+	SOPClassUID       string
+	SOPInstanceUID    string
+	TransferSyntaxUID string
+	StudyInstanceUID  string // "" when the data set has none
+	SeriesInstanceUID string
+	CallingAE         string
+	Received          time.Time
+}
+
+// DataSize is the size of the data set.
+func (o *Object) DataSize() int64 { return o.Size - o.DataOffset }
+
+// Destination delivers objects.
+type Destination interface {
+	// Deliver sends objects, all of one study (or all without one), and
+	// returns one Result per object, in order. It must honour ctx: when ctx
+	// ends it returns Abandoned for what it could not finish.
+	Deliver(ctx context.Context, objs []*Object) []Result
+	String() string
+}
+
+// RetryRecord is the durable history of an object's failed attempts.
+type RetryRecord struct {
+	Attempts     int
+	FirstFailure time.Time
+	NextAttempt  time.Time
+	LastError    string
+}
+
+// Queue is the spool as the forwarder uses it.
+type Queue interface {
+	// QueuedIDs lists the queued objects, oldest first.
+	QueuedIDs() ([]string, error)
+	// Describe loads a queued object and its failure history. An error
+	// wrapping fs.ErrNotExist means it is no longer queued.
+	Describe(id string) (*Object, RetryRecord, error)
+	Delivered(id string) error
+	Retry(id string, r RetryRecord) error
+	Dead(id, reason string, details map[string]string) error
+}
+
+// Config tunes a Forwarder. Zero values take the defaults.
+type Config struct {
+	Workers           int           // requests in flight
+	BatchMaxInstances int           // objects per request
+	BatchMaxBytes     int64         // bytes per request (a single larger object still goes alone)
+	BatchLinger       time.Duration // how long a new object waits for more of its study
+	RetryFor          time.Duration // how long an object is retried before it is dead-lettered
+	RetryMin          time.Duration // first retry delay; doubled per attempt, with jitter
+	RetryMax          time.Duration // longest retry delay
+	PauseMin          time.Duration // first pause of a refusing destination; doubled per refusal
+	PauseMax          time.Duration
+	Window            int           // objects held in memory; more wait in the spool
+	RescanInterval    time.Duration // how often the spool is listed again (objects re-queued by an operator)
+}
+
+// Defaults.
+const (
+	DefaultWorkers           = 4
+	DefaultBatchMaxInstances = 50
+	DefaultBatchMaxBytes     = 64 << 20
+	DefaultBatchLinger       = 200 * time.Millisecond
+	DefaultRetryFor          = 72 * time.Hour
+	DefaultRetryMin          = 10 * time.Second
+	DefaultRetryMax          = 15 * time.Minute
+	DefaultPauseMin          = 30 * time.Second
+	DefaultPauseMax          = 10 * time.Minute
+	DefaultWindow            = 20000
+	DefaultRescanInterval    = 30 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.BatchMaxInstances <= 0 {
+		c.BatchMaxInstances = DefaultBatchMaxInstances
+	}
+	if c.BatchMaxBytes <= 0 {
+		c.BatchMaxBytes = DefaultBatchMaxBytes
+	}
+	if c.BatchLinger < 0 {
+		c.BatchLinger = 0
+	} else if c.BatchLinger == 0 {
+		c.BatchLinger = DefaultBatchLinger
+	}
+	def(&c.RetryFor, DefaultRetryFor)
+	def(&c.RetryMin, DefaultRetryMin)
+	def(&c.RetryMax, DefaultRetryMax)
+	def(&c.PauseMin, DefaultPauseMin)
+	def(&c.PauseMax, DefaultPauseMax)
+	def(&c.RescanInterval, DefaultRescanInterval)
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	return c
+}
+
+// item is a queued object the forwarder holds in memory.
+type item struct {
+	obj      *Object
+	retry    RetryRecord
+	next     time.Time // not before
+	added    time.Time // when it became known: the linger counts from here
+	inflight bool
+	alone    bool // send in a batch of its own (it was in a batch that was too large)
+}
+
+// Forwarder moves queued objects to a destination.
+type Forwarder struct {
+	cfg  Config
+	q    Queue
+	dest Destination
+	log  *slog.Logger
+	now  func() time.Time
+
+	kick chan struct{}
+
+	mu          sync.Mutex
+	items       map[string]*item
+	pending     []string // notified, not loaded yet
+	overflow    bool     // notifications were dropped: rescan when there is room
+	pausedUntil time.Time
+	pauseFor    time.Duration
+	pauseReason string
+	probing     bool // a batch is testing a paused destination
+}
+
+// New returns a Forwarder; Run starts it.
+func New(cfg Config, q Queue, dest Destination, log *slog.Logger) *Forwarder {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Forwarder{
+		cfg: cfg.withDefaults(), q: q, dest: dest, log: log, now: time.Now,
+		kick:  make(chan struct{}, 1),
+		items: make(map[string]*item),
+	}
+}
+
+// Notify tells the forwarder that an object was committed. It never blocks:
+// the receive path must not wait for the forwarder.
+func (f *Forwarder) Notify(id string) {
+	f.mu.Lock()
+	if len(f.items)+len(f.pending) < f.cfg.Window {
+		f.pending = append(f.pending, id)
+	} else {
+		f.overflow = true
+	}
+	f.mu.Unlock()
+	f.wake()
+}
+
+func (f *Forwarder) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Paused reports whether the destination is paused (refusing until an
+// operator acts), and why.
+func (f *Forwarder) Paused() (bool, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.pausedUntil.IsZero(), f.pauseReason
+}
+
+// Run forwards until ctx ends, then waits for the requests in flight to
+// finish or be abandoned. Objects are never lost: what was not delivered
+// stays queued.
+func (f *Forwarder) Run(ctx context.Context) error {
+	work := make(chan []*item)
+	var wg sync.WaitGroup
+	for range f.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range work {
+				f.deliver(ctx, batch)
+			}
+		}()
+	}
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
+
+	f.rescan()
+	rescan := time.NewTicker(f.cfg.RescanInterval)
+	defer rescan.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		f.loadPending()
+		batch, wait := f.pick()
+		if batch != nil {
+			select {
+			case work <- batch:
+				continue
+			case <-ctx.Done():
+				f.release(batch)
+				return nil
+			}
+		}
+		if wait <= 0 || wait > time.Hour {
+			wait = time.Hour
+		}
+		timer.Reset(wait)
+		select {
+		case <-f.kick:
+		case <-timer.C:
+		case <-rescan.C:
+			f.rescan()
+		case <-ctx.Done():
+			return nil
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// rescan lists the spool and takes in objects it does not hold yet, up to
+// the window: at start, after notifications overflowed, and periodically
+// for objects an operator re-queued.
+func (f *Forwarder) rescan() {
+	ids, err := f.q.QueuedIDs()
+	if err != nil {
+		f.log.Error("cannot list the spool", "err", err)
+		return
+	}
+	f.mu.Lock()
+	known := make(map[string]bool, len(f.pending))
+	for _, id := range f.pending {
+		known[id] = true
+	}
+	f.overflow = false
+	for _, id := range ids {
+		if len(f.items)+len(f.pending) >= f.cfg.Window {
+			f.overflow = true
+			break
+		}
+		if f.items[id] == nil && !known[id] {
+			f.pending = append(f.pending, id)
+		}
+	}
+	f.mu.Unlock()
+}
+
+// loadPending describes the notified objects and adds them to the items.
+func (f *Forwarder) loadPending() {
+	f.mu.Lock()
+	ids := f.pending
+	f.pending = nil
+	f.mu.Unlock()
+	for _, id := range ids {
+		obj, rec, err := f.q.Describe(id)
+		if err != nil {
+			// Gone (delivered or dead-lettered meanwhile, or purged by an
+			// operator), or unreadable: in both cases not ours to send now.
+			f.log.Warn("cannot load queued object", "id", id, "err", err)
+			continue
+		}
+		now := f.now()
+		f.mu.Lock()
+		if f.items[id] == nil {
+			f.items[id] = &item{obj: obj, retry: rec, next: rec.NextAttempt, added: now}
+		}
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	if f.overflow && len(f.items) < f.cfg.Window/2 {
+		f.mu.Unlock()
+		f.rescan()
+		return
+	}
+	f.mu.Unlock()
+}
+
+// pick chooses the next batch: the oldest object that is due, with the due
+// objects of its study, within the batch limits. A batch that could still
+// grow waits for the linger of its first object. When nothing can go now,
+// pick says how long to wait.
+func (f *Forwarder) pick() ([]*item, time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if now.Before(f.pausedUntil) {
+		return nil, f.pausedUntil.Sub(now)
+	}
+	if f.probing {
+		return nil, time.Hour // the probe's result will wake us
+	}
+	var head *item
+	var soonest time.Time
+	for _, it := range f.items {
+		if it.inflight {
+			continue
+		}
+		if it.next.After(now) {
+			if soonest.IsZero() || it.next.Before(soonest) {
+				soonest = it.next
+			}
+			continue
+		}
+		if head == nil || it.obj.ID < head.obj.ID {
+			head = it
+		}
+	}
+	if head == nil {
+		if soonest.IsZero() {
+			return nil, time.Hour
+		}
+		return nil, soonest.Sub(now)
+	}
+	batch := []*item{head}
+	bytes := head.obj.DataSize()
+	if !head.alone {
+		var same []*item
+		for _, it := range f.items {
+			if it != head && !it.inflight && !it.alone && !it.next.After(now) && it.obj.StudyInstanceUID == head.obj.StudyInstanceUID {
+				same = append(same, it)
+			}
+		}
+		sort.Slice(same, func(i, j int) bool { return same[i].obj.ID < same[j].obj.ID })
+		for _, it := range same {
+			if len(batch) >= f.cfg.BatchMaxInstances || bytes+it.obj.DataSize() > f.cfg.BatchMaxBytes {
+				break
+			}
+			batch = append(batch, it)
+			bytes += it.obj.DataSize()
+		}
+		full := len(batch) >= f.cfg.BatchMaxInstances || bytes >= f.cfg.BatchMaxBytes
+		if linger := head.added.Add(f.cfg.BatchLinger); !full && head.retry.Attempts == 0 && now.Before(linger) {
+			return nil, linger.Sub(now)
+		}
+	}
+	for _, it := range batch {
+		it.inflight = true
+	}
+	if !f.pausedUntil.IsZero() {
+		f.probing = true // the first batch after a pause tests the destination
+	}
+	return batch, 0
+}
+
+// release puts back a batch that was never sent.
+func (f *Forwarder) release(batch []*item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, it := range batch {
+		it.inflight = false
+	}
+	f.probing = false
+}
+
+// deliver sends one batch and records what became of each object.
+func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
+	objs := make([]*Object, len(batch))
+	for i, it := range batch {
+		objs[i] = it.obj
+	}
+	start := f.now()
+	results := f.dest.Deliver(ctx, objs)
+	if len(results) != len(objs) {
+		// A destination bug; keep everything and try again later.
+		f.log.Error("destination returned the wrong number of results", "destination", f.dest.String(), "objects", len(objs), "results", len(results))
+		results = make([]Result, len(objs))
+		for i := range results {
+			results[i] = Result{Outcome: Retry, Reason: "internal error: destination returned no result"}
+		}
+	}
+	elapsed := f.now().Sub(start)
+	var paused *Result
+	reachable := false
+	for i, it := range batch {
+		r := results[i]
+		switch r.Outcome {
+		case Delivered:
+			reachable = true
+			f.delivered(it, elapsed)
+		case Retry:
+			if r.Alone && !it.alone {
+				f.mu.Lock()
+				it.alone, it.inflight = true, false
+				f.mu.Unlock()
+				continue
+			}
+			f.retry(it, r)
+		case Dead:
+			reachable = true
+			f.dead(it, r.Reason, it.retry.Attempts+1)
+		case Pause:
+			paused = &results[i]
+			f.unflight(it)
+		default: // Abandoned
+			f.unflight(it)
+		}
+	}
+	f.mu.Lock()
+	f.probing = false
+	switch {
+	case paused != nil:
+		f.pauseFor = min(max(2*f.pauseFor, f.cfg.PauseMin), f.cfg.PauseMax)
+		f.pausedUntil = f.now().Add(f.pauseFor)
+		if f.pauseReason != paused.Reason || f.pauseFor == f.cfg.PauseMin {
+			f.log.Error("destination paused: objects are kept until it accepts them again",
+				"destination", f.dest.String(), "reason", paused.Reason, "retry_in", f.pauseFor)
+		}
+		f.pauseReason = paused.Reason
+	case reachable && !f.pausedUntil.IsZero():
+		f.log.Info("destination accepts objects again", "destination", f.dest.String(), "was", f.pauseReason)
+		f.pausedUntil, f.pauseFor, f.pauseReason = time.Time{}, 0, ""
+	}
+	f.mu.Unlock()
+	f.wake()
+}
+
+func (f *Forwarder) unflight(it *item) {
+	f.mu.Lock()
+	it.inflight = false
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) forget(it *item) {
+	f.mu.Lock()
+	delete(f.items, it.obj.ID)
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) delivered(it *item, elapsed time.Duration) {
+	if err := f.q.Delivered(it.obj.ID); err != nil {
+		// The destination has it; if the spool cannot forget it, it is sent
+		// again after a restart, which a DICOMweb store takes as a duplicate.
+		f.log.Error("delivered, but cannot remove it from the spool", "id", it.obj.ID, "err", err)
+	}
+	f.forget(it)
+	f.log.Info("object delivered", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize(),
+		"attempts", it.retry.Attempts+1, "request_duration", elapsed.Round(time.Millisecond),
+		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond))
+}
+
+func (f *Forwarder) dead(it *item, reason string, attempts int) {
+	details := map[string]string{
+		"sop_class_uid":      it.obj.SOPClassUID,
+		"sop_instance_uid":   it.obj.SOPInstanceUID,
+		"study_instance_uid": it.obj.StudyInstanceUID,
+		"transfer_syntax":    it.obj.TransferSyntaxUID,
+		"calling_ae":         it.obj.CallingAE,
+		"received":           it.obj.Received.UTC().Format(time.RFC3339),
+		"destination":        f.dest.String(),
+		"attempts":           fmt.Sprint(attempts),
+	}
+	if err := f.q.Dead(it.obj.ID, reason, details); err != nil {
+		f.log.Error("cannot dead-letter object; it stays queued", "id", it.obj.ID, "reason", reason, "err", err)
+		f.mu.Lock()
+		it.inflight = false
+		it.next = f.now().Add(f.cfg.RetryMax)
+		f.mu.Unlock()
+		return
+	}
+	f.forget(it)
+	f.log.Error("object dead-lettered", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "reason", reason, "attempts", attempts)
+}
+
+// retry records a failed attempt and schedules the next one: exponential
+// backoff with jitter, at least what the destination asked for, until
+// RetryFor has passed since the first failure.
+func (f *Forwarder) retry(it *item, r Result) {
+	now := f.now()
+	rec := it.retry
+	if rec.Attempts == 0 {
+		rec.FirstFailure = now
+	}
+	rec.Attempts++
+	rec.LastError = r.Reason
+	if now.Sub(rec.FirstFailure) >= f.cfg.RetryFor {
+		f.dead(it, fmt.Sprintf("still failing after %d attempts over %v: %s", rec.Attempts, now.Sub(rec.FirstFailure).Round(time.Second), r.Reason), rec.Attempts)
+		return
+	}
+	delay := backoff(rec.Attempts, f.cfg.RetryMin, f.cfg.RetryMax)
+	delay = max(delay, r.RetryAfter)
+	rec.NextAttempt = now.Add(delay)
+	if err := f.q.Retry(it.obj.ID, rec); err != nil {
+		f.log.Error("cannot record the failed attempt", "id", it.obj.ID, "err", err)
+	}
+	f.mu.Lock()
+	it.retry, it.next, it.inflight = rec, rec.NextAttempt, false
+	f.mu.Unlock()
+	f.log.Warn("delivery failed; will retry", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "reason", r.Reason, "attempts", rec.Attempts, "next_attempt_in", delay.Round(time.Millisecond))
+}
+
+// backoff is min·2^(attempts-1), capped at max, with "equal jitter": a
+// random half of it, so that objects that failed together do not come back
+// together.
+func backoff(attempts int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < attempts && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
