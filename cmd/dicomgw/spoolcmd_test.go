@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/spool"
+)
+
+// spoolWith commits objects (one per SOP instance UID, all of study
+// 1.2.99) into a fresh spool and returns its directory and their IDs.
+func spoolWith(t *testing.T, insts ...string) (string, *spool.Spool, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := spool.Open(spool.Config{Dir: dir, ImplementationClassUID: "2.25.1", ImplementationVersionName: "T"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var ids []string
+	for _, inst := range insts {
+		w, err := s.Create(spool.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID: inst, TransferSyntaxUID: "1.2.840.10008.1.2.1", CallingAE: "CT1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds []byte
+		for _, el := range []struct {
+			elem uint16
+			v    string
+		}{{0x0016, "1.2.840.10008.5.1.4.1.1.7"}, {0x0018, inst}} {
+			ds = appendUI(ds, 0x0008, el.elem, el.v)
+		}
+		ds = appendUI(ds, 0x0020, 0x000D, "1.2.99")
+		w.Write(ds)
+		e, err := w.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	return dir, s, ids
+}
+
+func appendUI(b []byte, g, e uint16, v string) []byte {
+	if len(v)%2 == 1 {
+		v += "\x00"
+	}
+	b = binary.LittleEndian.AppendUint16(b, g)
+	b = binary.LittleEndian.AppendUint16(b, e)
+	b = append(b, 'U', 'I')
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
+}
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestSpoolCommands(t *testing.T) {
+	dir, s, ids := spoolWith(t, "1.2.1", "1.2.2", "1.2.3")
+	if err := s.Dead(ids[1], "FailureReason 0xC122", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRetry(ids[2], spool.Retry{Attempts: 3, LastError: "HTTP 503", NextAttempt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errs := runCmd(t, "spool", "stats", "--spool-dir", dir, "--json")
+	if code != 0 {
+		t.Fatalf("stats: %d %s", code, errs)
+	}
+	var stats []stateStats
+	if err := json.Unmarshal([]byte(out), &stats); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]stateStats{}
+	for _, s := range stats {
+		got[s.State] = s
+	}
+	if got["queued"].Objects != 2 || got["queued"].Retrying != 1 || got["dead"].Objects != 1 || got["delivered"].Objects != 0 || got["queued"].Bytes == 0 {
+		t.Fatalf("stats %+v", stats)
+	}
+
+	code, out, _ = runCmd(t, "spool", "ls", "--spool-dir", dir, "--state", "dead")
+	if code != 0 || !strings.Contains(out, ids[1]) || !strings.Contains(out, "1.2.2") || !strings.Contains(out, "FailureReason 0xC122") || strings.Contains(out, ids[0]) {
+		t.Fatalf("ls dead:\n%s", out)
+	}
+	code, out, _ = runCmd(t, "spool", "ls", "--spool-dir", dir, "--json")
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"attempts":3`) || !strings.Contains(out, `"study_instance_uid":"1.2.99"`) {
+		t.Fatalf("ls json:\n%s", out)
+	}
+
+	if code, _, errs := runCmd(t, "spool", "retry", "--spool-dir", dir); code == 0 || !strings.Contains(errs, "say which") {
+		t.Fatalf("retry without a choice: %d %s", code, errs)
+	}
+	if code, _, errs := runCmd(t, "spool", "retry", "--spool-dir", dir, ids[0]); code == 0 || !strings.Contains(errs, "not a dead letter") {
+		t.Fatalf("retry of a queued object: %d %s", code, errs)
+	}
+	code, out, _ = runCmd(t, "spool", "retry", "--spool-dir", dir, "--sop", "1.2.2")
+	if code != 0 || !strings.Contains(out, "re-queued 1") {
+		t.Fatalf("retry: %d %s", code, out)
+	}
+	if dead, _ := s.Items(spool.StateDead); len(dead) != 0 {
+		t.Fatal("still dead after retry")
+	}
+
+	if err := s.Dead(ids[0], "x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runCmd(t, "spool", "purge", "--spool-dir", dir, "--older-than", "1d"); code != 0 || !strings.Contains(out, "purged 0 dead") {
+		t.Fatalf("purge 1d: %d %s", code, out)
+	}
+	if code, out, _ := runCmd(t, "spool", "purge", "--spool-dir", dir, "--older-than", "0s", "--state", "dead"); code != 0 || !strings.Contains(out, "purged 1 dead") {
+		t.Fatalf("purge 0s: %d %s", code, out)
+	}
+	for _, bad := range [][]string{
+		{"spool", "purge", "--spool-dir", dir},
+		{"spool", "purge", "--spool-dir", dir, "--older-than", "-1h"},
+		{"spool", "purge", "--spool-dir", dir, "--older-than", "1h", "--state", "queued"},
+		{"spool", "ls", "--spool-dir", dir, "--state", "lost"},
+		{"spool", "frob", "--spool-dir", dir},
+		{"spool", "ls", "--spool-dir", t.TempDir()},
+		{"spool"},
+	} {
+		if code, _, _ := runCmd(t, bad...); code == 0 {
+			t.Errorf("%v succeeded", bad)
+		}
+	}
+}
+
+func TestParseAge(t *testing.T) {
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1.5d": 36 * time.Hour, "90m": 90 * time.Minute, "0s": 0} {
+		if got, err := parseAge(in); err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"xd", "-1d", "-5m", "soon"} {
+		if _, err := parseAge(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
