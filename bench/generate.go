@@ -1,27 +1,24 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 // UIDs and names the generated objects use.
 const (
 	secondaryCaptureStorage = "1.2.840.10008.5.1.4.1.1.7"
 	explicitVRLittleEndian  = "1.2.840.10008.1.2.1"
-	// A fixed UID for this generator (PS3.10 7.1 requires one in the meta).
-	benchImplementationUID = "2.25.271828182845904523536028747135266249775"
 )
 
 // geometry is the image matrix of a generated object: 16-bit MONOCHROME2,
@@ -54,15 +51,6 @@ type objectSet struct {
 	Bytes int64 // sum of the file sizes
 }
 
-// newUID returns a UUID-derived UID (PS3.5 B.2): 2.25 and 128 random bits.
-func newUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return "2.25." + new(big.Int).SetBytes(b[:]).String()
-}
-
 // generateSet writes n objects of geometry g into dir, all of one study and
 // series, their pixels filled from rng so that nothing on the way can
 // compress them. The first one is checked with dcmdump.
@@ -71,7 +59,7 @@ func generateSet(ctx context.Context, dir, name string, n int, g geometry, rng i
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return set, err
 	}
-	study, series := newUID(), newUID()
+	study, series := harness.NewUID(), harness.NewUID()
 	for i := 1; i <= n; i++ {
 		if err := ctx.Err(); err != nil {
 			return set, err
@@ -94,126 +82,54 @@ func generateSet(ctx context.Context, dir, name string, n int, g geometry, rng i
 
 // writeObject writes one Part 10 file (PS3.10 7.1) of Secondary Capture
 // Image Storage in Explicit VR Little Endian and returns its size and SOP
-// Instance UID. With pixels == nil the Pixel Data is left as a hole (the
-// file is truncated to its final size), so a huge object costs no disk.
+// Instance UID. With pixels == nil the Pixel Data is left as a hole (a
+// sparse file), so a huge object costs no disk.
 func writeObject(path string, g geometry, study, series string, instance int, pixels io.Reader) (int64, string, error) {
-	sop := newUID()
-	head := part10Header(g, sop, study, series, instance)
-	size := int64(len(head)) + g.pixelBytes()
-
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, "", err
+	sop := harness.NewUID()
+	meta := harness.FileMeta{
+		MediaStorageSOPClassUID:    secondaryCaptureStorage,
+		MediaStorageSOPInstanceUID: sop,
+		TransferSyntaxUID:          explicitVRLittleEndian,
+		ImplementationVersionName:  "DICOMGW_BENCH",
 	}
-	defer f.Close()
-	if pixels == nil {
-		if _, err := f.Write(head); err != nil {
-			return 0, "", err
-		}
-		if err := f.Truncate(size); err != nil {
-			return 0, "", err
-		}
-		return size, sop, f.Close()
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	w.Write(head)
-	if _, err := io.CopyN(w, pixels, g.pixelBytes()); err != nil {
-		return 0, "", err
-	}
-	if err := w.Flush(); err != nil {
-		return 0, "", err
-	}
-	return size, sop, f.Close()
+	size, err := harness.WritePart10(path, meta, scImage(g, sop, study, series, instance), g.pixelBytes(), pixels)
+	return size, sop, err
 }
 
-// part10Header is everything of the file up to and including the Pixel
-// Data element's header: preamble, "DICM", file meta group, and the data
-// set's type 1 and 2 attributes of the SC Image IOD (PS3.3 A.8.1), in
-// ascending tag order.
-func part10Header(g geometry, sop, study, series string, instance int) []byte {
-	var meta elements
-	meta.add(0x0002, 0x0001, "OB", []byte{0x00, 0x01})
-	meta.str(0x0002, 0x0002, "UI", secondaryCaptureStorage)
-	meta.str(0x0002, 0x0003, "UI", sop)
-	meta.str(0x0002, 0x0010, "UI", explicitVRLittleEndian)
-	meta.str(0x0002, 0x0012, "UI", benchImplementationUID)
-	meta.str(0x0002, 0x0013, "SH", "DICOMGW_BENCH")
-
-	var ds elements
-	ds.str(0x0008, 0x0016, "UI", secondaryCaptureStorage)
-	ds.str(0x0008, 0x0018, "UI", sop)
-	ds.str(0x0008, 0x0020, "DA", "20240101")
-	ds.str(0x0008, 0x0030, "TM", "120000")
-	ds.str(0x0008, 0x0050, "SH", "")
-	ds.str(0x0008, 0x0060, "CS", "OT")
-	ds.str(0x0008, 0x0064, "CS", "WSD")
-	ds.str(0x0008, 0x0090, "PN", "")
-	ds.str(0x0010, 0x0010, "PN", "BENCH^DICOMGW")
-	ds.str(0x0010, 0x0020, "LO", "BENCH")
-	ds.str(0x0010, 0x0030, "DA", "")
-	ds.str(0x0010, 0x0040, "CS", "")
-	ds.str(0x0020, 0x000D, "UI", study)
-	ds.str(0x0020, 0x000E, "UI", series)
-	ds.str(0x0020, 0x0010, "SH", "1")
-	ds.str(0x0020, 0x0011, "IS", "1")
-	ds.str(0x0020, 0x0013, "IS", strconv.Itoa(instance))
-	ds.str(0x0020, 0x0020, "CS", "")
-	ds.us(0x0028, 0x0002, 1)
-	ds.str(0x0028, 0x0004, "CS", "MONOCHROME2")
-	ds.us(0x0028, 0x0010, uint16(g.rows))
-	ds.us(0x0028, 0x0011, uint16(g.cols))
-	ds.us(0x0028, 0x0100, 16)
-	ds.us(0x0028, 0x0101, 16)
-	ds.us(0x0028, 0x0102, 15)
-	ds.us(0x0028, 0x0103, 0)
+// scImage is the data set up to and including the Pixel Data element's
+// header: the type 1 and 2 attributes of the SC Image IOD (PS3.3 A.8.1),
+// in ascending tag order.
+func scImage(g geometry, sop, study, series string, instance int) harness.Elements {
+	var ds harness.Elements
+	ds.Str(0x0008, 0x0016, "UI", secondaryCaptureStorage)
+	ds.Str(0x0008, 0x0018, "UI", sop)
+	ds.Str(0x0008, 0x0020, "DA", "20240101")
+	ds.Str(0x0008, 0x0030, "TM", "120000")
+	ds.Str(0x0008, 0x0050, "SH", "")
+	ds.Str(0x0008, 0x0060, "CS", "OT")
+	ds.Str(0x0008, 0x0064, "CS", "WSD")
+	ds.Str(0x0008, 0x0090, "PN", "")
+	ds.Str(0x0010, 0x0010, "PN", "BENCH^DICOMGW")
+	ds.Str(0x0010, 0x0020, "LO", "BENCH")
+	ds.Str(0x0010, 0x0030, "DA", "")
+	ds.Str(0x0010, 0x0040, "CS", "")
+	ds.Str(0x0020, 0x000D, "UI", study)
+	ds.Str(0x0020, 0x000E, "UI", series)
+	ds.Str(0x0020, 0x0010, "SH", "1")
+	ds.Str(0x0020, 0x0011, "IS", "1")
+	ds.Str(0x0020, 0x0013, "IS", strconv.Itoa(instance))
+	ds.Str(0x0020, 0x0020, "CS", "")
+	ds.US(0x0028, 0x0002, 1)
+	ds.Str(0x0028, 0x0004, "CS", "MONOCHROME2")
+	ds.US(0x0028, 0x0010, uint16(g.rows))
+	ds.US(0x0028, 0x0011, uint16(g.cols))
+	ds.US(0x0028, 0x0100, 16)
+	ds.US(0x0028, 0x0101, 16)
+	ds.US(0x0028, 0x0102, 15)
+	ds.US(0x0028, 0x0103, 0)
 	// Pixel Data: header only, the value follows.
-	ds.header(0x7FE0, 0x0010, "OW", uint32(g.pixelBytes()))
-
-	out := make([]byte, 128, 128+4+12+len(meta)+len(ds))
-	out = append(out, "DICM"...)
-	var gl elements
-	gl.add(0x0002, 0x0000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(meta))))
-	out = append(out, gl...)
-	out = append(out, meta...)
-	return append(out, ds...)
-}
-
-// elements is Explicit VR Little Endian encoding (PS3.5 7.1.2).
-type elements []byte
-
-func (e *elements) header(group, elem uint16, vr string, length uint32) {
-	b := binary.LittleEndian.AppendUint16(*e, group)
-	b = binary.LittleEndian.AppendUint16(b, elem)
-	b = append(b, vr...)
-	switch vr {
-	case "OB", "OW", "OF", "SQ", "UT", "UN":
-		b = append(b, 0, 0)
-		b = binary.LittleEndian.AppendUint32(b, length)
-	default:
-		b = binary.LittleEndian.AppendUint16(b, uint16(length))
-	}
-	*e = b
-}
-
-func (e *elements) add(group, elem uint16, vr string, v []byte) {
-	e.header(group, elem, vr, uint32(len(v)))
-	*e = append(*e, v...)
-}
-
-// str pads to even length: UIDs with NUL, text with a space (PS3.5 6.2).
-func (e *elements) str(group, elem uint16, vr, s string) {
-	if len(s)%2 == 1 {
-		if vr == "UI" {
-			s += "\x00"
-		} else {
-			s += " "
-		}
-	}
-	e.add(group, elem, vr, []byte(s))
-}
-
-func (e *elements) us(group, elem uint16, v uint16) {
-	e.add(group, elem, "US", binary.LittleEndian.AppendUint16(nil, v))
+	ds.Header(0x7FE0, 0x0010, "OW", uint32(g.pixelBytes()))
+	return ds
 }
 
 // checkWithDcmdump has dcmtk parse a generated file: a benchmark of

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 type config struct {
@@ -123,7 +125,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	}
 
 	progress("building dicomgw")
-	if c.bin, err = buildGateway(ctx, c.work); err != nil {
+	if c.bin, err = harness.BuildTo(ctx, c.work); err != nil {
 		return nil, err
 	}
 
@@ -173,7 +175,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	}
 	path := filepath.Join(c.work, "huge.dcm")
 	progress("generating a sparse object with %d bytes of pixels", g.pixelBytes())
-	size, sop, err := writeObject(path, g, newUID(), newUID(), 1, nil)
+	size, sop, err := writeObject(path, g, harness.NewUID(), harness.NewUID(), 1, nil)
 	if err != nil {
 		return nil, err
 	}

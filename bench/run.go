@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 // timing is one receiver's runs over one set.
@@ -50,28 +52,32 @@ type setResult struct {
 // measureSet times runs of dicomgw and scpRuns of storescp, alternating
 // so that slow drift of the machine touches both alike.
 func measureSet(ctx context.Context, c *config, set objectSet, target float64) (setResult, error) {
-	var gw, scp []float64
+	receivers := []struct {
+		name string
+		runs int
+		time func(context.Context, *config, objectSet) (time.Duration, error)
+		secs []float64
+	}{
+		{"dicomgw", c.runs, timeGateway, nil},
+		{"storescp", c.scpRuns, timeStorescp, nil},
+	}
 	for i := 1; i <= max(c.runs, c.scpRuns); i++ {
-		if i <= c.runs {
-			d, err := timeGateway(ctx, c, set)
-			if err != nil {
-				return setResult{}, fmt.Errorf("%s set, dicomgw run %d: %w", set.Name, i, err)
+		for k := range receivers {
+			rc := &receivers[k]
+			if i > rc.runs {
+				continue
 			}
-			gw = append(gw, d.Seconds())
-			progress("%s: dicomgw  run %d/%d: %7.3f s", set.Name, i, c.runs, d.Seconds())
-		}
-		if i <= c.scpRuns {
-			d, err := timeStorescp(ctx, c, set)
+			d, err := rc.time(ctx, c, set)
 			if err != nil {
-				return setResult{}, fmt.Errorf("%s set, storescp run %d: %w", set.Name, i, err)
+				return setResult{}, fmt.Errorf("%s set, %s run %d: %w", set.Name, rc.name, i, err)
 			}
-			scp = append(scp, d.Seconds())
-			progress("%s: storescp run %d/%d: %7.3f s", set.Name, i, c.scpRuns, d.Seconds())
+			rc.secs = append(rc.secs, d.Seconds())
+			progress("%s: %-8s run %d/%d: %7.3f s", set.Name, rc.name, i, rc.runs, d.Seconds())
 		}
 	}
 	r := setResult{
 		Name: set.Name, Objects: len(set.Files), Bytes: set.Bytes,
-		Dicomgw: newTiming(gw, set), Storescp: newTiming(scp, set), TargetSpeedup: target,
+		Dicomgw: newTiming(receivers[0].secs, set), Storescp: newTiming(receivers[1].secs, set), TargetSpeedup: target,
 	}
 	r.Speedup = r.Storescp.Median / r.Dicomgw.Median
 	r.Pass = r.Speedup >= target
@@ -86,15 +92,15 @@ func timeGateway(ctx context.Context, c *config, set objectSet) (time.Duration, 
 		return 0, err
 	}
 	defer os.RemoveAll(spool)
-	g, err := startGateway(c.bin, spool)
+	g, err := harness.StartBinary(c.bin, spool)
 	if err != nil {
 		return 0, err
 	}
-	defer g.stop()
+	defer g.Stop(30 * time.Second)
 	settle()
-	res, err := storescu(ctx, c.timeout, g.addr, set.Files)
+	res, err := storescu(ctx, c.timeout, g.Addr, set.Files)
 	if err != nil {
-		return 0, fmt.Errorf("%w\ndicomgw log (tail):\n%s", err, g.tail())
+		return 0, fmt.Errorf("%w\ndicomgw log (tail):\n%s", err, harness.Tail(g.Logs(), 4096))
 	}
 	if err := expectFiles(filepath.Join(spool, "queue"), ".dcm", len(set.Files)); err != nil {
 		return 0, fmt.Errorf("dicomgw spool: %w", err)
@@ -110,13 +116,13 @@ func timeStorescp(ctx context.Context, c *config, set objectSet) (time.Duration,
 		return 0, err
 	}
 	defer os.RemoveAll(out)
-	s, err := startStorescp(out)
+	s, err := harness.StartStoreSCP(out, "-dhl")
 	if err != nil {
 		return 0, err
 	}
-	defer s.stop()
+	defer s.Kill()
 	settle()
-	res, err := storescu(ctx, c.timeout, s.addr, set.Files)
+	res, err := storescu(ctx, c.timeout, s.Addr(), set.Files)
 	if err != nil {
 		return 0, err
 	}
@@ -174,17 +180,17 @@ func measureHuge(ctx context.Context, c *config, path string, size int64) (hugeR
 		return r, err
 	}
 	defer os.RemoveAll(spool) // the received gigabyte is real disk
-	g, err := startGateway(c.bin, spool)
+	g, err := harness.StartBinary(c.bin, spool)
 	if err != nil {
 		return r, err
 	}
-	defer g.stop()
+	defer g.Stop(30 * time.Second)
 	settle()
-	res, err := storescu(ctx, c.timeout, g.addr, []string{path})
+	res, err := storescu(ctx, c.timeout, g.Addr, []string{path})
 	if err != nil {
-		return r, fmt.Errorf("%w\ndicomgw log (tail):\n%s", err, g.tail())
+		return r, fmt.Errorf("%w\ndicomgw log (tail):\n%s", err, harness.Tail(g.Logs(), 4096))
 	}
-	if r.DicomgwPeakRSS, err = g.peakRSS(); err != nil {
+	if r.DicomgwPeakRSS, err = g.PeakRSS(); err != nil {
 		return r, err
 	}
 	if err := expectFiles(filepath.Join(spool, "queue"), ".dcm", 1); err != nil {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 // TestConcurrentStorescu runs several storescu processes at once against
@@ -63,7 +63,7 @@ func TestConcurrentStorescu(t *testing.T) {
 		args = append(args, cf.Path)
 	}
 	if r := runTool(2*time.Minute, storescu, args...); r.Code != 0 {
-		t.Fatalf("sending the pool to storescp: %v\n%s", r, ref.out.String())
+		t.Fatalf("sending the pool to storescp: %v\n%s", r, ref.Output())
 	}
 	type wire struct {
 		ts string
@@ -90,7 +90,7 @@ func TestConcurrentStorescu(t *testing.T) {
 	g := startGateway(t, t.TempDir())
 	want := map[string][]string{} // calling AE -> SOP instance UIDs sent
 	byUID := map[string]harness.CorpusFile{}
-	results := make([]toolResult, procs)
+	results := make([]harness.Result, procs)
 	var wg sync.WaitGroup
 	for p := 0; p < procs; p++ {
 		ae := fmt.Sprintf("CONC%d", p+1)

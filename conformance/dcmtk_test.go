@@ -5,21 +5,16 @@ package conformance
 // association negotiation profiles (-xf).
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
@@ -38,125 +33,23 @@ func needTool(t testing.TB, name string) string {
 	return p
 }
 
-// toolResult is how a tool run ended.
-type toolResult struct {
-	Cmd     string
-	Code    int    // exit code; -1 when it did not run or was killed
-	Out     string // stdout and stderr together
-	Elapsed time.Duration
-	Err     error // set when the tool could not be run or timed out
+// runTool runs a tool to its end, killing it after timeout. It never
+// calls t.Fatal, so goroutines may use it.
+func runTool(timeout time.Duration, path string, args ...string) harness.Result {
+	return harness.Run(context.Background(), timeout, path, args...)
 }
 
-func (r toolResult) String() string {
-	s := fmt.Sprintf("%s: exit %d after %v", r.Cmd, r.Code, r.Elapsed.Round(time.Millisecond))
-	if r.Err != nil {
-		s += fmt.Sprintf(" (%v)", r.Err)
-	}
-	if out := strings.TrimSpace(r.Out); out != "" {
-		s += "\n" + tail(out, 4000)
-	}
-	return s
-}
-
-// runTool runs path with args and kills it after timeout. It never calls
-// t.Fatal, so goroutines may use it.
-func runTool(timeout time.Duration, path string, args ...string) toolResult {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 2 * time.Second
-	r := toolResult{Cmd: filepath.Base(path) + " " + strings.Join(args, " ")}
-	start := time.Now()
-	err := cmd.Run()
-	r.Elapsed, r.Out = time.Since(start), out.String()
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		r.Code, r.Err = -1, fmt.Errorf("killed: still running after %v", timeout)
-	case err == nil:
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	default:
-		r.Code, r.Err = -1, err
-	}
-	return r
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "..." + s[len(s)-n:]
-}
-
-// storescp is a dcmtk storescp started by a test.
-type storescp struct {
-	Port int
-	Dir  string // its output directory (-od)
-	cmd  *exec.Cmd
-	out  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *storescp) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
-
-// startStorescp runs `storescp -aet aet -od <tempdir> args... <port>` on a
-// free port and kills it (by its PID) when the test ends. storescp cannot
-// report the port it bound, so a port that was free a moment ago is used,
-// and another one is tried if storescp exits at once (port taken meanwhile).
-func startStorescp(t testing.TB, aet string, args ...string) *storescp {
+// startStorescp runs storescp as AE title aet with args, writing into a
+// temporary directory (its Dir), and kills it when the test ends.
+func startStorescp(t testing.TB, aet string, args ...string) *harness.StoreSCP {
 	t.Helper()
-	path := needTool(t, "storescp")
-	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		port, err := harness.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := &storescp{Port: port, Dir: dir, out: &syncBuffer{}}
-		full := append([]string{"-aet", aet, "-od", dir}, args...)
-		s.cmd = exec.Command(path, append(full, strconv.Itoa(port))...)
-		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("starting storescp: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { s.cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			s.cmd.Process.Kill()
-			<-exited
-		})
-		err = harness.WaitListening(s.Addr(), 10*time.Second)
-		select {
-		case <-exited:
-			err = fmt.Errorf("storescp exited: %s", s.out.String())
-		default:
-		}
-		if err == nil {
-			return s
-		}
-		if attempt == 3 {
-			t.Fatalf("storescp did not start: %v", err)
-		}
+	needTool(t, "storescp")
+	s, err := harness.StartStoreSCP(t.TempDir(), append([]string{"-aet", aet}, args...)...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(s.Kill)
+	return s
 }
 
 // storescuSwitch maps a transfer syntax to the storescu option that

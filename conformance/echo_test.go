@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 // TestEchoscuAgainstGateway: dcmtk's echoscu negotiates Verification and
@@ -56,7 +56,7 @@ func TestDicomgwEcho(t *testing.T) {
 		scp := startStorescp(t, "STORESCP")
 		r := runTool(30*time.Second, bin, "echo", "--calling-ae", "GWECHO", "--called-ae", "STORESCP", scp.Addr())
 		if r.Code != 0 || !strings.Contains(r.Out, "status 0x0000") {
-			t.Fatalf("dicomgw echo against storescp: %v\nstorescp output:\n%s", r, scp.out.String())
+			t.Fatalf("dicomgw echo against storescp: %v\nstorescp output:\n%s", r, scp.Output())
 		}
 	})
 	t.Run("nothing listening", func(t *testing.T) {

@@ -6,11 +6,7 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 	"github.com/dicomgw/dicomgw/pkg/uid"
@@ -65,7 +61,7 @@ func startGateway(t testing.TB, spoolDir string, args ...string) *harness.Gatewa
 			}
 		}
 		if t.Failed() {
-			t.Logf("dicomgw log (end):\n%s", tail(g.Logs(), 12000))
+			t.Logf("dicomgw log (end):\n%s", harness.Tail(g.Logs(), 12000))
 		}
 	})
 	return g
@@ -188,92 +184,29 @@ func dialErr(addr, callingAE, called string, ctxs ...dimse.ProposedContext) (*di
 // verificationContext proposes C-ECHO.
 var verificationContext = dimse.ProposedContext{AbstractSyntax: uid.Verification, TransferSyntaxes: []string{tsImplicitLE}}
 
-// newUID returns a fresh UUID-derived UID (PS3.5 B.2: "2.25." and the
-// UUID as a decimal integer).
-func newUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0F | 0x40 // version 4
-	b[8] = b[8]&0x3F | 0x80 // RFC 4122 variant
-	return "2.25." + new(big.Int).SetBytes(b[:]).String()
-}
-
-// Explicit VR little endian element encoders (PS3.5 7.1.2), for the small
-// data sets the tests build by hand.
-func explicitShort(b []byte, group, elem uint16, vr string, v []byte) []byte {
-	b = binary.LittleEndian.AppendUint16(b, group)
-	b = binary.LittleEndian.AppendUint16(b, elem)
-	b = append(b, vr...)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
-	return append(b, v...)
-}
-
-func explicitLongHeader(b []byte, group, elem uint16, vr string, n uint32) []byte {
-	b = binary.LittleEndian.AppendUint16(b, group)
-	b = binary.LittleEndian.AppendUint16(b, elem)
-	b = append(b, vr...)
-	b = append(b, 0, 0)
-	return binary.LittleEndian.AppendUint32(b, n)
-}
-
-// padUID pads a UI value to even length with NUL (PS3.5 6.2, 9.1).
-func padUID(s string) []byte {
-	if len(s)%2 == 1 {
-		return append([]byte(s), 0)
-	}
-	return []byte(s)
-}
-
-// padText pads a text value to even length with a space (PS3.5 6.2).
-func padText(s string) []byte {
-	if len(s)%2 == 1 {
-		return append([]byte(s), ' ')
-	}
-	return []byte(s)
-}
-
 // smallDataSet builds a minimal Explicit VR Little Endian data set with the
 // given SOP Class and Instance UIDs (0008,0016)/(0008,0018) (PS3.3 C.12.1).
 func smallDataSet(sopClass, sopInstance string) []byte {
-	var b []byte
-	b = explicitShort(b, 0x0008, 0x0016, "UI", padUID(sopClass))
-	b = explicitShort(b, 0x0008, 0x0018, "UI", padUID(sopInstance))
-	b = explicitShort(b, 0x0008, 0x0060, "CS", padText("OT"))
-	b = explicitShort(b, 0x0010, 0x0010, "PN", padText("CONFORMANCE^TEST"))
-	b = explicitShort(b, 0x0010, 0x0020, "LO", padText("DICOMGW-0001"))
-	b = explicitShort(b, 0x0020, 0x000D, "UI", padUID(newUID()))
-	b = explicitShort(b, 0x0020, 0x000E, "UI", padUID(newUID()))
-	return b
+	var e harness.Elements
+	e.Str(0x0008, 0x0016, "UI", sopClass)
+	e.Str(0x0008, 0x0018, "UI", sopInstance)
+	e.Str(0x0008, 0x0060, "CS", "OT")
+	e.Str(0x0010, 0x0010, "PN", "CONFORMANCE^TEST")
+	e.Str(0x0010, 0x0020, "LO", "DICOMGW-0001")
+	e.Str(0x0020, 0x000D, "UI", harness.NewUID())
+	e.Str(0x0020, 0x000E, "UI", harness.NewUID())
+	return e
 }
 
-// part10Header returns a preamble, "DICM" and a file meta group (PS3.10
-// 7.1) for an object, so that dcmtk tools can read what we generate.
-func part10Header(sopClass, sopInstance, ts string) []byte {
-	var g []byte
-	g = explicitLongHeader(g, 0x0002, 0x0001, "OB", 2)
-	g = append(g, 0x00, 0x01)
-	g = explicitShort(g, 0x0002, 0x0002, "UI", padUID(sopClass))
-	g = explicitShort(g, 0x0002, 0x0003, "UI", padUID(sopInstance))
-	g = explicitShort(g, 0x0002, 0x0010, "UI", padUID(ts))
-	g = explicitShort(g, 0x0002, 0x0012, "UI", padUID("2.25.1"))
-	b := make([]byte, 128, 128+4+12+len(g))
-	b = append(b, "DICM"...)
-	b = explicitShort(b, 0x0002, 0x0000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(g))))
-	return append(b, g...)
-}
-
-// vmRSS reads a process's resident set size in kB from /proc (proc(5)).
-func vmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
+// writeObject writes a Part 10 file of sopClass in Explicit VR Little
+// Endian whose data set is dataSet followed by n zero bytes (a hole: cheap
+// however large), so that dcmtk tools can send what we generate.
+func writeObject(t testing.TB, path, sopClass, sopInstance string, dataSet []byte, n int64) {
+	t.Helper()
+	m := harness.FileMeta{MediaStorageSOPClassUID: sopClass, MediaStorageSOPInstanceUID: sopInstance, TransferSyntaxUID: tsExplicitLE}
+	if _, err := harness.WritePart10(path, m, dataSet, n, nil); err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			return strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
 }
 
 // loadCorpus reads the corpus manifest, failing when it is missing.

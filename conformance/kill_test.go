@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 )
 
 // bigPixelData is the size of the Pixel Data of the generated large
@@ -22,28 +22,18 @@ const bigPixelData = 300 << 20
 // element is an OW Pixel Data (7FE0,0010) of n bytes (PS3.5 7.1.2); the n
 // value bytes are the caller's to supply.
 func bigDataSet(inst string, n uint32) []byte {
-	return explicitLongHeader(smallDataSet(sopSecondaryCapture, inst), 0x7FE0, 0x0010, "OW", n)
+	e := harness.Elements(smallDataSet(sopSecondaryCapture, inst))
+	e.Header(0x7FE0, 0x0010, "OW", n)
+	return e
 }
 
 // writeBigObject writes a Part 10 file with a bigPixelData-byte Pixel Data
-// of zeros (a sparse file: cheap to create) and returns its path and SOP
-// Instance UID.
+// of zeros and returns its path and SOP Instance UID.
 func writeBigObject(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	inst := newUID()
-	head := append(part10Header(sopSecondaryCapture, inst, tsExplicitLE), bigDataSet(inst, bigPixelData)...)
+	inst := harness.NewUID()
 	path := filepath.Join(dir, "big.dcm")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(head); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(int64(len(head)) + bigPixelData); err != nil {
-		t.Fatal(err)
-	}
+	writeObject(t, path, sopSecondaryCapture, inst, bigDataSet(inst, bigPixelData), bigPixelData)
 	return path, inst
 }
 
@@ -92,6 +82,24 @@ func (r *stallingReader) Read(p []byte) (int, error) {
 	clear(p[k:])
 	r.n += int64(len(p))
 	return len(p), nil
+}
+
+// stalledStore starts a C-STORE of a big object from our requestor as
+// callingAE, reading a stallingReader, and returns once the gateway has 4
+// MiB of it in incoming/. release makes the reader fail (the requestor
+// gives up); done yields what Store returned.
+func stalledStore(t *testing.T, g *harness.Gateway, callingAE string) (inst string, release func(), done <-chan error) {
+	t.Helper()
+	inst = harness.NewUID()
+	rd := &stallingReader{head: bigDataSet(inst, bigPixelData), stallAt: 16 << 20, release: make(chan struct{})}
+	c := dial(t, g.Addr, callingAE, storeContext(sopSecondaryCapture, tsExplicitLE))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Store(sopSecondaryCapture, inst, tsExplicitLE, rd)
+		errc <- err
+	}()
+	waitPartial(t, g.SpoolDir, 4<<20, 30*time.Second)
+	return inst, func() { close(rd.release) }, errc
 }
 
 // TestSenderDiesMidObject: an object whose sender goes away before its
@@ -156,18 +164,10 @@ func TestSenderDiesMidObject(t *testing.T) {
 	t.Run("requestor aborts", func(t *testing.T) {
 		t.Parallel()
 		g := startGateway(t, t.TempDir())
-		inst := newUID()
-		rd := &stallingReader{head: bigDataSet(inst, bigPixelData), stallAt: 16 << 20, release: make(chan struct{})}
-		c := dial(t, g.Addr, "ABORTSCU", storeContext(sopSecondaryCapture, tsExplicitLE))
-		done := make(chan error, 1)
-		go func() {
-			_, err := c.Store(sopSecondaryCapture, inst, tsExplicitLE, rd)
-			done <- err
-		}()
-		waitPartial(t, g.SpoolDir, 4<<20, 30*time.Second)
+		inst, release, done := stalledStore(t, g, "ABORTSCU")
 		// The reader fails: dimse.Client sends A-ABORT (PS3.8 7.3.1) and
 		// closes.
-		close(rd.release)
+		release()
 		if err := <-done; !errors.Is(err, errSenderGaveUp) {
 			t.Fatalf("Store returned %v, want the reader's error", err)
 		}
@@ -193,17 +193,9 @@ func TestSenderDiesMidObject(t *testing.T) {
 		}
 		c.Release()
 
-		inst := newUID()
-		rd := &stallingReader{head: bigDataSet(inst, bigPixelData), stallAt: 16 << 20, release: make(chan struct{})}
-		c2 := dial(t, g.Addr, "DURINGCRASH", storeContext(sopSecondaryCapture, tsExplicitLE))
-		done := make(chan error, 1)
-		go func() {
-			_, err := c2.Store(sopSecondaryCapture, inst, tsExplicitLE, rd)
-			done <- err
-		}()
-		waitPartial(t, spoolDir, 4<<20, 30*time.Second)
+		_, release, done := stalledStore(t, g, "DURINGCRASH")
 		g.Kill() // SIGKILL mid-object
-		close(rd.release)
+		release()
 		if err := <-done; err == nil {
 			t.Error("Store succeeded although the gateway was killed")
 		}

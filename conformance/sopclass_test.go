@@ -2,12 +2,12 @@ package conformance
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicomgw/dicomgw/internal/harness"
 	"github.com/dicomgw/dicomgw/pkg/pdu"
 )
 
@@ -23,9 +23,7 @@ func writePrivateObject(t *testing.T, dir, inst string) (path string, dataSet []
 	t.Helper()
 	ds := smallDataSet(privateSOPClass, inst)
 	path = filepath.Join(dir, "private-"+inst+".dcm")
-	if err := os.WriteFile(path, append(part10Header(privateSOPClass, inst, tsExplicitLE), ds...), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeObject(t, path, privateSOPClass, inst, ds, 0)
 	return path, ds
 }
 
@@ -46,7 +44,7 @@ func TestPrivateSOPClass(t *testing.T) {
 		t.Parallel()
 		g := startGateway(t, t.TempDir(), "--accept-unknown-sop-classes")
 
-		inst := newUID()
+		inst := harness.NewUID()
 		ds := smallDataSet(privateSOPClass, inst)
 		c := dial(t, g.Addr, "PRIVSCU", storeContext(privateSOPClass, tsExplicitLE))
 		if ts, ok := c.AcceptedTransferSyntax(privateSOPClass); !ok || ts != tsExplicitLE {
@@ -74,7 +72,7 @@ func TestPrivateSOPClass(t *testing.T) {
 		}
 		checkDcmdump(t, dcmdump, o.Path)
 
-		inst2 := newUID()
+		inst2 := harness.NewUID()
 		path, ds2 := writePrivateObject(t, dir, inst2)
 		before = queueSnapshot(t, g.SpoolDir)
 		r := runTool(time.Minute, storescu, "-xf", profile, "P", "-aet", "PRIVSTORESCU", "-aec", calledAE, g.Host(), g.Port(), path)
@@ -108,7 +106,7 @@ func TestPrivateSOPClass(t *testing.T) {
 		if results[3] != pdu.ContextAcceptance {
 			t.Errorf("Verification context (ID 3): result %v, want acceptance", results[3])
 		}
-		if _, err := c.Store(privateSOPClass, newUID(), tsExplicitLE, bytes.NewReader(smallDataSet(privateSOPClass, newUID()))); err == nil {
+		if _, err := c.Store(privateSOPClass, harness.NewUID(), tsExplicitLE, bytes.NewReader(smallDataSet(privateSOPClass, harness.NewUID()))); err == nil {
 			t.Error("our requestor stored on a rejected presentation context")
 		}
 		if st, err := c.Echo(); err != nil || st != 0 {
@@ -118,7 +116,7 @@ func TestPrivateSOPClass(t *testing.T) {
 			t.Error(err)
 		}
 
-		path, _ := writePrivateObject(t, dir, newUID())
+		path, _ := writePrivateObject(t, dir, harness.NewUID())
 		r := runTool(time.Minute, storescu, "-xf", profile, "P", "-aet", "PRIVSTORESCU", "-aec", calledAE, g.Host(), g.Port(), path)
 		if r.Code == 0 || !strings.Contains(r.Out, "No Acceptable Presentation Contexts") {
 			t.Errorf("storescu should fail with no acceptable presentation context: %v", r)

@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicomgw/dicomgw/conformance/internal/harness"
+	"github.com/dicomgw/dicomgw/internal/harness"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 )
 
 // sender sends something to an SCP at host:port called aec; the same
 // sender is pointed at dicomgw and at the reference storescp.
-type sender func(host, port, aec string) toolResult
+type sender func(host, port, aec string) harness.Result
 
 // referenceSCP is a dcmtk storescp in bit-preserving mode (+B: "write data
 // exactly as read"), accepting every corpus SOP class in every transfer
@@ -24,7 +24,7 @@ type sender func(host, port, aec string) toolResult
 // dcmtk re-encodes a file while sending it (dcmtk parses and re-writes:
 // trailing padding dropped, lengths made explicit, odd lengths padded...).
 type referenceSCP struct {
-	scp *storescp
+	scp *harness.StoreSCP
 }
 
 func newReferenceSCP(t *testing.T, corpus []harness.CorpusFile) *referenceSCP {
@@ -46,7 +46,7 @@ func (r *referenceSCP) capture(send sender) (dataSet []byte, ts string, err erro
 	}
 	res := send("127.0.0.1", fmt.Sprint(r.scp.Port), "STORESCP")
 	if res.Code != 0 {
-		return nil, "", fmt.Errorf("sending to storescp: %v\nstorescp output:\n%s", res, tail(r.scp.out.String(), 2000))
+		return nil, "", fmt.Errorf("sending to storescp: %v\nstorescp output:\n%s", res, harness.Tail(r.scp.Output(), 2000))
 	}
 	got, _ := os.ReadDir(r.scp.Dir)
 	if len(got) != 1 {
@@ -166,7 +166,7 @@ func TestStoreCorpus(t *testing.T) {
 		t.Run("storescu/"+cf.Name, func(t *testing.T) {
 			ae := fmt.Sprintf("STORESCU%02d", i)
 			neg := storescuNegotiation(t, profiles, cf.SOPClassUID, cf.TransferSyntaxUID)
-			send := func(host, port, aec string) toolResult {
+			send := func(host, port, aec string) harness.Result {
 				args := append([]string{"-aet", ae, "-aec", aec}, neg...)
 				return runTool(2*time.Minute, storescu, append(args, host, port, cf.Path)...)
 			}
@@ -189,7 +189,7 @@ func TestStoreCorpus(t *testing.T) {
 		seenTS[cf.TransferSyntaxUID] = true
 		t.Run("dcmsend/"+cf.Name, func(t *testing.T) {
 			ae := fmt.Sprintf("DCMSEND%02d", i)
-			send := func(host, port, aec string) toolResult {
+			send := func(host, port, aec string) harness.Result {
 				return runTool(2*time.Minute, dcmsend, "-aet", ae, "-aec", aec, "-dn", host, port, cf.Path)
 			}
 			obj := sendOne(t, g, send)
@@ -228,7 +228,7 @@ func TestStoreCorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			sop := firstNonEmpty(cf.SOPClassUID, fm.MediaStorageSOPClassUID, sopSecondaryCapture)
-			inst := firstNonEmpty(cf.SOPInstanceUID, fm.MediaStorageSOPInstanceUID, newUID())
+			inst := firstNonEmpty(cf.SOPInstanceUID, fm.MediaStorageSOPInstanceUID, harness.NewUID())
 			ts := firstNonEmpty(cf.TransferSyntaxUID, fm.TransferSyntaxUID)
 			want := expectedStatus(cf)
 			ae := fmt.Sprintf("GOSCU%02d", i)

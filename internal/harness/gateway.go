@@ -1,0 +1,77 @@
+package harness
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Gateway is a running `dicomgw serve`.
+type Gateway struct {
+	*Process
+	Addr     string // host:port it listens on
+	SpoolDir string
+}
+
+// Start runs `dicomgw serve` from the binary Binary builds; see StartBinary.
+func Start(spoolDir string, args ...string) (*Gateway, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	return StartBinary(bin, spoolDir, args...)
+}
+
+// StartBinary runs `bin serve` with --spool-dir spoolDir, JSON logs,
+// --listen 127.0.0.1:0 unless args set --listen, then args, and waits for
+// its "dicomgw listening" log record to learn the address. spoolDir is
+// created if missing. The caller stops it (Stop, Kill).
+func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
+	full := []string{"serve", "--spool-dir", spoolDir, "--log-format", "json"}
+	if !hasFlag(args, "--listen") {
+		full = append(full, "--listen", "127.0.0.1:0")
+	}
+	full = append(full, args...)
+	addr := make(chan string, 1)
+	p, err := StartProcess(exec.Command(bin, full...), func(line string) {
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "dicomgw listening" {
+			select {
+			case addr <- rec.Addr:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{Process: p, SpoolDir: spoolDir}
+	select {
+	case g.Addr = <-addr:
+		return g, nil
+	case <-g.Exited():
+		return nil, fmt.Errorf("dicomgw exited before listening (%v):\n%s", g.Err(), Tail(g.Logs(), 8000))
+	case <-time.After(20 * time.Second):
+		g.Kill()
+		return nil, fmt.Errorf("dicomgw did not listen within 20s:\n%s", Tail(g.Logs(), 8000))
+	}
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// Host is the address it listens on, for tools that take host and port
+// separately.
+func (g *Gateway) Host() string { h, _, _ := net.SplitHostPort(g.Addr); return h }
+
+// Port is the port it listens on, as a string.
+func (g *Gateway) Port() string { _, p, _ := net.SplitHostPort(g.Addr); return p }
