@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -100,15 +101,20 @@ func (a *assoc) reject(rj *pdu.AssociateRJ, why string) {
 
 // admit applies the association policy, in the order a peer's
 // administrator would want the reasons reported: application context, then
-// who is called, then capacity (taking a slot if there is one).
+// who is called, who calls, then capacity (taking a slot if there is one).
 func (a *assoc) admit(rq *pdu.AssociateRQ) (*pdu.AssociateRJ, string) {
 	if rq.ApplicationContext != uid.ApplicationContext {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectApplicationContextNotSupport},
 			fmt.Sprintf("application context %q", rq.ApplicationContext)
 	}
-	if !a.srv.called[a.called] {
+	pol := a.srv.policy.Load()
+	if !pol.called[a.called] {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCalledAENotRecognized},
-			fmt.Sprintf("called AE %q is not one of %s", a.called, strings.Join(a.srv.cfg.AETitles, ", "))
+			fmt.Sprintf("called AE %q is not one of %s", a.called, strings.Join(pol.AETitles, ", "))
+	}
+	if !pol.callingAllowed(a.calling, a.peerAddr()) {
+		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCallingAENotRecognized},
+			fmt.Sprintf("calling AE %q from %v is not on the allowlist", a.calling, a.peerAddr())
 	}
 	if !a.srv.acquireSlot() {
 		return &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceProviderPresent, Reason: pdu.RejectLocalLimitExceeded},
@@ -202,4 +208,13 @@ func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 	}
 	pc.result = pdu.ContextTransferSyntaxesNotSupported
 	return pc
+}
+
+// peerAddr is the peer's IP address (the zero Addr when the transport has
+// none, as in tests over pipes).
+func (a *assoc) peerAddr() netip.Addr {
+	if ap, err := netip.ParseAddrPort(a.conn.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }

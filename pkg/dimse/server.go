@@ -30,6 +30,10 @@ type Config struct {
 	// 9.3.2, compared without padding). A request to any other gets
 	// A-ASSOCIATE-RJ 1/1/7. Must not be empty.
 	AETitles []string
+	// CallingAEs is the allowlist of senders; empty means anyone. A
+	// calling AE not on it gets A-ASSOCIATE-RJ 1/1/3. AETitles and
+	// CallingAEs can be replaced later with SetPolicy.
+	CallingAEs []CallingAE
 	// AcceptUnknownSOPClasses accepts presentation contexts whose abstract
 	// syntax is a well-formed UID that is not in the registry (private or
 	// newer storage SOP classes) as storage.
@@ -67,14 +71,6 @@ const (
 
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
-	if len(out.AETitles) == 0 {
-		return out, errors.New("dimse: no AE title configured")
-	}
-	for _, ae := range out.AETitles {
-		if err := ValidAETitle(ae); err != nil {
-			return out, err
-		}
-	}
 	if out.MaxAssociations <= 0 {
 		out.MaxAssociations = DefaultMaxAssociations
 	}
@@ -140,7 +136,7 @@ type Server struct {
 	handler StoreHandler
 	log     *slog.Logger
 	pool    *pdu.Pool
-	called  map[string]bool
+	policy  atomic.Pointer[policy]
 
 	slots atomic.Int64 // associations holding a slot (accepted, or being negotiated)
 
@@ -166,12 +162,11 @@ func NewServer(cfg Config, h StoreHandler, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg: c, handler: h, log: log,
 		pool:      pdu.NewPool(c.MaxPDULength),
-		called:    make(map[string]bool),
 		listeners: make(map[net.Listener]struct{}),
 		assocs:    make(map[*assoc]struct{}),
 	}
-	for _, ae := range c.AETitles {
-		s.called[pdu.MakeAE(ae).String()] = true
+	if err := s.SetPolicy(Policy{AETitles: c.AETitles, CallingAEs: c.CallingAEs}); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

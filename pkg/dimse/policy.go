@@ -1,0 +1,147 @@
+package dimse
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+)
+
+// Policy says who may associate: the AE titles the gateway answers to, and
+// the calling AE titles it accepts. It can be replaced while the server runs
+// (Server.SetPolicy); associations already established keep going.
+type Policy struct {
+	// AETitles are the called AE titles answered to. Must not be empty.
+	AETitles []string
+	// CallingAEs lists who may send; empty means anyone.
+	CallingAEs []CallingAE
+}
+
+// CallingAE is one allowlist entry: an AE title, optionally bound to the
+// addresses it must come from.
+type CallingAE struct {
+	AE       string
+	Prefixes []netip.Prefix // empty: from anywhere
+	Spec     string         // as written, for logs
+}
+
+// ParseCallingAE reads an allowlist entry: "AE", "AE@host" (resolved now to
+// its addresses) or "AE@cidr" (e.g. CT1@10.0.0.0/8, CT1@::1/128).
+func ParseCallingAE(ctx context.Context, spec string) (CallingAE, error) {
+	ae, where, bound := strings.Cut(spec, "@")
+	c := CallingAE{AE: ae, Spec: spec}
+	if err := ValidAETitle(ae); err != nil {
+		return c, fmt.Errorf("calling AE %q: %w", spec, err)
+	}
+	if !bound {
+		return c, nil
+	}
+	if where == "" {
+		return c, fmt.Errorf("calling AE %q: nothing after @", spec)
+	}
+	if p, err := netip.ParsePrefix(where); err == nil {
+		c.Prefixes = []netip.Prefix{p.Masked()}
+		return c, nil
+	}
+	if a, err := netip.ParseAddr(where); err == nil {
+		c.Prefixes = []netip.Prefix{netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}
+		return c, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", where)
+	if err != nil {
+		return c, fmt.Errorf("calling AE %q: %q is neither an address, a CIDR nor a host that resolves: %w", spec, where, err)
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		c.Prefixes = append(c.Prefixes, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return c, nil
+}
+
+// allows reports whether this entry lets ae in from addr.
+func (c *CallingAE) allows(ae string, addr netip.Addr) bool {
+	if c.AE != ae {
+		return false
+	}
+	if len(c.Prefixes) == 0 {
+		return true
+	}
+	for _, p := range c.Prefixes {
+		if p.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) validate() error {
+	if len(p.AETitles) == 0 {
+		return fmt.Errorf("dimse: no AE title configured")
+	}
+	for _, ae := range p.AETitles {
+		if err := ValidAETitle(ae); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// policy is the compiled form the server consults.
+type policy struct {
+	Policy
+	called map[string]bool
+}
+
+func compile(p Policy) (*policy, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	c := &policy{Policy: p, called: make(map[string]bool)}
+	for _, ae := range p.AETitles {
+		c.called[pdu.MakeAE(ae).String()] = true
+	}
+	return c, nil
+}
+
+// callingAllowed reports whether the calling AE may associate from addr.
+func (p *policy) callingAllowed(ae string, addr netip.Addr) bool {
+	if len(p.CallingAEs) == 0 {
+		return true
+	}
+	for i := range p.CallingAEs {
+		if p.CallingAEs[i].allows(ae, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Known reports whether ae is in the calling AE allowlist: only those are
+// worth a metric label of their own (the rest are "other").
+func (p *Policy) Known(ae string) bool {
+	for _, c := range p.CallingAEs {
+		if c.AE == ae {
+			return true
+		}
+	}
+	return false
+}
+
+// SetPolicy replaces the policy for associations negotiated from now on.
+func (s *Server) SetPolicy(p Policy) error {
+	c, err := compile(p)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(c)
+	return nil
+}
+
+// Policy returns the policy in force.
+func (s *Server) Policy() Policy { return s.policy.Load().Policy }
