@@ -19,10 +19,10 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dicomgw ./cmd/dicomgw
 
-# Runs the gateway with defaults: DICOM on :11112 (AE title DICOMGW), spool
-# in ./var/spool.
+# Runs the gateway with the example flags file: DICOM on :11112 (AE title
+# DICOMGW), spool in ./var/spool, objects filed into ./var/archive.
 run: build
-	./bin/dicomgw serve --listen :11112 --ae-title DICOMGW --spool-dir ./var/spool
+	./bin/dicomgw serve --flagfile deploy/dicomgw.flags
 
 # Installs the test peers (dcmtk, ...) when missing.
 test-deps:

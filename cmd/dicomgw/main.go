@@ -29,6 +29,7 @@ commands:
   serve      run the gateway (C-STORE SCP into the spool)
   echo       send a C-ECHO to a DICOM peer: dicomgw echo [flags] HOST:PORT
   spool      inspect and repair the spool: stats, ls, retry, purge
+  check-config  check flags and flags files without starting: dicomgw check-config --flagfile FILE
   version    print the version
 
 Run "dicomgw <command> --help" for the flags of a command.
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return echo(args[1:], stdout, stderr)
 	case "spool":
 		return spoolCmd(args[1:], stdout, stderr)
+	case "check-config":
+		return checkConfig(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "dicomgw %s (commit %s)\n", version, commit)
 		return 0

@@ -290,3 +290,14 @@ func (s *Server) acquireSlot() bool {
 }
 
 func (s *Server) releaseSlot() { s.slots.Add(-1) }
+
+// CheckConfig reports what is wrong with cfg, as NewServer would, without
+// building a server.
+func CheckConfig(cfg Config) error {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	_, err = compile(Policy{AETitles: c.AETitles, CallingAEs: c.CallingAEs})
+	return err
+}

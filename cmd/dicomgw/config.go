@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/forward"
+)
+
+// serveConfig is everything `dicomgw serve` is told by its flags and flags
+// files.
+type serveConfig struct {
+	flagfiles       []string
+	listen          string
+	aeTitles        []string
+	callingAEs      []string
+	acceptUnknown   bool
+	spoolDir        string
+	maxAssociations int
+	maxPDULength    uint32
+	artimTimeout    time.Duration
+	idleTimeout     time.Duration
+	writeTimeout    time.Duration
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+
+	// Forwarding.
+	stowURL           string
+	archiveDir        string
+	forwardWorkers    int
+	batchMaxInstances int
+	batchMaxBytes     int64
+	batchLinger       time.Duration
+	retryFor          time.Duration
+	retryMin          time.Duration
+	retryMax          time.Duration
+	stowTimeout       time.Duration
+	keepDelivered     time.Duration
+}
+
+// liveFlags are applied on SIGHUP to new associations; every other flag
+// takes effect at the next start.
+var liveFlags = map[string]bool{"ae-title": true, "calling-ae": true}
+
+func serveFlags(c *serveConfig) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("dicomgw serve", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringArrayVar(&c.flagfiles, "flagfile", nil, "read flags from this file, one per line (repeatable); command-line flags win")
+	fs.StringVar(&c.listen, "listen", ":11112", "address for DICOM associations (host:port)")
+	fs.StringSliceVar(&c.aeTitles, "ae-title", []string{"DICOMGW"}, "AE title(s) the gateway answers to; repeat or separate with commas (live on SIGHUP)")
+	fs.StringSliceVar(&c.callingAEs, "calling-ae", nil, "who may send: AE, AE@host or AE@cidr; repeat or separate with commas; none: anyone (live on SIGHUP)")
+	fs.BoolVar(&c.acceptUnknown, "accept-unknown-sop-classes", false, "also accept private or unknown SOP classes (any well-formed UID) as storage")
+	fs.StringVar(&c.spoolDir, "spool-dir", "./var/spool", "durable spool directory, on the slow data disk")
+	fs.IntVar(&c.maxAssociations, "max-associations", dimse.DefaultMaxAssociations, "simultaneous associations; more are rejected transient (A-ASSOCIATE-RJ 2/3/2)")
+	fs.Uint32Var(&c.maxPDULength, "max-pdu-length", dimse.DefaultMaxPDULength, "maximum PDU length advertised to and accepted from peers (bytes)")
+	fs.DurationVar(&c.artimTimeout, "artim-timeout", dimse.DefaultARTIMTimeout, "ARTIM timer: wait for the A-ASSOCIATE-RQ, and for the peer to close after release or abort")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", dimse.DefaultIdleTimeout, "abort an association when nothing arrives for this long")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", dimse.DefaultWriteTimeout, "abort an association when a write to the peer takes longer")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let running associations finish for this long, then abort them")
+	fs.StringVar(&c.stowURL, "stow-url", "", "DICOMweb base URL to forward to with STOW-RS (e.g. http://host:8042/dicom-web); empty: file into --archive-dir")
+	fs.StringVar(&c.archiveDir, "archive-dir", "./var/archive", "local archive (<study>/<series>/<instance>.dcm) used when --stow-url is empty")
+	fs.IntVar(&c.forwardWorkers, "forward-workers", forward.DefaultWorkers, "STOW-RS requests in flight")
+	fs.IntVar(&c.batchMaxInstances, "batch-max-instances", forward.DefaultBatchMaxInstances, "objects per STOW-RS request")
+	fs.Int64Var(&c.batchMaxBytes, "batch-max-bytes", forward.DefaultBatchMaxBytes, "bytes per STOW-RS request (a larger object goes alone)")
+	fs.DurationVar(&c.batchLinger, "batch-linger", forward.DefaultBatchLinger, "how long a new object waits for more of its study before its batch goes")
+	fs.DurationVar(&c.retryFor, "retry-for", forward.DefaultRetryFor, "how long an object that fails is retried before it is dead-lettered")
+	fs.DurationVar(&c.retryMin, "retry-min", forward.DefaultRetryMin, "first retry delay after a failed delivery (doubles per attempt, with jitter)")
+	fs.DurationVar(&c.retryMax, "retry-max", forward.DefaultRetryMax, "longest retry delay")
+	fs.DurationVar(&c.stowTimeout, "stow-timeout", 2*time.Minute, "wait for a STOW-RS answer; each request also gets 1 s per MiB of its body")
+	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	return fs
+}
+
+// errUsage marks errors in how the command was called (exit status 2).
+var errUsage = errors.New("usage")
+
+// loadConfig reads the command line, then the flags files it names, and
+// returns the configuration with the flag set that holds it.
+func loadConfig(name string, args []string, out io.Writer) (serveConfig, *pflag.FlagSet, error) {
+	var c serveConfig
+	fs := serveFlags(&c)
+	fs.Init(name, pflag.ContinueOnError)
+	fs.SetOutput(out)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return c, fs, err
+		}
+		return c, fs, fmt.Errorf("%w: %v (see %s --help)", errUsage, err, name)
+	}
+	if fs.NArg() > 0 {
+		return c, fs, fmt.Errorf("%w: unexpected arguments: %s", errUsage, strings.Join(fs.Args(), " "))
+	}
+	if err := applyFlagFiles(fs, c.flagfiles); err != nil {
+		return c, fs, err
+	}
+	return c, fs, nil
+}
+
+// settings is a checked configuration: what the gateway is built from.
+type settings struct {
+	dimse   dimse.Config
+	policy  dimse.Policy
+	dest    forward.Destination
+	forward forward.Config
+}
+
+// check turns a configuration into settings, or says what is wrong with
+// it, without starting anything.
+func (c serveConfig) check(log *slog.Logger) (*settings, error) {
+	if _, err := newLogger(io.Discard, c.logLevel, c.logFormat); err != nil {
+		return nil, err
+	}
+	pol, err := c.policy()
+	if err != nil {
+		return nil, err
+	}
+	s := &settings{policy: pol}
+	s.dimse = dimse.Config{
+		AETitles:                  pol.AETitles,
+		CallingAEs:                pol.CallingAEs,
+		AcceptUnknownSOPClasses:   c.acceptUnknown,
+		MaxAssociations:           c.maxAssociations,
+		MaxPDULength:              c.maxPDULength,
+		ARTIMTimeout:              c.artimTimeout,
+		IdleTimeout:               c.idleTimeout,
+		WriteTimeout:              c.writeTimeout,
+		ImplementationClassUID:    dimse.ImplementationClassUID,
+		ImplementationVersionName: implementationVersionName(),
+	}
+	if err := dimse.CheckConfig(s.dimse); err != nil {
+		return nil, err
+	}
+	if c.spoolDir == "" {
+		return nil, errors.New("--spool-dir is empty")
+	}
+	if s.dest, err = destination(c, s.dimse, log); err != nil {
+		return nil, err
+	}
+	s.forward = forward.Config{
+		Workers:           c.forwardWorkers,
+		BatchMaxInstances: c.batchMaxInstances,
+		BatchMaxBytes:     c.batchMaxBytes,
+		BatchLinger:       c.batchLinger,
+		RetryFor:          c.retryFor,
+		RetryMin:          c.retryMin,
+		RetryMax:          c.retryMax,
+	}
+	return s, nil
+}
+
+// policy reads the AE titles and the calling AE allowlist.
+func (c serveConfig) policy() (dimse.Policy, error) {
+	p := dimse.Policy{AETitles: c.aeTitles}
+	for _, spec := range c.callingAEs {
+		e, err := dimse.ParseCallingAE(context.Background(), spec)
+		if err != nil {
+			return p, fmt.Errorf("--calling-ae: %w", err)
+		}
+		p.CallingAEs = append(p.CallingAEs, e)
+	}
+	return p, nil
+}
+
+// flagValues maps each flag to its value, to compare two configurations.
+func flagValues(fs *pflag.FlagSet) map[string]string {
+	m := map[string]string{}
+	fs.VisitAll(func(f *pflag.Flag) { m[f.Name] = f.Value.String() })
+	return m
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	c, fs, err := loadConfig("dicomgw serve", args, stderr)
+	if err != nil {
+		return configExit(stderr, "serve", err)
+	}
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "dicomgw serve: %v\n", err)
+		return 2
+	}
+	if err := runServer(c, flagValues(fs), args, log); err != nil {
+		log.Error("dicomgw stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// configExit reports a configuration error: 0 for --help, 2 for a bad
+// command line, 1 for a bad flags file or setting.
+func configExit(stderr io.Writer, cmd string, err error) int {
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "dicomgw %s: %v\n", cmd, err)
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+// checkConfig is `dicomgw check-config`: it reads the flags (files
+// included) as serve would, checks them, and prints the effective settings.
+func checkConfig(args []string, stdout, stderr io.Writer) int {
+	c, fs, err := loadConfig("dicomgw check-config", args, stderr)
+	if err == nil {
+		_, err = c.check(slog.New(slog.DiscardHandler))
+	}
+	if err != nil {
+		return configExit(stderr, "check-config", err)
+	}
+	fmt.Fprintln(stdout, "configuration OK; effective settings:")
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch v, isList := f.Value.(pflag.SliceValue); {
+		case f.Name == "flagfile":
+		case isList && len(v.GetSlice()) == 0:
+			fmt.Fprintf(stdout, "  # --%s: none\n", f.Name)
+		case isList:
+			for _, e := range v.GetSlice() {
+				fmt.Fprintf(stdout, "  --%s=%s\n", f.Name, e)
+			}
+		default:
+			fmt.Fprintf(stdout, "  --%s=%s\n", f.Name, f.Value.String())
+		}
+	})
+	return 0
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+}
