@@ -32,6 +32,9 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+	metricsListen   string
+	spoolMaxBytes   byteSize
+	spoolMinFree    byteSize
 
 	// Forwarding.
 	stowURL           string
@@ -77,6 +80,10 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.retryMax, "retry-max", forward.DefaultRetryMax, "longest retry delay")
 	fs.DurationVar(&c.stowTimeout, "stow-timeout", 2*time.Minute, "wait for a STOW-RS answer; each request also gets 1 s per MiB of its body")
 	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", ":9477", "address for /metrics, /healthz and /readyz (empty: none)")
+	c.spoolMinFree = 1 << 30
+	fs.Var(&c.spoolMaxBytes, "spool-max-bytes", "the most the spool may hold (e.g. 500GiB; 0: no limit); at this high-water mark the gateway is not ready")
+	fs.Var(&c.spoolMinFree, "spool-min-free", "free space to leave on the spool's file system (e.g. 10GiB); below it the gateway is not ready")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	return fs

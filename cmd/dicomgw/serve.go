@@ -34,10 +34,23 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 	defer sp.Close()
 
+	reg, opsm := newRegistry()
+	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
+	reg.MustRegister(spool.NewCollector(stats))
 	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"))
-	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"))
+	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
 	if err != nil {
 		return err
+	}
+	ready := &readiness{dir: sp.Dir, stats: stats, probeEvery: 5 * time.Second,
+		limits: spool.Limits{MaxBytes: int64(c.spoolMaxBytes), MinFree: int64(c.spoolMinFree)}}
+	if c.metricsListen != "" {
+		addr, stopOps, err := startOps(context.Background(), c.metricsListen, opsHandler(reg, ready), log)
+		if err != nil {
+			return err
+		}
+		defer stopOps()
+		log.Info("metrics and health listening", "addr", addr.String())
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -56,6 +69,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	ready.listening.Store(true)
 
 	// The forwarder runs until the receiving side has stopped; then its
 	// requests in flight finish or are abandoned, objects staying queued.
@@ -79,10 +93,15 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 			return err
 		case <-hup:
 			if err := reload(values, args, srv, log); err != nil {
+				opsm.reloads.WithLabelValues("failure").Inc()
 				log.Error("config reload failed; keeping the running settings", "err", err)
+			} else {
+				opsm.reloads.WithLabelValues("success").Inc()
+				opsm.lastReload.SetToCurrentTime()
 			}
 		case sig := <-sigs:
 			log.Info("shutting down: no new associations; waiting for running ones", "signal", sig.String(), "timeout", c.shutdownTimeout)
+			ready.listening.Store(false)
 			waiting = false
 		}
 	}

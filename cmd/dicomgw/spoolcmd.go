@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -121,26 +120,23 @@ type stateStats struct {
 }
 
 func spoolStats(w io.Writer, d *spool.Dir, asJSON bool) error {
+	st, err := d.Stats()
+	if err != nil {
+		return err
+	}
 	var out []stateStats
-	now := time.Now()
-	for _, st := range spool.States {
-		items, err := d.Items(st)
-		if err != nil {
-			return err
+	for _, state := range spool.States {
+		ss := st.States[state]
+		s := stateStats{State: string(state), Objects: ss.Objects, Bytes: ss.Bytes}
+		if !ss.Oldest.IsZero() {
+			s.OldestS = max(0, st.Taken.Sub(ss.Oldest).Seconds())
 		}
-		s := stateStats{State: string(st), Objects: len(items)}
-		for _, it := range items {
-			s.Bytes += it.Size
-			if it.Retry != nil {
-				s.Retrying++
-			}
-			s.OldestS = max(s.OldestS, now.Sub(it.Modified).Seconds())
+		if state == spool.StateQueued {
+			s.Retrying = st.Retrying
 		}
 		out = append(out, s)
 	}
-	if partial, err := filepath.Glob(filepath.Join(d.Root(), "incoming", "*.part")); err == nil {
-		out = append(out, stateStats{State: "incoming", Objects: len(partial)})
-	}
+	out = append(out, stateStats{State: "incoming", Objects: st.Incoming, Bytes: st.InBytes})
 	if asJSON {
 		return json.NewEncoder(w).Encode(out)
 	}
@@ -149,6 +145,7 @@ func spoolStats(w io.Writer, d *spool.Dir, asJSON bool) error {
 	for _, s := range out {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%v\n", s.State, s.Objects, s.Bytes, s.Retrying, (time.Duration(s.OldestS) * time.Second).Round(time.Second))
 	}
+	fmt.Fprintf(tw, "free on the file system\t\t%d\t\t\n", st.FSFree)
 	return tw.Flush()
 }
 

@@ -87,6 +87,9 @@ type assoc struct {
 	end       EndReason
 	endDetail string
 	hasSlot   bool
+	accepted  bool
+	// Who aborted and why, for the aborted metric ("" when not aborted).
+	abortSource, abortReason string
 
 	// Negotiated.
 	calling, called string
@@ -182,6 +185,8 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		return a.associateIndication(info.p.(*pdu.AssociateRQ))
 	case AE7:
 		a.send(info.p)
+		a.accepted = true
+		a.srv.m.active.Inc()
 		return Sta6
 	case AE8:
 		a.send(info.p)
@@ -213,6 +218,9 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		a.dropMessage("association aborted")
 		if ev != Evt15 {
 			a.setEnd(EndProtocolError, describe(ev, info))
+			a.aborted("local", abortLabel(reasonFor(ev, info)))
+		} else {
+			a.aborted("local", a.end.String())
 		}
 		a.send(&pdu.Abort{Source: pdu.AbortSourceUser})
 		a.startARTIM()
@@ -228,6 +236,9 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 	case AA3:
 		a.dropMessage("peer aborted")
 		a.setEnd(EndPeerAborted, abortDetail(info))
+		if ab, ok := info.p.(*pdu.Abort); ok {
+			a.aborted("peer", abortLabel(ab.Reason))
+		}
 		return Sta1
 	case AA4:
 		a.dropMessage("connection lost")
@@ -245,6 +256,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 	case AA8:
 		a.dropMessage("association aborted")
 		a.setEnd(EndProtocolError, describe(ev, info))
+		a.aborted("local", abortLabel(reasonFor(ev, info)))
 		a.send(&pdu.Abort{Source: pdu.AbortSourceProvider, Reason: reasonFor(ev, info)})
 		a.startARTIM()
 		return Sta13
@@ -258,6 +270,13 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 func (a *assoc) setEnd(r EndReason, detail string) {
 	if a.end == 0 {
 		a.end, a.endDetail = r, detail
+	}
+}
+
+// aborted records who aborted and why, once.
+func (a *assoc) aborted(source, reason string) {
+	if a.abortSource == "" {
+		a.abortSource, a.abortReason = source, reason
 	}
 }
 
@@ -409,6 +428,14 @@ func (a *assoc) teardown() {
 	}
 	if a.end == 0 {
 		a.end = EndConnectionLost
+	}
+	m := a.srv.m
+	m.ended.WithLabelValues(a.end.String()).Inc()
+	if a.accepted {
+		m.active.Dec()
+	}
+	if a.abortSource != "" {
+		m.aborted.WithLabelValues(a.abortSource, a.abortReason).Inc()
 	}
 	attrs := []any{
 		"outcome", a.end.String(),

@@ -494,7 +494,7 @@ func TestIdleTimeout(t *testing.T) {
 // still open when its context ends; partial objects are discarded.
 func TestShutdown(t *testing.T) {
 	store := newMemStore()
-	srv, err := NewServer(Config{AETitles: []string{"DICOMGW"}}, store, testLogger(t))
+	srv, err := NewServer(Config{AETitles: []string{"DICOMGW"}}, store, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func startServer(t *testing.T, cfg Config, h StoreHandler) (*Server, string) {
 	if len(cfg.AETitles) == 0 {
 		cfg.AETitles = []string{"DICOMGW"}
 	}
-	srv, err := NewServer(cfg, h, testLogger(t))
+	srv, err := NewServer(cfg, h, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,7 @@ func (a *assoc) pdv(v pdu.PDV) error {
 	}
 	m.bytes += int64(len(v.Data))
 	a.stats.bytes += int64(len(v.Data))
+	a.srv.m.bytes.Add(float64(len(v.Data)))
 	if m.w != nil {
 		if _, err := m.w.Write(v.Data); err != nil {
 			m.w.Abort()
@@ -226,6 +227,7 @@ func (a *assoc) dataSetComplete(m *message) {
 		a.log.Warn("C-STORE failed", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
 			"status", m.status, "comment", m.comment, "err", m.err, "bytes", m.bytes)
 	} else {
+		a.srv.m.storeDur.WithLabelValues(a.callingLabel()).Observe(time.Since(m.started).Seconds())
 		a.log.Debug("C-STORE stored", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
 			"bytes", m.bytes, "duration", time.Since(m.started))
 	}
@@ -269,6 +271,7 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	if comment != "" && st != StatusSuccess {
 		rsp.ErrorComment, rsp.Has = errorComment(comment), rsp.Has|HasErrorComment
 	}
+	a.srv.m.requests.WithLabelValues(commandLabel(m.cmd.CommandField), statusLabel(st), a.callingLabel()).Inc()
 	cmd := AppendCommand(nil, rsp)
 	// A fresh buffer: one PDU can complete several messages, each response
 	// waiting in the pending queue until DT-1 sends it.

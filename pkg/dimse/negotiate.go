@@ -96,6 +96,7 @@ func (a *assoc) associateIndication(rq *pdu.AssociateRQ) State {
 }
 
 func (a *assoc) reject(rj *pdu.AssociateRJ, why string) {
+	a.srv.m.rejected.WithLabelValues(pdu.RejectReasonString(rj.Source, rj.Reason)).Inc()
 	a.setEnd(EndRejected, fmt.Sprintf("%v %v %s: %s", rj.Result, rj.Source, pdu.RejectReasonString(rj.Source, rj.Reason), why))
 }
 

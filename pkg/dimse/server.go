@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dicomgw/dicomgw/pkg/pdu"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
@@ -137,6 +139,7 @@ type Server struct {
 	log     *slog.Logger
 	pool    *pdu.Pool
 	policy  atomic.Pointer[policy]
+	m       *metrics
 
 	slots atomic.Int64 // associations holding a slot (accepted, or being negotiated)
 
@@ -147,8 +150,9 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// NewServer returns a Server that hands C-STORE data sets to h.
-func NewServer(cfg Config, h StoreHandler, log *slog.Logger) (*Server, error) {
+// NewServer returns a Server that hands C-STORE data sets to h. Its metrics
+// are registered with reg (nil: not exported).
+func NewServer(cfg Config, h StoreHandler, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -164,6 +168,7 @@ func NewServer(cfg Config, h StoreHandler, log *slog.Logger) (*Server, error) {
 		pool:      pdu.NewPool(c.MaxPDULength),
 		listeners: make(map[net.Listener]struct{}),
 		assocs:    make(map[*assoc]struct{}),
+		m:         newMetrics(reg),
 	}
 	if err := s.SetPolicy(Policy{AETitles: c.AETitles, CallingAEs: c.CallingAEs}); err != nil {
 		return nil, err

@@ -1,0 +1,99 @@
+package dimse
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+)
+
+// metrics are the server's Prometheus metrics. Every label has a bounded set
+// of values: calling AE titles appear only when they are on the allowlist
+// (the rest are "other"), statuses and reasons come from closed sets.
+type metrics struct {
+	active   prometheus.Gauge
+	ended    *prometheus.CounterVec // outcome
+	rejected *prometheus.CounterVec // reason
+	aborted  *prometheus.CounterVec // source, reason
+	requests *prometheus.CounterVec // command, status, calling_ae
+	bytes    prometheus.Counter
+	storeDur *prometheus.HistogramVec // calling_ae
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dicomgw_associations_active",
+			Help: "Associations established and not yet ended.",
+		}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_associations_total",
+			Help: "Connections served to their end, by outcome (released, rejected, peer-aborted, protocol-error, idle-timeout, shutdown, artim-expired, connection-lost).",
+		}, []string{"outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_associations_rejected_total",
+			Help: "A-ASSOCIATE-RJ sent, by reason (PS3.8 Table 9-21).",
+		}, []string{"reason"}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_associations_aborted_total",
+			Help: "Associations aborted, by who aborted (peer or local) and why.",
+		}, []string{"source", "reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_dimse_requests_total",
+			Help: "DIMSE requests answered, by command, response status and calling AE (allowlisted titles only, else other).",
+		}, []string{"command", "status", "calling_ae"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicomgw_received_bytes_total",
+			Help: "Data set bytes received in C-STORE requests.",
+		}),
+		storeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dicomgw_cstore_duration_seconds",
+			Help:    "Time from a C-STORE request's command to its object being durable in the spool (successful stores).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14), // 0.5 ms .. ~75 s
+		}, []string{"calling_ae"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur)
+	}
+	// Series that alerts and dashboards expect to exist from the start.
+	for r := EndReleased; r <= EndConnectionLost; r++ {
+		m.ended.WithLabelValues(r.String())
+	}
+	for _, st := range []Status{StatusSuccess, StatusOutOfResources, StatusDataSetDoesNotMatchClass, StatusCannotUnderstand} {
+		m.requests.WithLabelValues("C-STORE", statusLabel(st), "other")
+	}
+	return m
+}
+
+// statusLabel is a status as a label value: 0x0000, 0xA700, ...
+func statusLabel(s Status) string { return fmt.Sprintf("0x%04X", uint16(s)) }
+
+// commandLabel keeps the command label to a closed set.
+func commandLabel(f CommandField) string {
+	switch f {
+	case CEchoRQ:
+		return "C-ECHO"
+	case CStoreRQ:
+		return "C-STORE"
+	}
+	return "other"
+}
+
+// abortLabel names an abort reason, with unknown codes as "other".
+func abortLabel(r pdu.AbortReason) string {
+	switch r {
+	case pdu.AbortNotSpecified, pdu.AbortUnrecognizedPDU, pdu.AbortUnexpectedPDU, pdu.AbortUnrecognizedPDUParameter,
+		pdu.AbortUnexpectedPDUParameter, pdu.AbortInvalidPDUParameterValue:
+		return r.String()
+	}
+	return "other"
+}
+
+// callingLabel is the calling AE as a label value.
+func (a *assoc) callingLabel() string {
+	if a.calling != "" && a.srv.policy.Load().Known(a.calling) {
+		return a.calling
+	}
+	return "other"
+}
