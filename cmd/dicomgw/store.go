@@ -54,7 +54,7 @@ func (s *storeWriter) Commit() error {
 		return statusFor(err)
 	}
 	s.h.log.Info("object spooled", "id", e.ID, "assoc", s.req.AssociationID, "calling_ae", s.req.CallingAE,
-		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
+		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "study", e.StudyInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
 		"bytes", e.Size, "duration", time.Since(s.start).Round(time.Microsecond))
 	if s.h.notify != nil {
 		s.h.notify(e.ID)

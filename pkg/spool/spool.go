@@ -175,6 +175,9 @@ type Entry struct {
 	ID   string
 	Path string
 	Size int64
+	// StudyInstanceUID and SeriesInstanceUID, when Commit returns the
+	// entry: what the data set says (for the audit log).
+	StudyInstanceUID, SeriesInstanceUID string
 }
 
 // List returns the queued objects in arrival order.

@@ -114,7 +114,8 @@ func (w *Writer) Commit() (Entry, error) {
 		w.Abort()
 		return Entry{}, w.err
 	}
-	if err := w.check(); err != nil {
+	sum, err := w.check()
+	if err != nil {
 		w.Abort()
 		return Entry{}, err
 	}
@@ -141,27 +142,27 @@ func (w *Writer) Commit() (Entry, error) {
 		return Entry{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
 	}
 	w.done = true
-	return Entry{ID: w.id, Path: final, Size: w.dataOff + w.size}, nil
+	return Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID}, nil
 }
 
 // check walks the data set as written and compares its SOP Class and
 // Instance UIDs with the command's (PS3.4 B.2.3: A900 when they differ).
-func (w *Writer) check() error {
+func (w *Writer) check() (dcmhead.Summary, error) {
 	sum, err := dcmhead.Walk(w.f, w.dataOff, w.size, w.enc)
 	if err != nil {
 		var fe *dcmhead.FormatError
 		if errors.As(err, &fe) {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
+			return sum, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		return fmt.Errorf("spool: reading back: %w", err)
+		return sum, fmt.Errorf("spool: reading back: %w", err)
 	}
 	if sum.SOPClassUID != w.meta.SOPClassUID {
-		return &MismatchError{Attribute: "SOP Class UID", Command: w.meta.SOPClassUID, DataSet: sum.SOPClassUID}
+		return sum, &MismatchError{Attribute: "SOP Class UID", Command: w.meta.SOPClassUID, DataSet: sum.SOPClassUID}
 	}
 	if sum.SOPInstanceUID != w.meta.SOPInstanceUID {
-		return &MismatchError{Attribute: "SOP Instance UID", Command: w.meta.SOPInstanceUID, DataSet: sum.SOPInstanceUID}
+		return sum, &MismatchError{Attribute: "SOP Instance UID", Command: w.meta.SOPInstanceUID, DataSet: sum.SOPInstanceUID}
 	}
-	return nil
+	return sum, nil
 }
 
 // Abort discards the object. It is safe to call more than once.
