@@ -22,6 +22,9 @@ import (
 // object whose UIDs fail goes to the dead letters.
 type Archive struct {
 	Dir string
+
+	// link is os.Link when nil; tests make it fail as across file systems.
+	link func(oldname, newname string) error
 }
 
 func (a *Archive) String() string { return "archive:" + a.Dir }
@@ -69,7 +72,11 @@ func (a *Archive) deliver(o *Object) Result {
 	if err != nil {
 		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
 	}
-	if err := linkOrCopy(o.Path, dst); err != nil {
+	link := a.link
+	if link == nil {
+		link = os.Link
+	}
+	if err := linkOrCopy(link, o.Path, dst); err != nil {
 		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
 	}
 	// The new entry, and every directory created for it, must be durable
@@ -99,8 +106,11 @@ func mkdirs(root, study, series string) ([]string, error) {
 	return changed, nil
 }
 
-func linkOrCopy(src, dst string) error {
-	err := os.Link(src, dst)
+// linkOrCopy hard-links src to dst, or, where the file system cannot
+// (another device, no hard links), copies it to a temporary name, fsyncs
+// it and renames it into place.
+func linkOrCopy(link func(oldname, newname string) error, src, dst string) error {
+	err := link(src, dst)
 	if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
 		return err
 	}
@@ -109,17 +119,28 @@ func linkOrCopy(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".part"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	// A name of its own: two objects with the same SOP Instance UID, filed
+	// at once by two workers, must not write into one temporary file.
+	out, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".*.part")
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, in)
+	tmp := out.Name()
+	if err = out.Chmod(0o640); err == nil {
+		_, err = io.Copy(out, in)
+	}
 	if err == nil {
 		err = out.Sync()
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		// Rename replaces: never put one object in place of another that
+		// was filed meanwhile (the next attempt compares them).
+		if _, serr := os.Lstat(dst); serr == nil {
+			err = fmt.Errorf("%s appeared while copying: %w", dst, fs.ErrExist)
+		}
 	}
 	if err == nil {
 		err = os.Rename(tmp, dst)

@@ -193,6 +193,7 @@ type Forwarder struct {
 	mu          sync.Mutex
 	items       map[string]*item
 	pending     []string // notified, not loaded yet
+	loading     []string // taken from pending, being described: they count against the window too
 	overflow    bool     // notifications were dropped: rescan when there is room
 	pausedUntil time.Time
 	pauseFor    time.Duration
@@ -216,7 +217,7 @@ func New(cfg Config, q Queue, dest Destination, log *slog.Logger) *Forwarder {
 // the receive path must not wait for the forwarder.
 func (f *Forwarder) Notify(id string) {
 	f.mu.Lock()
-	if len(f.items)+len(f.pending) < f.cfg.Window {
+	if f.held() < f.cfg.Window {
 		f.pending = append(f.pending, id)
 	} else {
 		f.overflow = true
@@ -224,6 +225,9 @@ func (f *Forwarder) Notify(id string) {
 	f.mu.Unlock()
 	f.wake()
 }
+
+// held is how many objects count against the window. f.mu is held.
+func (f *Forwarder) held() int { return len(f.items) + len(f.pending) + len(f.loading) }
 
 func (f *Forwarder) wake() {
 	select {
@@ -244,21 +248,13 @@ func (f *Forwarder) Paused() (bool, string) {
 // finish or be abandoned. Objects are never lost: what was not delivered
 // stays queued.
 func (f *Forwarder) Run(ctx context.Context) error {
-	work := make(chan []*item)
+	// A batch is chosen only when a worker is free to send it at once: a
+	// batch chosen earlier and left waiting for a worker could go out after
+	// the destination was paused meanwhile, or miss objects of its study
+	// that arrived while it waited.
+	slots := make(chan struct{}, f.cfg.Workers)
 	var wg sync.WaitGroup
-	for range f.cfg.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for batch := range work {
-				f.deliver(ctx, batch)
-			}
-		}()
-	}
-	defer func() {
-		close(work)
-		wg.Wait()
-	}()
+	defer wg.Wait()
 
 	f.rescan()
 	rescan := time.NewTicker(f.cfg.RescanInterval)
@@ -266,17 +262,27 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
 		f.loadPending()
 		batch, wait := f.pick()
 		if batch != nil {
-			select {
-			case work <- batch:
-				continue
-			case <-ctx.Done():
-				f.release(batch)
-				return nil
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f.deliver(ctx, batch)
+				<-slots
+				f.wake()
+			}()
+			continue
 		}
+		<-slots
 		if wait <= 0 || wait > time.Hour {
 			wait = time.Hour
 		}
@@ -308,13 +314,16 @@ func (f *Forwarder) rescan() {
 		return
 	}
 	f.mu.Lock()
-	known := make(map[string]bool, len(f.pending))
+	known := make(map[string]bool, len(f.pending)+len(f.loading))
 	for _, id := range f.pending {
+		known[id] = true
+	}
+	for _, id := range f.loading {
 		known[id] = true
 	}
 	f.overflow = false
 	for _, id := range ids {
-		if len(f.items)+len(f.pending) >= f.cfg.Window {
+		if f.held() >= f.cfg.Window {
 			f.overflow = true
 			break
 		}
@@ -329,36 +338,43 @@ func (f *Forwarder) rescan() {
 func (f *Forwarder) loadPending() {
 	f.mu.Lock()
 	ids := f.pending
-	f.pending = nil
+	f.pending, f.loading = nil, ids
 	f.mu.Unlock()
-	for _, id := range ids {
+	for i, id := range ids {
 		obj, rec, err := f.q.Describe(id)
+		now := f.now()
+		f.mu.Lock()
+		f.loading = ids[i+1:]
+		if err == nil && f.items[id] == nil {
+			f.items[id] = &item{obj: obj, retry: rec, next: rec.NextAttempt, added: now}
+		}
+		f.mu.Unlock()
 		if err != nil {
 			// Gone (delivered or dead-lettered meanwhile, or purged by an
 			// operator), or unreadable: in both cases not ours to send now.
 			f.log.Warn("cannot load queued object", "id", id, "err", err)
-			continue
 		}
-		now := f.now()
-		f.mu.Lock()
-		if f.items[id] == nil {
-			f.items[id] = &item{obj: obj, retry: rec, next: rec.NextAttempt, added: now}
-		}
-		f.mu.Unlock()
 	}
 	f.mu.Lock()
-	if f.overflow && len(f.items) < f.cfg.Window/2 {
-		f.mu.Unlock()
-		f.rescan()
-		return
-	}
+	again := f.overflow && len(f.items) <= f.cfg.Window/2
 	f.mu.Unlock()
+	if again {
+		f.rescan()
+	}
 }
 
-// pick chooses the next batch: the oldest object that is due, with the due
-// objects of its study, within the batch limits. A batch that could still
-// grow waits for the linger of its first object. When nothing can go now,
-// pick says how long to wait.
+// group is the due objects of one study (or one object to be sent alone).
+type group struct {
+	head  *item // the oldest
+	items []*item
+	bytes int64
+	alone bool
+}
+
+// pick chooses the next batch: the due objects of the study whose oldest
+// due object is the oldest, within the batch limits. A batch that could
+// still grow waits for the linger of its oldest object, and meanwhile the
+// other studies go on. When nothing can go now, pick says how long to wait.
 func (f *Forwarder) pick() ([]*item, time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -369,67 +385,66 @@ func (f *Forwarder) pick() ([]*item, time.Duration) {
 	if f.probing {
 		return nil, time.Hour // the probe's result will wake us
 	}
-	var head *item
-	var soonest time.Time
+	var wait time.Duration // 0: nothing to wait for
+	soon := func(d time.Duration) {
+		if wait == 0 || d < wait {
+			wait = d
+		}
+	}
+	studies := map[string]*group{}
+	var groups []*group
 	for _, it := range f.items {
 		if it.inflight {
 			continue
 		}
 		if it.next.After(now) {
-			if soonest.IsZero() || it.next.Before(soonest) {
-				soonest = it.next
-			}
+			soon(it.next.Sub(now))
 			continue
 		}
-		if head == nil || it.obj.ID < head.obj.ID {
-			head = it
+		g := studies[it.obj.StudyInstanceUID]
+		if it.alone {
+			g = &group{alone: true}
+			groups = append(groups, g)
+		} else if g == nil {
+			g = &group{}
+			studies[it.obj.StudyInstanceUID] = g
+			groups = append(groups, g)
+		}
+		g.items = append(g.items, it)
+		g.bytes += it.obj.DataSize()
+		if g.head == nil || it.obj.ID < g.head.obj.ID {
+			g.head = it
 		}
 	}
-	if head == nil {
-		if soonest.IsZero() {
-			return nil, time.Hour
+	sort.Slice(groups, func(i, j int) bool { return groups[i].head.obj.ID < groups[j].head.obj.ID })
+	for _, g := range groups {
+		full := g.alone || len(g.items) >= f.cfg.BatchMaxInstances || g.bytes >= f.cfg.BatchMaxBytes
+		if linger := g.head.added.Add(f.cfg.BatchLinger); !full && g.head.retry.Attempts == 0 && now.Before(linger) {
+			soon(linger.Sub(now))
+			continue
 		}
-		return nil, soonest.Sub(now)
-	}
-	batch := []*item{head}
-	bytes := head.obj.DataSize()
-	if !head.alone {
-		var same []*item
-		for _, it := range f.items {
-			if it != head && !it.inflight && !it.alone && !it.next.After(now) && it.obj.StudyInstanceUID == head.obj.StudyInstanceUID {
-				same = append(same, it)
-			}
-		}
-		sort.Slice(same, func(i, j int) bool { return same[i].obj.ID < same[j].obj.ID })
-		for _, it := range same {
+		sort.Slice(g.items, func(i, j int) bool { return g.items[i].obj.ID < g.items[j].obj.ID })
+		batch := g.items[:1]
+		bytes := g.head.obj.DataSize()
+		for _, it := range g.items[1:] {
 			if len(batch) >= f.cfg.BatchMaxInstances || bytes+it.obj.DataSize() > f.cfg.BatchMaxBytes {
 				break
 			}
 			batch = append(batch, it)
 			bytes += it.obj.DataSize()
 		}
-		full := len(batch) >= f.cfg.BatchMaxInstances || bytes >= f.cfg.BatchMaxBytes
-		if linger := head.added.Add(f.cfg.BatchLinger); !full && head.retry.Attempts == 0 && now.Before(linger) {
-			return nil, linger.Sub(now)
+		for _, it := range batch {
+			it.inflight = true
 		}
+		if !f.pausedUntil.IsZero() {
+			f.probing = true // the first batch after a pause tests the destination
+		}
+		return batch, 0
 	}
-	for _, it := range batch {
-		it.inflight = true
+	if wait == 0 {
+		wait = time.Hour
 	}
-	if !f.pausedUntil.IsZero() {
-		f.probing = true // the first batch after a pause tests the destination
-	}
-	return batch, 0
-}
-
-// release puts back a batch that was never sent.
-func (f *Forwarder) release(batch []*item) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, it := range batch {
-		it.inflight = false
-	}
-	f.probing = false
+	return nil, wait
 }
 
 // deliver sends one batch and records what became of each object.
@@ -449,6 +464,9 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		}
 	}
 	elapsed := f.now().Sub(start)
+	// One time and one jitter for the whole batch: objects that failed
+	// together come back together, in one request, rather than one by one.
+	now, jitter := f.now(), rand.Float64()
 	var paused *Result
 	reachable := false
 	for i, it := range batch {
@@ -464,7 +482,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 				f.mu.Unlock()
 				continue
 			}
-			f.retry(it, r)
+			f.retry(it, r, now, jitter)
 		case Dead:
 			reachable = true
 			f.dead(it, r.Reason, it.retry.Attempts+1)
@@ -491,7 +509,6 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		f.pausedUntil, f.pauseFor, f.pauseReason = time.Time{}, 0, ""
 	}
 	f.mu.Unlock()
-	f.wake()
 }
 
 func (f *Forwarder) unflight(it *item) {
@@ -543,11 +560,11 @@ func (f *Forwarder) dead(it *item, reason string, attempts int) {
 		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "reason", reason, "attempts", attempts)
 }
 
-// retry records a failed attempt and schedules the next one: exponential
-// backoff with jitter, at least what the destination asked for, until
-// RetryFor has passed since the first failure.
-func (f *Forwarder) retry(it *item, r Result) {
-	now := f.now()
+// retry records a failed attempt at now and schedules the next one:
+// exponential backoff with jitter (0 <= jitter < 1, drawn once per batch),
+// at least what the destination asked for, until RetryFor has passed since
+// the first failure.
+func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
 	rec := it.retry
 	if rec.Attempts == 0 {
 		rec.FirstFailure = now
@@ -558,7 +575,7 @@ func (f *Forwarder) retry(it *item, r Result) {
 		f.dead(it, fmt.Sprintf("still failing after %d attempts over %v: %s", rec.Attempts, now.Sub(rec.FirstFailure).Round(time.Second), r.Reason), rec.Attempts)
 		return
 	}
-	delay := backoff(rec.Attempts, f.cfg.RetryMin, f.cfg.RetryMax)
+	delay := backoffAt(rec.Attempts, f.cfg.RetryMin, f.cfg.RetryMax, jitter)
 	delay = max(delay, r.RetryAfter)
 	rec.NextAttempt = now.Add(delay)
 	if err := f.q.Retry(it.obj.ID, rec); err != nil {
@@ -575,10 +592,15 @@ func (f *Forwarder) retry(it *item, r Result) {
 // random half of it, so that objects that failed together do not come back
 // together.
 func backoff(attempts int, lo, hi time.Duration) time.Duration {
+	return backoffAt(attempts, lo, hi, rand.Float64())
+}
+
+// backoffAt is backoff with the random part given (0 <= jitter < 1).
+func backoffAt(attempts int, lo, hi time.Duration, jitter float64) time.Duration {
 	d := lo
 	for i := 1; i < attempts && d < hi; i++ {
 		d *= 2
 	}
 	d = min(d, hi)
-	return d/2 + rand.N(d/2+1)
+	return d/2 + time.Duration(jitter*float64(d/2))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/dicomgw/dicomgw/pkg/part10"
+	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
 // STOWConfig configures a STOW-RS destination.
@@ -128,12 +129,16 @@ func redact(u *url.URL) string {
 }
 
 // sameOriginRedirects follows a redirect only to the same scheme, host and
-// port: credentials must not travel to another origin.
+// port (credentials must not travel to another origin), and only one that
+// keeps the method (307, 308): after a 301, 302 or 303 net/http would send
+// a GET without the body, and a DICOMweb server answers GET .../studies
+// (QIDO-RS) with a 200 that would read as "all stored". The redirect
+// response itself is returned instead, and pauses the destination.
 func sameOriginRedirects(req *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("stopped after 5 redirects")
 	}
-	if o := via[0].URL; req.URL.Scheme != o.Scheme || req.URL.Host != o.Host {
+	if o := via[0]; req.URL.Scheme != o.URL.Scheme || req.URL.Host != o.URL.Host || req.Method != o.Method {
 		return http.ErrUseLastResponse
 	}
 	return nil
@@ -159,8 +164,8 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 			study = ""
 		}
 	}
-	if study != "" && uidChars(study) != nil {
-		study = "" // never put a malformed UID in a URL path
+	if study != "" && uid.Valid(study) != nil {
+		study = "" // never put a malformed UID in a URL path ("..", "1..2" included)
 	}
 	parts := make([]part, len(objs))
 	var size int64
@@ -186,19 +191,6 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 		}
 		return res.results(objs, s)
 	}
-}
-
-// uidChars checks that a UID has only digits and dots (it goes in a path).
-func uidChars(u string) error {
-	if u == "" || len(u) > 64 {
-		return errors.New("bad length")
-	}
-	for i := 0; i < len(u); i++ {
-		if c := u[i]; c != '.' && (c < '0' || c > '9') {
-			return errors.New("bad character")
-		}
-	}
-	return nil
 }
 
 func all(objs []*Object, r Result) []Result {
@@ -261,7 +253,14 @@ func (s *STOW) checkRetry(ctx context.Context, resp *http.Response, err error) (
 	}
 	switch c := resp.StatusCode; {
 	case c == http.StatusRequestTimeout, c == http.StatusTooManyRequests, c >= 500 && c != http.StatusNotImplemented:
-		if ra, ok := retryAfter(resp); ok && ra > s.cfg.RetryWaitMax {
+		ra, ok := retryAfter(resp)
+		if ok && ra > s.cfg.RetryWaitMax {
+			return false, nil
+		}
+		// A wait that would outlast the request's deadline ends the
+		// attempt too, with the answer (and its Retry-After) in hand,
+		// rather than with a timeout that forgets both.
+		if dl, has := ctx.Deadline(); ok && has && time.Until(dl) <= ra {
 			return false, nil
 		}
 		return true, nil

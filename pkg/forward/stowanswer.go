@@ -149,7 +149,7 @@ func (a *stowAnswer) results(objs []*Object, s *STOW) []Result {
 	case c == http.StatusForbidden:
 		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the credentials and their rights"})
 	case c >= 300 && c < 400:
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint redirects (" + a.statusText + ") to another origin: check the base URL"})
+		return all(objs, Result{Outcome: Pause, Reason: "the endpoint redirects (" + a.statusText + ") to another origin or with another method: check the base URL"})
 	default: // 400, 404, 415 and other client errors: our request or configuration
 		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the base URL and the endpoint's configuration"})
 	}

@@ -1,0 +1,219 @@
+package forward
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func response(code int, header map[string]string, body string) *http.Response {
+	h := http.Header{}
+	for k, v := range header {
+		h.Set(k, v)
+	}
+	return &http.Response{
+		StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)),
+		Header: h, Body: io.NopCloser(strings.NewReader(body)),
+	}
+}
+
+func sopObjs(sops ...string) []*Object {
+	var out []*Object
+	for _, s := range sops {
+		out = append(out, &Object{ID: "id-" + s, SOPInstanceUID: s})
+	}
+	return out
+}
+
+func TestSTOWAnswerResults(t *testing.T) {
+	json := "application/dicom+json"
+	three := []string{"1.1", "1.2", "1.3"}
+	tests := []struct {
+		name       string
+		code       int
+		ctype      string
+		retryAfter string
+		body       string
+		sops       []string
+		want       []Outcome
+		alone      bool
+		after      time.Duration
+		reason     string // in the first result's reason
+	}{
+		{name: "200 all referenced", code: 200, ctype: json, body: answerJSON(three, reply{}), sops: three,
+			want: []Outcome{Delivered, Delivered, Delivered}},
+		{name: "200 no body", code: 200, sops: three, want: []Outcome{Delivered, Delivered, Delivered}},
+		{name: "200 with warning", code: 200, ctype: json, body: answerJSON(three, reply{warn: 0xB000}), sops: three,
+			want: []Outcome{Delivered, Delivered, Delivered}, reason: "warning 0xB000"},
+		{name: "200 garbage JSON", code: 200, ctype: json, body: "{not json", sops: three,
+			want: []Outcome{Delivered, Delivered, Delivered}},
+		{name: "200 HTML", code: 200, ctype: "text/html", body: "<html>ok</html>", sops: three,
+			want: []Outcome{Delivered, Delivered, Delivered}},
+		{name: "202 mixed", code: 202, ctype: json, sops: []string{"1.1", "1.2", "1.3", "1.4", "1.5", "1.6"},
+			body: answerJSON([]string{"1.1", "1.2", "1.3", "1.4", "1.5", "1.6"}, reply{fail: map[string]uint16{
+				"1.1": 0xA700, "1.2": 0xC122, "1.3": 0xA900, "1.4": 0x0111, "1.5": 0x0124}}),
+			want: []Outcome{Retry, Dead, Dead, Delivered, Pause, Delivered}, reason: "0xA700"},
+		{name: "202 without a word on one", code: 202, ctype: json, body: answerJSON([]string{"1.1"}, reply{}), sops: []string{"1.1", "1.2"},
+			want: []Outcome{Delivered, Retry}},
+		{name: "202 garbage JSON", code: 202, ctype: json, body: "[1,2", sops: three,
+			want: []Outcome{Retry, Retry, Retry}, reason: "without a word"},
+		{name: "202 wrong JSON types", code: 202, ctype: json, sops: []string{"1.1"},
+			body: `{"00081199":{"vr":"SQ","Value":"x"},"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":[7]},"00081197":{"vr":"US","Value":["A700"]}}]}}`,
+			want: []Outcome{Retry}},
+		{name: "202 failure without a reason", code: 202, ctype: json, sops: []string{"1.1"},
+			body: `{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.1"]}}]}}`, want: []Outcome{Retry}},
+		{name: "202 padded UID", code: 202, ctype: json, sops: []string{"1.1"},
+			body: `{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.1\u0000"]}}]}}`, want: []Outcome{Delivered}},
+		{name: "409 processing failure", code: 409, ctype: json, body: answerJSON(three, reply{failAll: 0x0110}), sops: three,
+			want: []Outcome{Retry, Retry, Retry}, reason: "0x0110"},
+		{name: "409 duplicate", code: 409, ctype: json, body: answerJSON(three, reply{failAll: 0x0111}), sops: three,
+			want: []Outcome{Delivered, Delivered, Delivered}},
+		{name: "409 no body", code: 409, sops: three, want: []Outcome{Retry, Retry, Retry}},
+		{name: "408", code: 408, sops: three, want: []Outcome{Retry, Retry, Retry}, reason: "408"},
+		{name: "429 Retry-After", code: 429, retryAfter: "120", sops: three, want: []Outcome{Retry, Retry, Retry}, after: 120 * time.Second},
+		{name: "500", code: 500, sops: three, want: []Outcome{Retry, Retry, Retry}, reason: "500"},
+		{name: "501", code: 501, sops: three, want: []Outcome{Retry, Retry, Retry}},
+		{name: "503 Retry-After date", code: 503, retryAfter: time.Now().Add(91 * time.Second).UTC().Format(http.TimeFormat), sops: three,
+			want: []Outcome{Retry, Retry, Retry}, after: 90 * time.Second},
+		{name: "503 Retry-After past date", code: 503, retryAfter: "Wed, 21 Oct 2015 07:28:00 GMT", sops: three, want: []Outcome{Retry, Retry, Retry}},
+		{name: "503 Retry-After garbage", code: 503, retryAfter: "soon", sops: three, want: []Outcome{Retry, Retry, Retry}},
+		{name: "503 Retry-After negative", code: 503, retryAfter: "-5", sops: three, want: []Outcome{Retry, Retry, Retry}},
+		{name: "413 batch", code: 413, sops: three, want: []Outcome{Retry, Retry, Retry}, alone: true},
+		{name: "413 single", code: 413, sops: []string{"1.1"}, want: []Outcome{Dead}, reason: "too large"},
+		{name: "400", code: 400, sops: three, want: []Outcome{Pause, Pause, Pause}, reason: "400"},
+		{name: "403", code: 403, sops: three, want: []Outcome{Pause, Pause, Pause}, reason: "403"},
+		{name: "404", code: 404, sops: three, want: []Outcome{Pause, Pause, Pause}, reason: "404"},
+		{name: "415", code: 415, sops: three, want: []Outcome{Pause, Pause, Pause}, reason: "415"},
+		{name: "302", code: 302, sops: three, want: []Outcome{Pause, Pause, Pause}, reason: "redirect"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.ctype != "" {
+				h["Content-Type"] = tc.ctype
+			}
+			if tc.retryAfter != "" {
+				h["Retry-After"] = tc.retryAfter
+			}
+			a, err := readAnswer(response(tc.code, h, tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := a.results(sopObjs(tc.sops...), &STOW{})
+			if len(res) != len(tc.sops) {
+				t.Fatalf("%d results for %d objects", len(res), len(tc.sops))
+			}
+			for i, r := range res {
+				if r.Outcome != tc.want[i] {
+					t.Errorf("instance %s: %v (%s), want %v", tc.sops[i], r.Outcome, r.Reason, tc.want[i])
+				}
+				if r.Alone != tc.alone {
+					t.Errorf("instance %s: Alone %v", tc.sops[i], r.Alone)
+				}
+				if r.Outcome != Delivered && r.Reason == "" {
+					t.Errorf("instance %s: %v without a reason", tc.sops[i], r.Outcome)
+				}
+			}
+			if tc.reason != "" && !strings.Contains(res[0].Reason, tc.reason) {
+				t.Errorf("reason %q, want it to mention %q", res[0].Reason, tc.reason)
+			}
+			if got := res[0].RetryAfter; got < tc.after || got > tc.after+2*time.Second {
+				t.Errorf("RetryAfter %v, want %v", got, tc.after)
+			}
+		})
+	}
+}
+
+func TestSTOWAnswerUnauthorizedTwice(t *testing.T) {
+	s := &STOW{}
+	objs := sopObjs("1.1")
+	step := func(code int, want Outcome) {
+		t.Helper()
+		a, err := readAnswer(response(code, nil, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := a.results(objs, s)[0]; r.Outcome != want {
+			t.Errorf("%d: %v (%s), want %v", code, r.Outcome, r.Reason, want)
+		}
+	}
+	step(401, Retry) // once: maybe a credential that just expired
+	step(401, Pause) // twice: an operator must act
+	step(401, Pause)
+	step(200, Delivered) // accepted again: the count starts over
+	step(401, Retry)
+	step(503, Retry)
+	step(401, Retry)
+}
+
+func TestFailureReasonClasses(t *testing.T) {
+	for code, want := range map[uint16]Outcome{
+		0xA700: Retry, 0xA7FF: Retry, 0x0110: Retry, 0x0212: Retry,
+		0x0111: Delivered,
+		0x0124: Pause,
+		0xC122: Dead, 0x0122: Dead, 0xA900: Dead, 0xA9FF: Dead, 0xC000: Dead, 0xCFFF: Dead,
+		0xB000: Retry, 0xFFFF: Retry, // unknown: not a reason to throw the object away
+	} {
+		r := failureResult(code)
+		if r.Outcome != want {
+			t.Errorf("FailureReason 0x%04X: %v, want %v", code, r.Outcome, want)
+		}
+		if !strings.Contains(r.Reason, fmt.Sprintf("0x%04X", code)) {
+			t.Errorf("FailureReason 0x%04X: reason %q does not name it", code, r.Reason)
+		}
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	for _, tc := range []struct {
+		h    string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, false},
+		{"0", 0, true},
+		{"7", 7 * time.Second, true},
+		{"3600", time.Hour, true},
+		{"-1", 0, false},
+		{"1.5", 0, false},
+		{"tomorrow", 0, false},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", 0, true},
+	} {
+		resp := response(503, map[string]string{"Retry-After": tc.h}, "")
+		got, ok := retryAfter(resp)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Retry-After %q: %v, %v; want %v, %v", tc.h, got, ok, tc.want, tc.ok)
+		}
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)
+	if got, ok := retryAfter(response(503, map[string]string{"Retry-After": future}, "")); !ok || got < 59*time.Minute || got > time.Hour {
+		t.Errorf("Retry-After %q: %v", future, got)
+	}
+	if _, ok := retryAfter(nil); ok {
+		t.Error("Retry-After of no response")
+	}
+}
+
+func TestNewSTOWRefusesBadBaseURLs(t *testing.T) {
+	for _, u := range []string{"", "ftp://host/dicom-web", "http://", "http://user:secret@host/dicom-web", "::"} {
+		if _, err := NewSTOW(STOWConfig{BaseURL: u}, nil); err == nil {
+			t.Errorf("NewSTOW(%q) accepted", u)
+		}
+	}
+	s, err := NewSTOW(STOWConfig{BaseURL: "https://kheops.example/api/?album=secret"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.url("1.2.3"); got != "https://kheops.example/api/studies/1.2.3?album=secret" {
+		t.Errorf("url = %q", got)
+	}
+	if got := s.url(""); got != "https://kheops.example/api/studies?album=secret" {
+		t.Errorf("url = %q", got)
+	}
+	if strings.Contains(s.String(), "secret") {
+		t.Errorf("String() = %q shows the query string", s.String())
+	}
+}
