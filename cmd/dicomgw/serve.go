@@ -37,7 +37,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	reg, opsm := newRegistry()
 	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
 	reg.MustRegister(spool.NewCollector(stats))
-	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"))
+	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"), reg)
 	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
 	if err != nil {
 		return err

@@ -244,7 +244,7 @@ func TestArchiveThroughForwarder(t *testing.T) {
 		writeObject(t, r.spool, spec{ID: "0003", Study: "1.2", Series: "../../../x", SOP: "1.2.3.3", Pixels: 10}),
 	}
 	q := newFakeQueue(objs...)
-	stop := start(t, New(fastConfig(), q, r.a, nil))
+	stop := start(t, New(fastConfig(), q, r.a, nil, nil))
 	waitFor(t, 5*time.Second, "every object settled", q.allDone)
 	stop()
 	q.checkAccounted(t, map[string]string{"0001": "delivered", "0002": "delivered", "0003": "dead"})

@@ -17,6 +17,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Outcome is what became of one object in one delivery attempt.
@@ -59,6 +61,9 @@ type Result struct {
 	// batch of its own: the batch was refused as a whole (too large), not
 	// the object. No attempt is counted.
 	Alone bool
+	// HTTPStatus is the status of the answer the outcome was read from; 0
+	// when there was none (connection failure, timeout, not HTTP).
+	HTTPStatus int
 }
 
 // Object is a queued object as the forwarder sees it.
@@ -187,6 +192,7 @@ type Forwarder struct {
 	dest Destination
 	log  *slog.Logger
 	now  func() time.Time
+	m    *metrics
 
 	kick chan struct{}
 
@@ -202,15 +208,19 @@ type Forwarder struct {
 }
 
 // New returns a Forwarder; Run starts it.
-func New(cfg Config, q Queue, dest Destination, log *slog.Logger) *Forwarder {
+// Its metrics are registered with reg (nil: not exported).
+func New(cfg Config, q Queue, dest Destination, log *slog.Logger, reg prometheus.Registerer) *Forwarder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Forwarder{
+	f := &Forwarder{
 		cfg: cfg.withDefaults(), q: q, dest: dest, log: log, now: time.Now,
 		kick:  make(chan struct{}, 1),
 		items: make(map[string]*item),
+		m:     newMetrics(reg, dest),
 	}
+	f.m.up.Set(1)
+	return f
 }
 
 // Notify tells the forwarder that an object was committed. It never blocks:
@@ -464,6 +474,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		}
 	}
 	elapsed := f.now().Sub(start)
+	f.m.observe(objs, results, elapsed)
 	// One time and one jitter for the whole batch: objects that failed
 	// together come back together, in one request, rather than one by one.
 	now, jitter := f.now(), rand.Float64()
@@ -497,6 +508,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 	f.probing = false
 	switch {
 	case paused != nil:
+		f.m.up.Set(0)
 		f.pauseFor = min(max(2*f.pauseFor, f.cfg.PauseMin), f.cfg.PauseMax)
 		f.pausedUntil = f.now().Add(f.pauseFor)
 		if f.pauseReason != paused.Reason || f.pauseFor == f.cfg.PauseMin {
@@ -505,6 +517,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		}
 		f.pauseReason = paused.Reason
 	case reachable && !f.pausedUntil.IsZero():
+		f.m.up.Set(1)
 		f.log.Info("destination accepts objects again", "destination", f.dest.String(), "was", f.pauseReason)
 		f.pausedUntil, f.pauseFor, f.pauseReason = time.Time{}, 0, ""
 	}

@@ -108,7 +108,7 @@ func TestSchedulerBatchesByStudy(t *testing.T) {
 		q := newFakeQueue(fakeObj("01", "1.1", 10), fakeObj("02", "2.2", 10), fakeObj("03", "1.1", 10),
 			fakeObj("04", "2.2", 10), fakeObj("05", "1.1", 10), fakeObj("06", "", 10), fakeObj("07", "", 10))
 		d := &fakeDest{}
-		stop := runBubble(New(schedConfig(), q, d, nil))
+		stop := runBubble(New(schedConfig(), q, d, nil, nil))
 		synctest.Wait()
 		stop()
 		want := [][]string{{"01", "03", "05"}, {"02", "04"}, {"06", "07"}}
@@ -132,7 +132,7 @@ func TestSchedulerBatchMaxInstances(t *testing.T) {
 		d := &fakeDest{}
 		cfg := schedConfig()
 		cfg.BatchMaxInstances = 2
-		stop := runBubble(New(cfg, q, d, nil))
+		stop := runBubble(New(cfg, q, d, nil, nil))
 		synctest.Wait()
 		stop()
 		want := [][]string{{"01", "02"}, {"03", "04"}, {"05"}}
@@ -156,7 +156,7 @@ func TestSchedulerBatchMaxBytes(t *testing.T) {
 		d := &fakeDest{}
 		cfg := schedConfig()
 		cfg.BatchMaxBytes = 1000
-		stop := runBubble(New(cfg, q, d, nil))
+		stop := runBubble(New(cfg, q, d, nil, nil))
 		synctest.Wait()
 		stop()
 		seen := map[string]bool{}
@@ -186,7 +186,7 @@ func TestSchedulerLinger(t *testing.T) {
 		cfg := schedConfig()
 		cfg.BatchLinger = 500 * time.Millisecond
 		cfg.BatchMaxInstances = 3
-		f := New(cfg, q, d, nil)
+		f := New(cfg, q, d, nil, nil)
 		stop := runBubble(f)
 		defer stop()
 		notify := func(objs ...*Object) {
@@ -258,7 +258,7 @@ func TestSchedulerWorkersBoundConcurrency(t *testing.T) {
 		cfg := schedConfig()
 		cfg.Workers = 3
 		t0 := time.Now()
-		stop := runBubble(New(cfg, q, d, nil))
+		stop := runBubble(New(cfg, q, d, nil, nil))
 		for !q.allDone() {
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -285,7 +285,7 @@ func TestSchedulerWindow(t *testing.T) {
 		cfg.Window = 10
 		cfg.Workers = 2
 		cfg.RescanInterval = 5 * time.Second
-		f := New(cfg, q, nil, nil)
+		f := New(cfg, q, nil, nil, nil)
 		var held int
 		d := &fakeDest{hold: 20 * time.Millisecond, during: func() {
 			f.mu.Lock()
@@ -341,7 +341,7 @@ func TestSchedulerNotifyNeverBlocks(t *testing.T) {
 		// A Deliver that never returns until shutdown keeps the one worker
 		// busy and the scheduler waiting for it.
 		d := &fakeDest{hold: time.Hour}
-		f := New(cfg, q, d, nil)
+		f := New(cfg, q, d, nil, nil)
 		stop := runBubble(f)
 		q.add(fakeObj("00", "1.1", 10))
 		f.Notify("00")
@@ -363,7 +363,7 @@ func TestSchedulerNotifyNeverBlocks(t *testing.T) {
 			t.Error("Notify blocked")
 		}
 		// And without any Run at all.
-		g := New(cfg, q, d, nil)
+		g := New(cfg, q, d, nil, nil)
 		for i := range 1000 {
 			g.Notify(fmt.Sprint(i))
 		}
@@ -384,7 +384,7 @@ func TestSchedulerRetryKeepsBatchTogether(t *testing.T) {
 			}
 			return all(objs, Result{Outcome: Delivered})
 		}}
-		f := New(schedConfig(), q, d, nil)
+		f := New(schedConfig(), q, d, nil, nil)
 		// A clock that moves on at every reading, as a real one does
 		// between the objects of a batch.
 		var ticks atomic.Int64
@@ -415,7 +415,7 @@ func TestSchedulerBackoffSchedule(t *testing.T) {
 		cfg := schedConfig()
 		cfg.RetryFor = 30 * time.Second
 		t0 := time.Now()
-		stop := runBubble(New(cfg, q, d, nil))
+		stop := runBubble(New(cfg, q, d, nil, nil))
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		stop()
@@ -450,7 +450,7 @@ func TestSchedulerRetryAfterHonoured(t *testing.T) {
 			}
 			return all(objs, Result{Outcome: Delivered})
 		}}
-		stop := runBubble(New(schedConfig(), q, d, nil))
+		stop := runBubble(New(schedConfig(), q, d, nil, nil))
 		time.Sleep(5 * time.Minute)
 		synctest.Wait()
 		stop()
@@ -472,7 +472,7 @@ func TestSchedulerPauseAndProbe(t *testing.T) {
 			}
 			return all(objs, Result{Outcome: Delivered})
 		}}
-		f := New(schedConfig(), q, d, nil)
+		f := New(schedConfig(), q, d, nil, nil)
 		t0 := time.Now()
 		stop := runBubble(f)
 		time.Sleep(20 * time.Millisecond)
@@ -518,7 +518,7 @@ func TestSchedulerDeadLetterFailureKeepsObject(t *testing.T) {
 			return all(objs, Result{Outcome: Dead, Reason: "C122"})
 		}}
 		cfg := schedConfig()
-		stop := runBubble(New(cfg, q, d, nil))
+		stop := runBubble(New(cfg, q, d, nil, nil))
 		time.Sleep(cfg.RetryMax + time.Second)
 		synctest.Wait()
 		stop()
@@ -538,7 +538,7 @@ func TestSchedulerWrongResultCount(t *testing.T) {
 			}
 			return all(objs, Result{Outcome: Delivered})
 		}}
-		stop := runBubble(New(schedConfig(), q, d, nil))
+		stop := runBubble(New(schedConfig(), q, d, nil, nil))
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		stop()
@@ -553,7 +553,7 @@ func TestSchedulerAbandonedOnShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q := newFakeQueue(fakeObj("01", "1.1", 10))
 		d := &fakeDest{hold: time.Hour}
-		stop := runBubble(New(schedConfig(), q, d, nil))
+		stop := runBubble(New(schedConfig(), q, d, nil, nil))
 		synctest.Wait()
 		t0 := time.Now()
 		stop()

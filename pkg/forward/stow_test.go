@@ -74,7 +74,7 @@ func (r *rig) forwarder() *Forwarder {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return New(r.cfg, r.q, s, nil)
+	return New(r.cfg, r.q, s, nil, nil)
 }
 
 // start runs f until the returned stop is called (or the test ends); stop

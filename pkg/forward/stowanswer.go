@@ -117,6 +117,14 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 // results reads the answer object by object, following the forwarder's
 // rules (../shared/reference/dicom-notes.md, "A forwarder's reading of it").
 func (a *stowAnswer) results(objs []*Object, s *STOW) []Result {
+	out := a.classify(objs, s)
+	for i := range out {
+		out[i].HTTPStatus = a.status
+	}
+	return out
+}
+
+func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 	c := a.status
 	if c != http.StatusUnauthorized {
 		s.mu.Lock()

@@ -1,0 +1,104 @@
+package forward
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the forwarder's Prometheus metrics; every label has a closed
+// set of values.
+type metrics struct {
+	requests  *prometheus.CounterVec // code_class, outcome
+	instances *prometheus.CounterVec // outcome
+	duration  prometheus.Histogram
+	batchN    prometheus.Histogram
+	batchB    prometheus.Histogram
+	up        prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
+	kind := "other"
+	if dest != nil {
+		kind, _, _ = strings.Cut(dest.String(), ":")
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_forward_requests_total",
+			Help: "Delivery requests (one per batch), by HTTP status class of the answer (2xx..5xx, none when there was no answer) and batch outcome (delivered, partial, retry, dead, pause, abandoned).",
+		}, []string{"code_class", "outcome"}),
+		instances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_forward_instances_total",
+			Help: "Instances by the outcome of a delivery attempt: delivered, retried (a failed attempt, to be tried again), dead_lettered, paused (kept while the destination refuses), abandoned (shutdown).",
+		}, []string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dicomgw_forward_request_duration_seconds",
+			Help:    "Time to deliver one batch (one STOW-RS request with its retries, or one archive filing).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12), // 5 ms .. ~5 min
+		}),
+		batchN: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dicomgw_forward_batch_instances",
+			Help:    "Instances per delivery request.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+		}),
+		batchB: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dicomgw_forward_batch_bytes",
+			Help:    "Data set bytes per delivery request.",
+			Buckets: prometheus.ExponentialBuckets(64<<10, 4, 10), // 64 KiB .. 16 GiB
+		}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "dicomgw_forward_destination_up",
+			Help:        "1 while the destination takes objects, 0 while it is paused (refusing for a reason an operator must fix: configuration, credentials).",
+			ConstLabels: prometheus.Labels{"destination": kind},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up)
+	}
+	for _, o := range []string{"delivered", "retried", "dead_lettered", "paused", "abandoned"} {
+		m.instances.WithLabelValues(o)
+	}
+	return m
+}
+
+// observe records one delivery request and what became of its objects.
+func (m *metrics) observe(objs []*Object, results []Result, elapsed time.Duration) {
+	var bytes int64
+	for _, o := range objs {
+		bytes += o.DataSize()
+	}
+	m.duration.Observe(elapsed.Seconds())
+	m.batchN.Observe(float64(len(objs)))
+	m.batchB.Observe(float64(bytes))
+	count := map[Outcome]int{}
+	for _, r := range results {
+		count[r.Outcome]++
+		m.instances.WithLabelValues(instanceLabel(r.Outcome)).Inc()
+	}
+	outcome := "partial"
+	for o, n := range count {
+		if n == len(results) {
+			outcome = o.String()
+		}
+	}
+	class := "none"
+	if len(results) > 0 && results[0].HTTPStatus >= 100 && results[0].HTTPStatus < 600 {
+		class = string('0'+byte(results[0].HTTPStatus/100)) + "xx"
+	}
+	m.requests.WithLabelValues(class, outcome).Inc()
+}
+
+func instanceLabel(o Outcome) string {
+	switch o {
+	case Delivered:
+		return "delivered"
+	case Retry:
+		return "retried"
+	case Dead:
+		return "dead_lettered"
+	case Pause:
+		return "paused"
+	}
+	return "abandoned"
+}
