@@ -153,9 +153,9 @@ scrape_configs:
 	for q, want := range map[string]float64{
 		`sum(dicomgw_dimse_requests_total{command="C-STORE",status="0x0000"})`: 5,
 		`dicomgw_forward_instances_total{outcome="delivered"}`:                 5,
-		`dicomgw_associations_total{outcome="released"}`:                      1,
-		`up{job="dicomgw"}`:                                                   1,
-		`dicomgw_received_bytes_total > 10000`:                                1,
+		`dicomgw_associations_total{outcome="released"}`:                       1,
+		`up{job="dicomgw"}`:                    1,
+		`dicomgw_received_bytes_total > 10000`: 1,
 	} {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
