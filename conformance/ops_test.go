@@ -198,9 +198,11 @@ func waitReady(t testing.TB, g *harness.Gateway, want int, timeout time.Duration
 	}
 }
 
-// TestReadyzHighWater: /readyz turns 503 with a reason once the spool
-// passes --spool-max-bytes (the endpoint refusing, objects pile up), and
-// 200 again once they are delivered.
+// TestReadyzHighWater: when the spool passes its high-water mark (the
+// endpoint refusing, objects pile up), /readyz turns 503 with the reason,
+// new associations get A-ASSOCIATE-RJ 2/3/1 and C-STOREs A700; once the
+// objects are delivered and the spool below its low-water mark, all is
+// back to normal by itself.
 func TestReadyzHighWater(t *testing.T) {
 	t.Parallel()
 	var refuse = make(chan struct{})
@@ -215,18 +217,43 @@ func TestReadyzHighWater(t *testing.T) {
 	g := startGateway(t, t.TempDir(), "--stow-url", srv.URL+"/dicom-web", "--spool-max-bytes", "200KB", "--spool-min-free", "0",
 		"--retry-min", "200ms", "--retry-max", "500ms")
 	waitReady(t, g, http.StatusOK, 10*time.Second)
-	storeAll(t, g.Addr, "FILLER", studyObjects(t, t.TempDir(), 4, 64<<10))
-	m := waitReady(t, g, http.StatusServiceUnavailable, 20*time.Second)
+	objs := studyObjects(t, t.TempDir(), 4, 64<<10)
+	// Three objects of about 66 KB pass the high-water mark, 95% of 200 KB.
+	c := dial(t, g.Addr, "FILLER", storeContext(sopSecondaryCapture, tsExplicitLE))
+	for i, o := range objs {
+		rsp, err := c.Store(sopSecondaryCapture, o.SOPInstanceUID, tsExplicitLE, bytes.NewReader(o.DataSet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := dimse.StatusSuccess
+		if i == 3 {
+			want = dimse.StatusOutOfResources
+		}
+		if rsp.Status != want {
+			t.Fatalf("object %d: %v (%s), want %v", i, rsp.Status, rsp.ErrorComment, want)
+		}
+		if i == 3 && !strings.Contains(rsp.ErrorComment, "spool full") {
+			t.Errorf("A700 comment %q", rsp.ErrorComment)
+		}
+	}
+	c.Release()
+	m := waitReady(t, g, http.StatusServiceUnavailable, 10*time.Second)
 	checks, _ := m["checks"].(map[string]any)
 	capacity, _ := checks["spool_capacity"].(map[string]any)
-	if reason, _ := capacity["reason"].(string); !strings.Contains(reason, "the limit is 200000") {
+	if reason, _ := capacity["reason"].(string); !strings.Contains(reason, "--spool-max-bytes") {
 		t.Errorf("capacity check: %v", checks)
+	}
+	_, err := dialErr(g.Addr, "FILLER", "DICOMGW", storeContext(sopSecondaryCapture, tsExplicitLE))
+	var rj *dimse.RejectedError
+	if !errors.As(err, &rj) || rj.Result != pdu.RejectTransient || rj.Source != pdu.RejectSourceProviderPresent || rj.Reason != pdu.RejectTemporaryCongestion {
+		t.Errorf("association while full: %v, want A-ASSOCIATE-RJ 2/3/1", err)
 	}
 	close(refuse)
 	waitReady(t, g, http.StatusOK, 30*time.Second)
-	if _, stored := fake.snapshot(); len(stored) != 4 {
-		t.Errorf("%d objects delivered, want 4", len(stored))
+	if _, stored := fake.snapshot(); len(stored) != 3 {
+		t.Errorf("%d objects delivered, want 3", len(stored))
 	}
+	storeAll(t, g.Addr, "FILLER", objs[3:])
 }
 
 // TestReloadOnSIGHUP: SIGHUP re-reads the flags file; new AE titles and

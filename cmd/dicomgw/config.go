@@ -35,6 +35,10 @@ type serveConfig struct {
 	metricsListen   string
 	spoolMaxBytes   byteSize
 	spoolMinFree    byteSize
+	maxObjectSize   byteSize
+	maxPerHost      int
+	maxConnections  int
+	pduTimeout      time.Duration
 
 	// Forwarding.
 	stowURL           string
@@ -64,9 +68,12 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.BoolVar(&c.acceptUnknown, "accept-unknown-sop-classes", false, "also accept private or unknown SOP classes (any well-formed UID) as storage")
 	fs.StringVar(&c.spoolDir, "spool-dir", "./var/spool", "durable spool directory, on the slow data disk")
 	fs.IntVar(&c.maxAssociations, "max-associations", dimse.DefaultMaxAssociations, "simultaneous associations; more are rejected transient (A-ASSOCIATE-RJ 2/3/2)")
+	fs.IntVar(&c.maxPerHost, "max-associations-per-host", 0, "simultaneous associations from one peer address (0: only --max-associations); more are rejected transient (2/3/2)")
+	fs.IntVar(&c.maxConnections, "max-connections", 0, "open TCP connections of any kind; beyond, a new one is closed at once (0: 4 x --max-associations + 64)")
 	fs.Uint32Var(&c.maxPDULength, "max-pdu-length", dimse.DefaultMaxPDULength, "maximum PDU length advertised to and accepted from peers (bytes)")
 	fs.DurationVar(&c.artimTimeout, "artim-timeout", dimse.DefaultARTIMTimeout, "ARTIM timer: wait for the A-ASSOCIATE-RQ, and for the peer to close after release or abort")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", dimse.DefaultIdleTimeout, "abort an association when nothing arrives for this long")
+	fs.DurationVar(&c.pduTimeout, "pdu-timeout", dimse.DefaultPDUTimeout, "abort an association when a PDU, once begun, takes longer than this to arrive (slow senders, slowloris)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", dimse.DefaultWriteTimeout, "abort an association when a write to the peer takes longer")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let running associations finish for this long, then abort them")
 	fs.StringVar(&c.stowURL, "stow-url", "", "DICOMweb base URL to forward to with STOW-RS (e.g. http://host:8042/dicom-web); empty: file into --archive-dir")
@@ -82,8 +89,9 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", ":9477", "address for /metrics, /healthz and /readyz (empty: none)")
 	c.spoolMinFree = 1 << 30
-	fs.Var(&c.spoolMaxBytes, "spool-max-bytes", "the most the spool may hold (e.g. 500GiB; 0: no limit); at this high-water mark the gateway is not ready")
-	fs.Var(&c.spoolMinFree, "spool-min-free", "free space to leave on the spool's file system (e.g. 10GiB); below it the gateway is not ready")
+	fs.Var(&c.spoolMaxBytes, "spool-max-bytes", "the most the spool may hold (e.g. 500GiB; 0: no limit); at this high-water mark new associations get A-ASSOCIATE-RJ 2/3/1 and C-STOREs A700 until it drains to 90%")
+	fs.Var(&c.spoolMinFree, "spool-min-free", "free space to leave on the spool's file system (e.g. 10GiB); below it, as for --spool-max-bytes, until 1/0.9 of it is free again")
+	fs.Var(&c.maxObjectSize, "max-object-size", "refuse larger objects with A700, as soon as they pass it (e.g. 4GiB; 0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -138,9 +146,12 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 		CallingAEs:                pol.CallingAEs,
 		AcceptUnknownSOPClasses:   c.acceptUnknown,
 		MaxAssociations:           c.maxAssociations,
+		MaxAssociationsPerHost:    c.maxPerHost,
+		MaxConnections:            c.maxConnections,
 		MaxPDULength:              c.maxPDULength,
 		ARTIMTimeout:              c.artimTimeout,
 		IdleTimeout:               c.idleTimeout,
+		PDUTimeout:                c.pduTimeout,
 		WriteTimeout:              c.writeTimeout,
 		ImplementationClassUID:    dimse.ImplementationClassUID,
 		ImplementationVersionName: implementationVersionName(),

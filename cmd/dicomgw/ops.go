@@ -62,8 +62,7 @@ func newRegistry() (*prometheus.Registry, *opsMetrics) {
 type readiness struct {
 	listening atomic.Bool
 	dir       *spool.Dir
-	stats     *spool.StatsCache
-	limits    spool.Limits
+	full      func() (bool, string) // the spool above its high-water mark
 
 	mu         sync.Mutex
 	probed     time.Time
@@ -92,9 +91,7 @@ func (r *readiness) checks() (bool, map[string]check) {
 	} else {
 		out["spool_writable"] = check{OK: true}
 	}
-	if s, err := r.stats.Get(); err != nil {
-		out["spool_capacity"] = check{Reason: err.Error()}
-	} else if full, why := r.limits.Full(&s); full {
+	if full, why := r.full(); full {
 		out["spool_capacity"] = check{Reason: why}
 	} else {
 		out["spool_capacity"] = check{OK: true}

@@ -28,6 +28,8 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		ImplementationClassUID:    set.dimse.ImplementationClassUID,
 		ImplementationVersionName: set.dimse.ImplementationVersionName,
 		KeepDelivered:             c.keepDelivered > 0,
+		Limits:                    spool.Limits{MaxBytes: int64(c.spoolMaxBytes), MinFree: int64(c.spoolMinFree)},
+		MaxObjectSize:             int64(c.maxObjectSize),
 	}, log.With("component", "spool"))
 	if err != nil {
 		return err
@@ -38,12 +40,12 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
 	reg.MustRegister(spool.NewCollector(stats))
 	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"), reg)
+	set.dimse.Admit = sp.Admit
 	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
 	if err != nil {
 		return err
 	}
-	ready := &readiness{dir: sp.Dir, stats: stats, probeEvery: 5 * time.Second,
-		limits: spool.Limits{MaxBytes: int64(c.spoolMaxBytes), MinFree: int64(c.spoolMinFree)}}
+	ready := &readiness{dir: sp.Dir, full: sp.Full, probeEvery: 5 * time.Second}
 	if c.metricsListen != "" {
 		addr, stopOps, err := startOps(context.Background(), c.metricsListen, opsHandler(reg, ready), log)
 		if err != nil {
@@ -83,9 +85,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		stopForwarding()
 		<-forwarding
 	}()
-	if c.keepDelivered > 0 {
-		go purgeDelivered(fwdCtx, sp.Dir, c.keepDelivered, log.With("component", "spool"))
-	}
+	go spoolJanitor(fwdCtx, sp, c.keepDelivered, log.With("component", "spool"))
 
 	for waiting := true; waiting; {
 		select {
@@ -180,22 +180,30 @@ func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.De
 	}, log)
 }
 
-// purgeDelivered removes delivered objects once they have been kept long
-// enough.
-func purgeDelivered(ctx context.Context, d *spool.Dir, keep time.Duration, log *slog.Logger) {
-	t := time.NewTicker(min(keep/4+time.Second, 10*time.Minute))
+// spoolJanitor keeps the spool's byte count true to what is on disk
+// (operator commands in other processes change it too) and, when delivered
+// objects are kept, removes them once they have been kept long enough.
+func spoolJanitor(ctx context.Context, sp *spool.Spool, keep time.Duration, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
+	lastPurge := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		n, bytes, err := d.Purge(spool.StateDelivered, time.Now().Add(-keep))
-		if err != nil {
-			log.Error("purging delivered objects", "err", err)
-		} else if n > 0 {
-			log.Info("purged delivered objects", "objects", n, "bytes", bytes, "older_than", keep)
+		if keep > 0 && time.Since(lastPurge) >= min(keep/4+time.Second, 10*time.Minute) {
+			lastPurge = time.Now()
+			n, bytes, err := sp.Purge(spool.StateDelivered, time.Now().Add(-keep))
+			if err != nil {
+				log.Error("purging delivered objects", "err", err)
+			} else if n > 0 {
+				log.Info("purged delivered objects", "objects", n, "bytes", bytes, "older_than", keep)
+			}
+		}
+		if err := sp.Resync(); err != nil {
+			log.Error("recounting the spool", "err", err)
 		}
 	}
 }

@@ -28,7 +28,7 @@ func (h *storeHandler) BeginStore(req *dimse.StoreRequest) (dimse.StoreWriter, e
 		AssociationID:     req.AssociationID,
 	})
 	if err != nil {
-		return nil, &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "spool unavailable", Err: err}
+		return nil, statusFor(err)
 	}
 	return &storeWriter{h: h, req: req, w: w, start: time.Now()}, nil
 }
@@ -43,7 +43,7 @@ type storeWriter struct {
 func (s *storeWriter) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
 	if err != nil {
-		return n, &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "spool write failed", Err: err}
+		return n, statusFor(err)
 	}
 	return n, nil
 }
@@ -76,6 +76,10 @@ func statusFor(err error) error {
 		return &dimse.StatusError{Status: dimse.StatusDataSetDoesNotMatchClass, Comment: comment, Err: err}
 	case errors.Is(err, spool.ErrMalformed):
 		return &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: "data set cannot be parsed", Err: err}
+	case errors.Is(err, spool.ErrFull):
+		return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "gateway spool full, retry later", Err: err}
+	case errors.Is(err, spool.ErrTooLarge):
+		return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "object larger than the gateway accepts", Err: err}
 	}
 	return &dimse.StatusError{Status: dimse.StatusOutOfResources, Comment: "spool write failed", Err: err}
 }

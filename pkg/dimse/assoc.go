@@ -71,6 +71,7 @@ type evInfo struct {
 type assoc struct {
 	srv  *Server
 	conn net.Conn
+	ac   *ackConn
 	rd   *pdu.Reader
 	log  *slog.Logger
 	id   string
@@ -87,6 +88,7 @@ type assoc struct {
 	end       EndReason
 	endDetail string
 	hasSlot   bool
+	hasHost   bool
 	accepted  bool
 	// Who aborted and why, for the aborted metric ("" when not aborted).
 	abortSource, abortReason string
@@ -118,7 +120,9 @@ func newAssoc(s *Server, conn net.Conn) *assoc {
 		id:   id,
 		log:  s.log.With("assoc", id, "peer", conn.RemoteAddr().String()),
 	}
-	a.rd = pdu.NewReader(newAckConn(conn), pdu.Limits{MaxPDataLength: s.cfg.MaxPDULength}, s.pool)
+	a.ac = newAckConn(conn)
+	a.ac.started = a.pduStarted
+	a.rd = pdu.NewReader(a.ac, pdu.Limits{MaxPDataLength: s.cfg.MaxPDULength}, s.pool)
 	return a
 }
 
@@ -337,6 +341,9 @@ func (a *assoc) readEvent() (Event, evInfo) {
 	}
 	a.conn.SetReadDeadline(deadline)
 	a.mu.Unlock()
+	// In Sta6 the idle timeout waits for a PDU to begin; once it has, the
+	// PDU timeout bounds the rest (ARTIM alone bounds Sta2 and Sta13).
+	a.ac.armed, a.ac.inPDU = a.artim.IsZero(), false
 
 	p, err := a.rd.ReadPDU()
 	if err != nil {
@@ -354,6 +361,8 @@ func (a *assoc) readEvent() (Event, evInfo) {
 				return Evt18, evInfo{err: err}
 			case closing:
 				a.setEnd(EndShutdown, "")
+			case a.ac.inPDU:
+				a.setEnd(EndIdleTimeout, fmt.Sprintf("a PDU took longer than %v to arrive (--pdu-timeout)", a.srv.cfg.PDUTimeout))
 			default:
 				a.setEnd(EndIdleTimeout, fmt.Sprintf("nothing received for %v", a.srv.cfg.IdleTimeout))
 			}
@@ -384,6 +393,16 @@ func (a *assoc) readEvent() (Event, evInfo) {
 		return Evt16, evInfo{p: p}
 	}
 	return Evt19, evInfo{err: fmt.Errorf("unhandled %T", p), reason: pdu.AbortUnrecognizedPDU}
+}
+
+// pduStarted puts the PDU timeout on the rest of a PDU whose first bytes
+// just arrived (unless shutdown already cut the wait short).
+func (a *assoc) pduStarted() {
+	a.mu.Lock()
+	if !a.closing {
+		a.conn.SetReadDeadline(time.Now().Add(a.srv.cfg.PDUTimeout))
+	}
+	a.mu.Unlock()
 }
 
 // abortForShutdown makes the association abort at its next read, or now if
@@ -425,6 +444,10 @@ func (a *assoc) teardown() {
 	if a.hasSlot {
 		a.srv.releaseSlot()
 		a.hasSlot = false
+	}
+	if a.hasHost {
+		a.srv.releaseHost(a.peerAddr())
+		a.hasHost = false
 	}
 	if a.end == 0 {
 		a.end = EndConnectionLost

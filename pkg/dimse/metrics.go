@@ -19,6 +19,7 @@ type metrics struct {
 	requests *prometheus.CounterVec // command, status, calling_ae
 	bytes    prometheus.Counter
 	storeDur *prometheus.HistogramVec // calling_ae
+	refused  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dicomgw_received_bytes_total",
 			Help: "Data set bytes received in C-STORE requests.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicomgw_connections_refused_total",
+			Help: "TCP connections closed at once because --max-connections were open.",
+		}),
 		storeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dicomgw_cstore_duration_seconds",
 			Help:    "Time from a C-STORE request's command to its object being durable in the spool (successful stores).",
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"calling_ae"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur)
+		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused)
 	}
 	// Series that alerts and dashboards expect to exist from the start.
 	for r := EndReleased; r <= EndConnectionLost; r++ {

@@ -102,7 +102,8 @@ func (a *assoc) reject(rj *pdu.AssociateRJ, why string) {
 
 // admit applies the association policy, in the order a peer's
 // administrator would want the reasons reported: application context, then
-// who is called, who calls, then capacity (taking a slot if there is one).
+// who is called, who calls, then whether the spool can take objects, then
+// capacity (taking a slot, and one of the peer's host, if there are).
 func (a *assoc) admit(rq *pdu.AssociateRQ) (*pdu.AssociateRJ, string) {
 	if rq.ApplicationContext != uid.ApplicationContext {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectApplicationContextNotSupport},
@@ -117,11 +118,22 @@ func (a *assoc) admit(rq *pdu.AssociateRQ) (*pdu.AssociateRJ, string) {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCallingAENotRecognized},
 			fmt.Sprintf("calling AE %q from %v is not on the allowlist", a.calling, a.peerAddr())
 	}
+	if admit := a.srv.cfg.Admit; admit != nil {
+		if err := admit(); err != nil {
+			return &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceProviderPresent, Reason: pdu.RejectTemporaryCongestion},
+				err.Error()
+		}
+	}
 	if !a.srv.acquireSlot() {
 		return &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceProviderPresent, Reason: pdu.RejectLocalLimitExceeded},
 			fmt.Sprintf("%d associations already open", a.srv.cfg.MaxAssociations)
 	}
 	a.hasSlot = true
+	if !a.srv.acquireHost(a.peerAddr()) {
+		return &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceProviderPresent, Reason: pdu.RejectLocalLimitExceeded},
+			fmt.Sprintf("%d associations already open from %v", a.srv.cfg.MaxAssociationsPerHost, a.peerAddr())
+	}
+	a.hasHost = true
 	return nil, ""
 }
 

@@ -23,6 +23,12 @@ func isTemporary(err error) bool {
 type ackConn struct {
 	net.Conn
 	raw syscall.RawConn // nil when the connection has no socket (tests)
+
+	// armed: the next bytes read start a PDU; started is then called (to
+	// put a deadline on the rest of it) and inPDU set.
+	armed   bool
+	inPDU   bool
+	started func()
 }
 
 func newAckConn(c net.Conn) *ackConn {
@@ -39,5 +45,12 @@ func (c *ackConn) Read(p []byte) (int, error) {
 	if c.raw != nil {
 		quickAck(c.raw)
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.armed {
+		c.armed, c.inPDU = false, true
+		if c.started != nil {
+			c.started()
+		}
+	}
+	return n, err
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,19 @@ type Config struct {
 	// MaxAssociations bounds simultaneous associations; above it, requests
 	// get A-ASSOCIATE-RJ 2/3/2 (transient, local limit exceeded).
 	MaxAssociations int
+	// MaxAssociationsPerHost bounds the associations from one peer address,
+	// so that one noisy sender cannot take every slot (RJ 2/3/2 too);
+	// 0: no limit beyond MaxAssociations.
+	MaxAssociationsPerHost int
+	// MaxConnections bounds open TCP connections of any kind (associations,
+	// connections still to send their A-ASSOCIATE-RQ, rejected ones waiting
+	// to close); beyond it a new connection is closed at once. 0 means
+	// 4 × MaxAssociations + 64.
+	MaxConnections int
+	// Admit, if set, is asked before an association is accepted; an error
+	// refuses it with A-ASSOCIATE-RJ 2/3/1 (transient, temporary
+	// congestion): the spool is full, come back later.
+	Admit func() error
 	// MaxPDULength is the maximum length we advertise (PS3.8 D.1) and
 	// enforce on received P-DATA-TF PDUs.
 	MaxPDULength uint32
@@ -51,6 +65,10 @@ type Config struct {
 	ARTIMTimeout time.Duration
 	// IdleTimeout bounds how long Sta6 waits for the next PDU.
 	IdleTimeout time.Duration
+	// PDUTimeout bounds how long a PDU may take to arrive once its first
+	// bytes have: a peer that trickles bytes (slowloris) cannot hold an
+	// association by sending one byte per IdleTimeout.
+	PDUTimeout time.Duration
 	// WriteTimeout bounds each write to the peer.
 	WriteTimeout time.Duration
 
@@ -64,6 +82,7 @@ const (
 	DefaultMaxPDULength    = 256 << 10
 	DefaultARTIMTimeout    = 30 * time.Second
 	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultPDUTimeout      = time.Minute
 	DefaultWriteTimeout    = 30 * time.Second
 
 	// ImplementationClassUID identifies dicomgw (PS3.7 D.3.3.2). It is a
@@ -75,6 +94,15 @@ func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	if out.MaxAssociations <= 0 {
 		out.MaxAssociations = DefaultMaxAssociations
+	}
+	if out.MaxAssociationsPerHost < 0 {
+		out.MaxAssociationsPerHost = 0
+	}
+	if out.MaxConnections <= 0 {
+		out.MaxConnections = 4*out.MaxAssociations + 64
+	}
+	if out.PDUTimeout <= 0 {
+		out.PDUTimeout = DefaultPDUTimeout
 	}
 	if out.MaxPDULength == 0 {
 		out.MaxPDULength = DefaultMaxPDULength
@@ -141,7 +169,9 @@ type Server struct {
 	policy  atomic.Pointer[policy]
 	m       *metrics
 
-	slots atomic.Int64 // associations holding a slot (accepted, or being negotiated)
+	slots   atomic.Int64 // associations holding a slot (accepted, or being negotiated)
+	hostsMu sync.Mutex
+	hosts   map[netip.Addr]int // slots held per peer address
 
 	mu        sync.Mutex
 	closing   bool
@@ -168,6 +198,7 @@ func NewServer(cfg Config, h StoreHandler, log *slog.Logger, reg prometheus.Regi
 		pool:      pdu.NewPool(c.MaxPDULength),
 		listeners: make(map[net.Listener]struct{}),
 		assocs:    make(map[*assoc]struct{}),
+		hosts:     make(map[netip.Addr]int),
 		m:         newMetrics(reg),
 	}
 	if err := s.SetPolicy(Policy{AETitles: c.AETitles, CallingAEs: c.CallingAEs}); err != nil {
@@ -214,9 +245,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		a := newAssoc(s, conn)
-		if !s.track(a) {
+		switch s.track(a) {
+		case trackClosed:
 			conn.Close()
 			return ErrServerClosed
+		case trackFull:
+			s.m.refused.Inc()
+			s.log.Warn("too many connections: closed a new one at once", "peer", conn.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
+			conn.Close()
+			continue
 		}
 		go a.serve()
 	}
@@ -228,15 +265,26 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-func (s *Server) track(a *assoc) bool {
+type trackResult uint8
+
+const (
+	tracked trackResult = iota
+	trackClosed
+	trackFull
+)
+
+func (s *Server) track(a *assoc) trackResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return trackClosed
+	}
+	if len(s.assocs) >= s.cfg.MaxConnections {
+		return trackFull
 	}
 	s.assocs[a] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return tracked
 }
 
 func (s *Server) untrack(a *assoc) {
@@ -295,6 +343,31 @@ func (s *Server) acquireSlot() bool {
 }
 
 func (s *Server) releaseSlot() { s.slots.Add(-1) }
+
+// acquireHost reserves a slot of the per-host limit for addr.
+func (s *Server) acquireHost(addr netip.Addr) bool {
+	if s.cfg.MaxAssociationsPerHost <= 0 {
+		return true
+	}
+	s.hostsMu.Lock()
+	defer s.hostsMu.Unlock()
+	if s.hosts[addr] >= s.cfg.MaxAssociationsPerHost {
+		return false
+	}
+	s.hosts[addr]++
+	return true
+}
+
+func (s *Server) releaseHost(addr netip.Addr) {
+	if s.cfg.MaxAssociationsPerHost <= 0 {
+		return
+	}
+	s.hostsMu.Lock()
+	defer s.hostsMu.Unlock()
+	if s.hosts[addr]--; s.hosts[addr] <= 0 {
+		delete(s.hosts, addr)
+	}
+}
 
 // CheckConfig reports what is wrong with cfg, as NewServer would, without
 // building a server.

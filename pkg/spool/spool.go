@@ -33,6 +33,12 @@ type Config struct {
 	// KeepDelivered moves delivered objects to delivered/ instead of
 	// deleting them (purged later by age).
 	KeepDelivered bool
+	// Limits bound what the spool holds: above the high-water mark new
+	// objects are refused (ErrFull) until it drains below the low one.
+	Limits Limits
+	// MaxObjectSize refuses larger objects (ErrTooLarge) as soon as they
+	// pass it; 0: no limit.
+	MaxObjectSize int64
 }
 
 // Directory layout under Config.Dir.
@@ -54,6 +60,7 @@ const (
 type Dir struct {
 	root          string
 	keepDelivered bool
+	cap           *capacity // the daemon's accounting; nil for operator commands
 }
 
 // OpenDir opens an existing spool directory for inspection and the
@@ -126,17 +133,38 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
-	entries, err := s.List()
+	st, err := s.Stats()
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	var bytes int64
-	for _, e := range entries {
-		bytes += e.Size
-	}
-	log.Info("spool opened", "dir", cfg.Dir, "queued", len(entries), "queued_bytes", bytes, "partials_removed", removed)
+	s.cap = newCapacity(cfg.Dir, cfg.Limits, st.Bytes(), log)
+	q := st.States[StateQueued]
+	log.Info("spool opened", "dir", cfg.Dir, "queued", q.Objects, "queued_bytes", q.Bytes, "dead", st.States[StateDead].Objects,
+		"bytes_held", st.Bytes(), "partials_removed", removed)
 	return s, nil
+}
+
+// Admit says whether a new object (or association) may start: an error
+// wrapping ErrFull when the spool is above its high-water mark.
+func (s *Spool) Admit() error { return s.cap.admit() }
+
+// Full reports whether the spool is refusing new objects, and why.
+func (s *Spool) Full() (bool, string) { return s.cap.Full() }
+
+// Used is the number of bytes the spool holds, in every state.
+func (s *Spool) Used() int64 { return s.cap.Used() }
+
+// Resync recounts the bytes the spool holds from a listing, which also
+// sees what other processes (the operator commands) changed. The daemon
+// calls it periodically.
+func (s *Spool) Resync() error {
+	st, err := s.Stats()
+	if err != nil {
+		return err
+	}
+	s.cap.resync(&st)
+	return nil
 }
 
 // Close releases the spool's lock.

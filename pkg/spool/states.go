@@ -229,8 +229,15 @@ func (d *Dir) Delivered(id string) error {
 		// A fresh modification time: retention counts from delivery.
 		now := time.Now()
 		os.Chtimes(dst, now, now)
-	} else if err := os.Remove(src); err != nil {
-		return fmt.Errorf("spool: %w", err)
+	} else {
+		info, err := os.Stat(src)
+		if err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		if err := os.Remove(src); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		d.cap.add(-info.Size())
 	}
 	if err := os.Remove(filepath.Join(q, id+retryExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
@@ -321,5 +328,6 @@ func (d *Dir) Purge(st State, cutoff time.Time) (int, int64, error) {
 		n++
 		bytes += it.Size
 	}
+	d.cap.add(-bytes)
 	return n, bytes, nil
 }

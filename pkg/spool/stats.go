@@ -124,24 +124,6 @@ func (d *Dir) CheckWritable() error {
 	return nil
 }
 
-// Limits are the spool's capacity bounds.
-type Limits struct {
-	MaxBytes int64 // the most the spool may hold; 0: no limit
-	MinFree  int64 // free bytes to leave on the spool's file system
-}
-
-// Full reports whether a snapshot is at or above the high-water mark of
-// the limits, and why.
-func (l Limits) Full(s *Stats) (bool, string) {
-	if l.MaxBytes > 0 && s.Bytes() >= l.MaxBytes {
-		return true, fmt.Sprintf("spool holds %d bytes, the limit is %d", s.Bytes(), l.MaxBytes)
-	}
-	if l.MinFree > 0 && s.FSFree < l.MinFree {
-		return true, fmt.Sprintf("%d bytes free on the spool's file system, %d must stay free", s.FSFree, l.MinFree)
-	}
-	return false, ""
-}
-
 // StatsCache takes Stats at most once per maxAge, so that frequent readers
 // (scrapes, readiness probes) do not each list the spool.
 type StatsCache struct {

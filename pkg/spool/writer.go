@@ -16,6 +16,9 @@ import (
 // understand" (C000).
 var ErrMalformed = errors.New("spool: malformed data set")
 
+// ErrTooLarge is wrapped when an object passes Config.MaxObjectSize.
+var ErrTooLarge = errors.New("spool: object too large")
+
 // MismatchError says that the data set's SOP Class or Instance UID is not
 // the one the C-STORE command announced (the sender should get A900).
 type MismatchError struct {
@@ -41,6 +44,7 @@ type Writer struct {
 	f       *os.File
 	dataOff int64
 	size    int64
+	counted int64 // bytes added to the spool's accounting
 	err     error // first write error; the object is lost
 	done    bool
 }
@@ -51,6 +55,9 @@ func (s *Spool) Create(m Meta) (*Writer, error) {
 	ts, ok := uid.LookupTransferSyntax(m.TransferSyntaxUID)
 	if !ok {
 		return nil, fmt.Errorf("spool: unknown transfer syntax %q", m.TransferSyntaxUID)
+	}
+	if err := s.cap.admit(); err != nil {
+		return nil, err
 	}
 	if m.Received.IsZero() {
 		m.Received = time.Now()
@@ -72,7 +79,14 @@ func (s *Spool) Create(m Meta) (*Writer, error) {
 		return nil, fmt.Errorf("spool: writing file meta information: %w", err)
 	}
 	w.dataOff = int64(len(head))
+	w.count(w.dataOff)
 	return w, nil
+}
+
+// count adds n bytes of this object to the spool's accounting.
+func (w *Writer) count(n int64) {
+	w.counted += n
+	w.s.cap.add(n)
 }
 
 func encodingOf(e uid.Encoding) dcmhead.Encoding {
@@ -95,8 +109,18 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	next := w.size + int64(len(p))
+	if max := w.s.cfg.MaxObjectSize; max > 0 && next > max {
+		w.err = fmt.Errorf("%w: more than %d bytes (--max-object-size)", ErrTooLarge, max)
+		return 0, w.err
+	}
+	if err := w.s.cap.fits(int64(len(p)), w.size/freeCheckEvery != next/freeCheckEvery); err != nil {
+		w.err = err
+		return 0, err
+	}
 	n, err := w.f.Write(p)
 	w.size += int64(n)
+	w.count(int64(n))
 	if err != nil {
 		w.err = fmt.Errorf("spool: %w", err)
 		return n, w.err
@@ -139,6 +163,7 @@ func (w *Writer) Commit() (Entry, error) {
 		// an object we could not promise is never forwarded.
 		os.Remove(final)
 		w.done = true
+		w.count(-w.counted)
 		return Entry{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
 	}
 	w.done = true
@@ -178,4 +203,5 @@ func (w *Writer) Abort() {
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		w.s.log.Error("cannot remove partial object", "file", w.tmp, "err", err)
 	}
+	w.count(-w.counted)
 }
