@@ -1,8 +1,14 @@
 // Command bench measures dicomgw against dcmtk's storescp as C-STORE
 // receivers on loopback, with dcmtk's storescu as the sender, and checks
 // the gateway's memory while it receives one object of a gigabyte or more.
+// Then, end to end, it times the small set from storescu into a real
+// Orthanc through dicomgw, against a direct batched STOW-RS of the same
+// files (the endpoint's own limit) and against Orthanc itself used as the
+// router, and checks the gateway's memory while it forwards the huge
+// object with STOW-RS.
 //
 //	go run ./bench [--small 500] [--large 40] [--runs 3] [--skip-huge] [--json FILE]
+//	               [--skip-e2e | --e2e-only] [--e2e-runs N] [--e2e-workers 4] [--e2e-batch 50]
 //
 // It is a program rather than a Go benchmark because what it measures is
 // three separate processes talking over TCP, and because its output is a
@@ -34,6 +40,13 @@ type config struct {
 	jsonPath       string
 	timeout        time.Duration
 
+	// The end-to-end case.
+	skipE2E, e2eOnly     bool
+	e2eRuns              int
+	e2eWorkers, e2eBatch int
+	e2eLinger            time.Duration
+	tmpfs                string // where the diagnostic tmpfs spool goes ("": none)
+
 	work string // temporary directory of this run
 	bin  string // the dicomgw binary built for it
 }
@@ -55,11 +68,28 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory with the generated objects")
 	flag.StringVar(&c.jsonPath, "json", "", "also write a JSON summary to `FILE`")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "kill a storescu run that takes longer")
+	flag.BoolVar(&c.skipE2E, "skip-e2e", false, "skip the end-to-end case (storescu -> dicomgw -> Orthanc, and forwarding the huge object)")
+	flag.BoolVar(&c.e2eOnly, "e2e-only", false, "run only the end-to-end case (on the small set) and the huge-object forwarding check")
+	flag.IntVar(&c.e2eRuns, "e2e-runs", 0, "timed runs of each end-to-end path; the median is reported (default: --runs)")
+	flag.IntVar(&c.e2eWorkers, "e2e-workers", 4, "dicomgw --forward-workers in the end-to-end case, and the direct STOW-RS client's requests in flight")
+	flag.IntVar(&c.e2eBatch, "e2e-batch", 50, "dicomgw --batch-max-instances in the end-to-end case, and the direct STOW-RS client's batch size")
+	flag.DurationVar(&c.e2eLinger, "e2e-linger", 200*time.Millisecond, "dicomgw --batch-linger in the end-to-end case")
+	flag.StringVar(&c.tmpfs, "e2e-tmpfs", "/dev/shm", "a tmpfs directory for a diagnostic end-to-end run of dicomgw with a non-durable spool (\"\": none)")
 	flag.Parse()
 	if c.scpRuns == 0 {
 		c.scpRuns = c.runs
 	}
-	if flag.NArg() > 0 || c.small < 0 || c.large < 0 || c.runs < 1 || c.scpRuns < 1 || c.timeout <= 0 {
+	if c.e2eRuns == 0 {
+		c.e2eRuns = c.runs
+	}
+	if c.tmpfs != "" {
+		if fi, err := os.Stat(c.tmpfs); err != nil || !fi.IsDir() {
+			progress("no %s: the diagnostic run with a tmpfs spool is skipped", c.tmpfs)
+			c.tmpfs = ""
+		}
+	}
+	if flag.NArg() > 0 || c.small < 0 || c.large < 0 || c.runs < 1 || c.scpRuns < 1 || c.timeout <= 0 ||
+		c.skipE2E && c.e2eOnly || c.e2eRuns < 1 || c.e2eWorkers < 1 || c.e2eBatch < 1 || c.e2eLinger < 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -92,6 +122,11 @@ type summary struct {
 	Sets        []setResult `json:"sets"`
 	Huge        *hugeResult `json:"huge,omitempty"`
 	HugeSkipped string      `json:"huge_skipped,omitempty"`
+
+	E2E                *e2eResult         `json:"e2e,omitempty"`
+	E2ESkipped         string             `json:"e2e_skipped,omitempty"`
+	HugeForward        *hugeForwardResult `json:"huge_forward,omitempty"`
+	HugeForwardSkipped string             `json:"huge_forward_skipped,omitempty"`
 }
 
 type environment struct {
@@ -139,14 +174,21 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		{"large", c.large, largeGeometry, largeTarget},
 	}
 	pixels := newPixelSource()
+	var e2eSet *objectSet
 	for _, s := range sets {
-		if s.n == 0 {
+		if s.n == 0 || c.e2eOnly && s.name != "small" {
 			continue
 		}
 		progress("generating %d %s objects (%d bytes of pixels each)", s.n, s.name, s.g.pixelBytes())
 		set, err := generateSet(ctx, filepath.Join(c.work, s.name), s.name, s.n, s.g, pixels)
 		if err != nil {
 			return nil, err
+		}
+		if s.name == "small" {
+			e2eSet = &set
+		}
+		if c.e2eOnly {
+			continue
 		}
 		r, err := measureSet(ctx, c, set, s.target)
 		if err != nil {
@@ -155,8 +197,24 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		sum.Sets = append(sum.Sets, r)
 	}
 
+	switch {
+	case c.skipE2E:
+		sum.E2ESkipped = "--skip-e2e"
+	case e2eSet == nil:
+		sum.E2ESkipped = "it runs on the small set: --small 0"
+	default:
+		progress("e2e: %d objects from storescu into Orthanc, %d runs per path; dicomgw %s",
+			len(e2eSet.Files), c.e2eRuns, strings.Join(e2eSettings(c), " "))
+		r, err := measureE2E(ctx, c, *e2eSet)
+		if err != nil {
+			return nil, err
+		}
+		sum.E2E = r
+	}
+
 	if c.skipHuge {
 		sum.HugeSkipped = "--skip-huge"
+		sum.HugeForwardSkipped = "--skip-huge"
 		return sum, nil
 	}
 	g, err := hugeGeometry(c.hugeSize)
@@ -170,7 +228,8 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		return nil, err
 	} else if free < need {
 		sum.HugeSkipped = fmt.Sprintf("only %.1f GiB free in %s, need %.1f GiB", gib(free), os.TempDir(), gib(need))
-		progress("SKIPPING the huge-object check: %s", sum.HugeSkipped)
+		sum.HugeForwardSkipped = sum.HugeSkipped
+		progress("SKIPPING the huge-object checks: %s", sum.HugeSkipped)
 		return sum, nil
 	}
 	path := filepath.Join(c.work, "huge.dcm")
@@ -182,13 +241,28 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	if err := checkWithDcmdump(ctx, path, sop); err != nil {
 		return nil, err
 	}
-	progress("huge: sending %d bytes to a fresh dicomgw", size)
-	h, err := measureHuge(ctx, c, path, size)
-	if err != nil {
-		return nil, fmt.Errorf("huge object: %w", err)
+	if c.e2eOnly {
+		sum.HugeSkipped = "--e2e-only"
+	} else {
+		progress("huge: sending %d bytes to a fresh dicomgw", size)
+		h, err := measureHuge(ctx, c, path, size)
+		if err != nil {
+			return nil, fmt.Errorf("huge object: %w", err)
+		}
+		progress("huge: %.2f s, dicomgw peak RSS %.1f MB", h.Seconds, float64(h.DicomgwPeakRSS)/1e6)
+		sum.Huge = &h
 	}
-	progress("huge: %.2f s, dicomgw peak RSS %.1f MB", h.Seconds, float64(h.DicomgwPeakRSS)/1e6)
-	sum.Huge = &h
+	if c.skipE2E {
+		sum.HugeForwardSkipped = "--skip-e2e"
+		return sum, nil
+	}
+	progress("huge: sending %d bytes through a fresh dicomgw to a STOW-RS sink", size)
+	hf, err := measureHugeForward(ctx, c, path, sop, size)
+	if err != nil {
+		return nil, fmt.Errorf("huge object, forwarding: %w", err)
+	}
+	progress("huge: delivered after %.2f s, dicomgw peak RSS %.1f MB", hf.Seconds, float64(hf.DicomgwPeakRSS)/1e6)
+	sum.HugeForward = &hf
 	return sum, nil
 }
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests talk to, when they are missing:
-#   dcmtk  (storescu, echoscu, dcmsend, storescp, dcmdump)
+#   dcmtk             (storescu, echoscu, dcmsend, storescp, dcmdump)
+#   orthanc           (Orthanc: the DICOMweb endpoint of the forwarding tests
+#                      and of the bench's end-to-end case, and the router it
+#                      is compared with)
+#   orthanc-dicomweb  (its DICOMweb plugin: STOW-RS, QIDO-RS, STOW-RS client)
 # Uses apt-get as root, or through sudo; otherwise says which packages to
 # install and fails.
 set -euo pipefail
@@ -8,6 +12,8 @@ set -euo pipefail
 # tool (or file) the tests use -> Debian package that provides it
 requirements=(
   "storescu:dcmtk" "echoscu:dcmtk" "dcmsend:dcmtk" "storescp:dcmtk" "dcmdump:dcmtk"
+  "/usr/sbin/Orthanc:orthanc"
+  "/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb"
 )
 
 need=()

@@ -43,9 +43,18 @@ var (
 )
 
 // Binary builds dicomgw once per process (into a temporary directory, so
-// that tests never race with `make build`) and returns its path.
+// that tests never race with `make build`) and returns its path. With
+// $DICOMGW_BINARY set it builds nothing and returns that binary instead
+// (to test a release build, or a build of another checkout).
 func Binary() (string, error) {
 	buildOnce.Do(func() {
+		if p := os.Getenv("DICOMGW_BINARY"); p != "" {
+			buildPath, buildErr = filepath.Abs(p)
+			if buildErr == nil {
+				_, buildErr = os.Stat(buildPath)
+			}
+			return
+		}
 		buildDir, buildErr = os.MkdirTemp("", "dicomgw-bin-")
 		if buildErr == nil {
 			buildPath, buildErr = BuildTo(context.Background(), buildDir)

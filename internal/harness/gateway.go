@@ -12,8 +12,9 @@ import (
 // Gateway is a running `dicomgw serve`.
 type Gateway struct {
 	*Process
-	Addr     string // host:port it listens on
-	SpoolDir string
+	Addr        string // host:port it listens on
+	MetricsAddr string // host:port of /metrics, /healthz, /readyz ("" when off)
+	SpoolDir    string
 }
 
 // Start runs `dicomgw serve` from the binary Binary builds; see StartBinary.
@@ -26,23 +27,39 @@ func Start(spoolDir string, args ...string) (*Gateway, error) {
 }
 
 // StartBinary runs `bin serve` with --spool-dir spoolDir, JSON logs,
-// --listen 127.0.0.1:0 unless args set --listen, then args, and waits for
-// its "dicomgw listening" log record to learn the address. spoolDir is
-// created if missing. The caller stops it (Stop, Kill).
+// --listen 127.0.0.1:0 unless args set --listen, --metrics-listen
+// 127.0.0.1:0 unless args set --metrics-listen (its default, a fixed port,
+// would make parallel gateways collide), then args, and waits for its
+// "dicomgw listening" log record to learn the address. spoolDir is created
+// if missing. The caller stops it (Stop, Kill).
 func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 	full := []string{"serve", "--spool-dir", spoolDir, "--log-format", "json"}
 	if !hasFlag(args, "--listen") {
 		full = append(full, "--listen", "127.0.0.1:0")
 	}
+	if !hasFlag(args, "--metrics-listen") {
+		full = append(full, "--metrics-listen", "127.0.0.1:0")
+	}
 	full = append(full, args...)
 	addr := make(chan string, 1)
+	metrics := make(chan string, 1)
 	p, err := StartProcess(exec.Command(bin, full...), func(line string) {
 		var rec struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "dicomgw listening" {
-			select {
-			case addr <- rec.Addr:
-			default:
-			}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			return
+		}
+		var ch chan string
+		switch rec.Msg {
+		case "dicomgw listening":
+			ch = addr
+		case "metrics and health listening":
+			ch = metrics
+		default:
+			return
+		}
+		select {
+		case ch <- rec.Addr:
+		default:
 		}
 	})
 	if err != nil {
@@ -51,6 +68,11 @@ func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 	g := &Gateway{Process: p, SpoolDir: spoolDir}
 	select {
 	case g.Addr = <-addr:
+		// The metrics record, if any, was logged before this one.
+		select {
+		case g.MetricsAddr = <-metrics:
+		default:
+		}
 		return g, nil
 	case <-g.Exited():
 		return nil, fmt.Errorf("dicomgw exited before listening (%v):\n%s", g.Err(), Tail(g.Logs(), 8000))

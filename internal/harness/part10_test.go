@@ -150,3 +150,24 @@ func TestNewUID(t *testing.T) {
 		t.Errorf("NewUID gave %q and %q", a, b)
 	}
 }
+
+// TestParsePart10 splits a Part 10 file held in memory, and a raw data
+// set, into file meta and data set.
+func TestParsePart10(t *testing.T) {
+	inst := NewUID()
+	ds := testDataSet(inst)
+	m := FileMeta{MediaStorageSOPClassUID: testSOPClass, MediaStorageSOPInstanceUID: inst, TransferSyntaxUID: testTS}
+	fm, got, err := ParsePart10(append(Part10Header(m), ds...))
+	if err != nil || !bytes.Equal(got, ds) {
+		t.Fatalf("ParsePart10 = data set of %d bytes, %v; want the %d bytes written", len(got), err, len(ds))
+	}
+	if fm.MediaStorageSOPInstanceUID != inst || fm.TransferSyntaxUID != testTS || fm.ImplementationClassUID != ImplementationClassUID {
+		t.Errorf("ParsePart10 meta = %+v", fm)
+	}
+	if fm, got, err := ParsePart10(ds); err != nil || fm != (FileMeta{}) || !bytes.Equal(got, ds) {
+		t.Errorf("raw data set: meta %+v, %d bytes, %v", fm, len(got), err)
+	}
+	if _, _, err := ParsePart10(Part10Header(m)[:150]); err == nil {
+		t.Error("a meta group cut short parsed without error")
+	}
+}

@@ -75,6 +75,10 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the child (SIGSTOP and SIGCONT freeze and thaw a
+// peer, for instance).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Kill sends SIGKILL and waits for the child to go. It may be called more
 // than once, and after the child has ended.
 func (p *Process) Kill() {
@@ -88,6 +92,32 @@ func (p *Process) RSS() (int64, error) { return procStatusBytes(p.PID(), "VmRSS"
 // PeakRSS is the largest resident set the child has had since it started
 // (VmHWM), in bytes.
 func (p *Process) PeakRSS() (int64, error) { return procStatusBytes(p.PID(), "VmHWM") }
+
+// CPUTime is the processor time (user and system) the child has used so
+// far, from /proc/<pid>/stat (proc(5): utime and stime, fields 14 and 15,
+// in clock ticks of 1/100 s on Linux).
+func (p *Process) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", p.PID())
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", p.PID(), len(f))
+	}
+	// f[0] is field 3 (state): utime is field 14, stime field 15.
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", p.PID(), f[11], f[12])
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
 
 // procStatusBytes reads a "kB" field of /proc/<pid>/status (proc(5)).
 func procStatusBytes(pid int, field string) (int64, error) {

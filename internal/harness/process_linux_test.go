@@ -71,3 +71,25 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }
+
+// TestProcessCPUTime: a child that spins for a while has used about that
+// much processor time; one that sleeps has used next to none.
+func TestProcessCPUTime(t *testing.T) {
+	spin, err := StartProcess(exec.Command("sh", "-c", "while :; do :; done"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spin.Kill()
+	sleeper, err := StartProcess(exec.Command("sleep", "30"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Kill()
+	time.Sleep(1500 * time.Millisecond)
+	if d, err := spin.CPUTime(); err != nil || d < 500*time.Millisecond || d > 2*time.Second {
+		t.Errorf("child spinning for 1.5 s: CPUTime = %v, %v", d, err)
+	}
+	if d, err := sleeper.CPUTime(); err != nil || d > 200*time.Millisecond {
+		t.Errorf("sleeping child: CPUTime = %v, %v", d, err)
+	}
+}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +36,16 @@ func DataSet(path string) ([]byte, error) {
 		return nil, err
 	}
 	return b[off:], nil
+}
+
+// ParsePart10 splits a DICOM file held in memory (a Part 10 file, or a
+// raw data set) into what its file meta group says and its data set.
+func ParsePart10(b []byte) (FileMeta, []byte, error) {
+	fm, off, err := readMeta(bytes.NewReader(b))
+	if err != nil {
+		return fm, nil, err
+	}
+	return fm, b[off:], nil
 }
 
 func readMetaFile(path string) (FileMeta, int64, error) {

@@ -17,8 +17,9 @@ type Result struct {
 	Code    int    // exit code; -1 when it did not run or was killed
 	Out     string // stdout and stderr together
 	Elapsed time.Duration
-	MaxRSS  int64 // the tool's peak resident set in bytes (rusage), 0 if unknown
-	Err     error // set when the tool could not be run, ran out of time or was interrupted
+	MaxRSS  int64         // the tool's peak resident set in bytes (rusage), 0 if unknown
+	CPU     time.Duration // the tool's user and system time
+	Err     error         // set when the tool could not be run, ran out of time or was interrupted
 }
 
 func (r Result) String() string {
@@ -50,6 +51,7 @@ func Run(ctx context.Context, timeout time.Duration, path string, args ...string
 	r.Elapsed, r.Out = time.Since(start), out.String()
 	if cmd.ProcessState != nil {
 		r.MaxRSS = maxRSS(cmd.ProcessState)
+		r.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	var ee *exec.ExitError
 	switch {

@@ -24,6 +24,7 @@ type memStore struct {
 	objects   map[string][]byte
 	reqs      []*StoreRequest
 	aborted   int
+	committed int
 	beginErr  error
 	failAfter int // fail Write once this many bytes arrived; 0 = never
 	commitErr error
@@ -70,6 +71,7 @@ func (w *memWriter) Commit() error {
 		return w.m.commitErr
 	}
 	w.m.objects[w.req.SOPInstanceUID] = bytes.Clone(w.buf.Bytes())
+	w.m.committed++
 	return nil
 }
 

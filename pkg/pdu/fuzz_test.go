@@ -115,3 +115,29 @@ func FuzzReadPDUSplit(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAssociateItems goes straight at the item and sub-item parser: the
+// input is the variable part of an A-ASSOCIATE-RQ or -AC (after the 68
+// fixed bytes), so that every mutation lands in the items.
+func FuzzAssociateItems(f *testing.F) {
+	for _, g := range golden {
+		if t := g.pdu.Type(); t == TypeAssociateRQ || t == TypeAssociateAC {
+			f.Add(byte(t), g.wire[HeaderLen+associateFixedLen:])
+		}
+	}
+	f.Add(byte(TypeAssociateRQ), cat(appCtx, echoPC, minUser))
+	f.Fuzz(func(t *testing.T, typ byte, items []byte) {
+		if Type(typ) != TypeAssociateAC {
+			typ = byte(TypeAssociateRQ)
+		}
+		wire := cat([]byte{typ, 0}, be32(associateFixedLen+len(items)), make([]byte, associateFixedLen), items)
+		p, err := Decode(wire)
+		if err != nil {
+			if _, ok := AbortReasonOf(err); !ok {
+				t.Fatalf("a decoding failure that is not a protocol error: %v", err)
+			}
+			return
+		}
+		roundTrip(t, p)
+	})
+}
