@@ -175,15 +175,10 @@ func TestForwardCorpusToOrthanc(t *testing.T) {
 
 // checkRefused waits for the object of a corpus file that the endpoint
 // refuses to be dead-lettered, and checks that its reason names the
-// endpoint's FailureReason and that nothing is left in the queue.
-//
-// Known gateway bug (reported; not fixed here): Orthanc answers such a
-// request with HTTP 400 and a DICOM JSON body giving the FailureReason per
-// instance; dicomgw reads any 400 as "check the configuration", pauses the
-// whole destination and keeps the object queued, retrying it first after
-// each pause, so it never becomes a dead letter and blocks every object
-// received after it. While the gateway shows exactly that, the test is
-// skipped with the evidence; any other outcome is checked.
+// endpoint's FailureReason and that nothing is left in the queue. Orthanc
+// answers such a request with HTTP 400 and a DICOM JSON body giving the
+// FailureReason per instance: that answer must be read per instance, not
+// taken for a configuration error that pauses the destination.
 func checkRefused(t *testing.T, g *harness.Gateway, o *harness.Orthanc, cf harness.CorpusFile, code uint16) {
 	t.Helper()
 	want := fmt.Sprintf("FailureReason 0x%04X", code)
@@ -205,12 +200,7 @@ func checkRefused(t *testing.T, g *harness.Gateway, o *harness.Orthanc, cf harne
 			return
 		}
 		if paused := g.LogRecords("destination paused: objects are kept until it accepts them again"); len(paused) > 0 {
-			reason, _ := paused[0]["reason"].(string)
-			if strings.Contains(reason, "400 Bad Request") && countSpool(t, g.SpoolDir).Queued == 1 {
-				t.Skipf("KNOWN GATEWAY BUG: %s is refused by Orthanc (HTTP 400, %s in FailedSOPSequence); dicomgw ignores the per-instance answer of a 400, pauses the destination (%q) and keeps the object queued instead of dead-lettering it",
-					cf.Name, want, reason)
-			}
-			t.Fatalf("destination paused: %v", paused[0])
+			t.Fatalf("destination paused instead of reading the answer per instance: %v", paused[0])
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: no dead letter within 30 s; spool: %v", cf.Name, countSpool(t, g.SpoolDir))

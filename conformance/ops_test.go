@@ -250,6 +250,9 @@ func TestReadyzHighWater(t *testing.T) {
 	}
 	close(refuse)
 	waitReady(t, g, http.StatusOK, 30*time.Second)
+	// Ready again once below the low-water mark: the last delivery may
+	// still be on its way.
+	waitDrained(t, g, 30*time.Second)
 	if _, stored := fake.snapshot(); len(stored) != 3 {
 		t.Errorf("%d objects delivered, want 3", len(stored))
 	}

@@ -23,6 +23,11 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if err != nil {
 		return err
 	}
+	if a, ok := set.dest.(*forward.Archive); ok {
+		if err := a.Prepare(); err != nil {
+			return err
+		}
+	}
 	sp, err := spool.Open(spool.Config{
 		Dir:                       c.spoolDir,
 		ImplementationClassUID:    set.dimse.ImplementationClassUID,

@@ -29,6 +29,23 @@ type Archive struct {
 
 func (a *Archive) String() string { return "archive:" + a.Dir }
 
+// Prepare makes the archive directory, parents included, durably, so that
+// a gateway that cannot file anything says so at start-up rather than
+// retrying every object for days.
+func (a *Archive) Prepare() error {
+	if err := os.MkdirAll(a.Dir, 0o750); err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	for d := a.Dir; ; d = filepath.Dir(d) {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
+		if p := filepath.Dir(d); p == d || d == "." {
+			return nil
+		}
+	}
+}
+
 // Deliver files each object durably: hard-linked from the spool when the
 // archive is on the same file system (instant, and the spool's fsync already
 // covers the data), copied and fsynced otherwise; then the directories are
@@ -93,7 +110,14 @@ func (a *Archive) deliver(o *Object) Result {
 // parents whose entries changed (to be fsynced).
 func mkdirs(root, study, series string) ([]string, error) {
 	var changed []string
-	for _, d := range []struct{ dir, parent string }{{root, filepath.Dir(root)}, {study, root}, {series, study}} {
+	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) {
+		// Gone since start-up (Prepare made it): make it again, parents too.
+		if err := os.MkdirAll(root, 0o750); err != nil {
+			return nil, err
+		}
+		changed = append(changed, filepath.Dir(root))
+	}
+	for _, d := range []struct{ dir, parent string }{{study, root}, {series, study}} {
 		err := os.Mkdir(d.dir, 0o750)
 		switch {
 		case err == nil:

@@ -132,7 +132,7 @@ func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 		s.mu.Unlock()
 	}
 	switch {
-	case c == http.StatusOK || c == http.StatusAccepted || c == http.StatusConflict:
+	case c == http.StatusOK || c == http.StatusAccepted || c == http.StatusConflict || a.perInstance(c):
 		out := make([]Result, len(objs))
 		for i, o := range objs {
 			out[i] = a.instance(o.SOPInstanceUID)
@@ -161,6 +161,15 @@ func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 	default: // 400, 404, 415 and other client errors: our request or configuration
 		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the base URL and the endpoint's configuration"})
 	}
+}
+
+// perInstance: some endpoints (Orthanc) answer 400 when one instance of a
+// request is refused, yet say per instance what they stored and what they
+// refused and why. Such an answer shows the request was understood — it is
+// not the configuration problem a bare 400 suggests — so it is read
+// instance by instance, like a 409.
+func (a *stowAnswer) perInstance(code int) bool {
+	return code == http.StatusBadRequest && a.parsed && len(a.stored)+len(a.failed) > 0
 }
 
 // instance reads the answer for one SOP instance of a 200/202/409 answer.

@@ -217,3 +217,27 @@ func TestNewSTOWRefusesBadBaseURLs(t *testing.T) {
 		t.Errorf("String() = %q shows the query string", s.String())
 	}
 }
+
+// TestBadRequestWithPerInstanceAnswer: Orthanc answers 400 when one
+// instance of a request is refused, with a DICOM JSON body saying which was
+// stored and which refused and why: read per instance, not as a
+// configuration error that pauses the destination.
+func TestBadRequestWithPerInstanceAnswer(t *testing.T) {
+	body := `{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]},` +
+		`"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.2"]},"00081197":{"vr":"US","Value":[49152]}}]}}`
+	a := &stowAnswer{status: 400, statusText: "400 Bad Request", stored: map[string]uint16{}, failed: map[string]uint16{}}
+	a.parsed = a.parse([]byte(body)) == nil
+	objs := []*Object{{SOPInstanceUID: "1.2.1"}, {SOPInstanceUID: "1.2.2"}, {SOPInstanceUID: "1.2.3"}}
+	s := &STOW{}
+	got := a.results(objs, s)
+	if got[0].Outcome != Delivered || got[1].Outcome != Dead || got[2].Outcome != Retry {
+		t.Fatalf("%+v", got)
+	}
+	if !strings.Contains(got[1].Reason, "0xC000") {
+		t.Errorf("reason %q", got[1].Reason)
+	}
+	bare := &stowAnswer{status: 400, statusText: "400 Bad Request", stored: map[string]uint16{}, failed: map[string]uint16{}}
+	if r := bare.results(objs[:1], s); r[0].Outcome != Pause {
+		t.Fatalf("bare 400: %+v", r)
+	}
+}

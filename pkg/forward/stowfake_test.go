@@ -167,7 +167,13 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	if rep.body != nil {
 		body = *rep.body
 	}
-	w.Header().Set("Content-Type", "application/dicom+json")
+	ctype := "application/dicom+json"
+	if status >= 400 && status != http.StatusConflict && rep.body == nil && rep.fail == nil && rep.failAll == 0 {
+		// What an endpoint says when it did not understand the request at
+		// all (wrong path, bad media type): no per-instance answer.
+		body, ctype = http.StatusText(status)+"\n", "text/plain"
+	}
+	w.Header().Set("Content-Type", ctype)
 	w.WriteHeader(status)
 	io.WriteString(w, body)
 }
