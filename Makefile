@@ -5,14 +5,24 @@ VERSION  ?= 0.1.0-dev
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 60s
+# What `make test` gives each fuzz target (CI too).
+FUZZTIME_SHORT ?= 4s
 # Fuzz targets as package:Target.
 FUZZ_TARGETS := \
 	./pkg/pdu:FuzzReadPDU \
 	./pkg/pdu:FuzzReadPDUSplit \
+	./pkg/pdu:FuzzAssociateItems \
 	./pkg/dimse:FuzzDecodeCommand \
-	./pkg/dcmhead:FuzzWalk
+	./pkg/dimse:FuzzAssociation \
+	./pkg/dcmhead:FuzzWalk \
+	./pkg/forward:FuzzSTOWAnswer \
+	./pkg/forward:FuzzMatcher
+# Targets whose coverage depends on goroutine scheduling (a live
+# association): minimizing their inputs would chase coverage that does not
+# reproduce, so it is off for them.
+FUZZ_NO_MINIMIZE := FuzzAssociation
 
-.PHONY: all build run test test-deps unit conformance bench fuzz vet clean
+.PHONY: all build run test test-deps unit conformance bench fuzz fuzz-short vet clean
 
 all: build
 
@@ -33,6 +43,7 @@ test-deps:
 test: test-deps vet
 	$(GO) test -count=1 -race -timeout 15m ./pkg/... ./cmd/... ./internal/...
 	$(GO) test -count=1 -timeout 20m ./conformance/...
+	$(MAKE) fuzz-short
 
 unit:
 	$(GO) test -count=1 ./pkg/... ./cmd/... ./internal/...
@@ -49,10 +60,18 @@ bench: test-deps
 
 # Each fuzz target for FUZZTIME (default 60s): make fuzz FUZZTIME=10m
 fuzz:
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_FOR=$(FUZZTIME)
+
+# Each fuzz target for a few seconds: part of `make test`.
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_FOR=$(FUZZTIME_SHORT) FUZZ_MIN=0
+
+fuzz-run:
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t#*:}; \
-		echo "== $$name ($$pkg) for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		pkg=$${t%%:*}; name=$${t#*:}; min="$(FUZZ_MIN)"; \
+		case " $(FUZZ_NO_MINIMIZE) " in *" $$name "*) min=0;; esac; \
+		echo "== $$name ($$pkg) for $(FUZZ_FOR)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_FOR) $${min:+-fuzzminimizetime=$$min} $$pkg; \
 	done
 
 clean:

@@ -241,3 +241,44 @@ func TestBadRequestWithPerInstanceAnswer(t *testing.T) {
 		t.Fatalf("bare 400: %+v", r)
 	}
 }
+
+// FuzzSTOWAnswer: whatever an endpoint answers (status, headers, body),
+// reading it never panics, gives one result per object, and never calls an
+// object delivered on an answer that is not 2xx, 409 or a per-instance 400
+// naming it as stored.
+func FuzzSTOWAnswer(f *testing.F) {
+	f.Add(200, "application/dicom+json", "", `{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.1"]}}]}}`)
+	f.Add(400, "application/dicom+json", "", `{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.2"]},"00081197":{"vr":"US","Value":[49152]}}]}}`)
+	f.Add(503, "text/plain", "120", "busy")
+	f.Add(409, "application/json", "Fri, 31 Dec 1999 23:59:59 GMT", `{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":[7]}}]}}`)
+	f.Fuzz(func(t *testing.T, status int, ctype, retryAfter, body string) {
+		if status < 100 || status > 999 {
+			return
+		}
+		resp := &http.Response{StatusCode: status, Status: fmt.Sprint(status), Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body))}
+		resp.Header.Set("Content-Type", ctype)
+		resp.Header.Set("Retry-After", retryAfter)
+		a, err := readAnswer(resp)
+		if err != nil {
+			return
+		}
+		objs := []*Object{{SOPInstanceUID: "1.2.1"}, {SOPInstanceUID: "1.2.2"}}
+		res := a.results(objs, &STOW{})
+		if len(res) != len(objs) {
+			t.Fatalf("%d results for %d objects", len(res), len(objs))
+		}
+		for i, r := range res {
+			if r.Outcome == Delivered {
+				_, named := a.stored[objs[i].SOPInstanceUID]
+				ok := status == 200 || status == 202 && named || status == 409 && named || status == 400 && named ||
+					(status == 202 || status == 409 || status == 400) && a.failed[objs[i].SOPInstanceUID] == 0x0111
+				if !ok {
+					t.Fatalf("status %d: %s called delivered (%+v)", status, objs[i].SOPInstanceUID, r)
+				}
+			}
+			if r.Outcome == 0 {
+				t.Fatalf("no outcome for %s", objs[i].SOPInstanceUID)
+			}
+		}
+	})
+}
