@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -39,6 +40,11 @@ func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 	}
 	if !hasFlag(args, "--metrics-listen") {
 		full = append(full, "--metrics-listen", "127.0.0.1:0")
+	}
+	if !hasFlag(args, "--archive-dir") && !hasFlag(args, "--stow-url") {
+		// Not the default ./var/archive: that would be relative to wherever
+		// the test runs. A sibling of the spool goes away with it.
+		full = append(full, "--archive-dir", filepath.Join(filepath.Dir(spoolDir), filepath.Base(spoolDir)+"-archive"))
 	}
 	full = append(full, args...)
 	addr := make(chan string, 1)
