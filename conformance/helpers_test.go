@@ -51,8 +51,16 @@ func startGateway(t testing.TB, spoolDir string, args ...string) *harness.Gatewa
 	t.Helper()
 	// The default --spool-min-free (1 GiB) would make a test machine short
 	// of disk refuse everything; tests about free space set it themselves.
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--spool-min-free") }) {
+	has := func(flag string) bool {
+		return slices.ContainsFunc(args, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") })
+	}
+	if !has("--spool-min-free") {
 		args = append(args, "--spool-min-free", "0")
+	}
+	if !has("--stow-url") && !has("--archive-dir") {
+		// Tests about receiving inspect queue/: forward to an endpoint that
+		// is down, retried in a day, so that every object stays queued.
+		args = append(args, "--stow-url", "http://127.0.0.1:1/dicom-web", "--retry-min", "24h", "--retry-max", "48h")
 	}
 	g, err := harness.Start(spoolDir, args...)
 	if err != nil {
