@@ -14,6 +14,7 @@ requirements=(
   "storescu:dcmtk" "echoscu:dcmtk" "dcmsend:dcmtk" "storescp:dcmtk" "dcmdump:dcmtk"
   "/usr/sbin/Orthanc:orthanc"
   "/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb"
+  "prometheus:prometheus" "promtool:prometheus"
 )
 
 need=()
