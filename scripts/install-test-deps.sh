@@ -5,6 +5,7 @@
 #                      and of the bench's end-to-end case, and the router it
 #                      is compared with)
 #   orthanc-dicomweb  (its DICOMweb plugin: STOW-RS, QIDO-RS, STOW-RS client)
+#   prometheus        (a real Prometheus scraping the gateway, and promtool)
 # Uses apt-get as root, or through sudo; otherwise says which packages to
 # install and fails.
 set -euo pipefail
