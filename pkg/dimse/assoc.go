@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -93,7 +94,12 @@ type assoc struct {
 	// Who aborted and why, for the aborted metric ("" when not aborted).
 	abortSource, abortReason string
 
+	// Transport security (TLS ports).
+	tls      bool
+	peerCert *x509.Certificate
+
 	// Negotiated.
+	userAC          *pdu.UserIdentityAC // answer to the peer's user identity, if it asked
 	calling, called string
 	peerMax         uint32 // peer's maximum length; 0 = no limit
 	ctxs            map[uint8]*presContext
@@ -138,6 +144,14 @@ func (a *assoc) serve() {
 			a.teardown()
 		}
 	}()
+	if err := a.handshake(); err != nil {
+		// Not a DICOM peer yet: nothing to abort, only to close.
+		a.srv.m.tlsFailures.Inc()
+		a.log.Warn("TLS handshake failed", "err", err)
+		a.end, a.endDetail = EndConnectionLost, "TLS handshake failed: "+err.Error()
+		a.teardown()
+		return
+	}
 	a.state = Sta1
 	a.dispatch(Evt5, evInfo{}) // transport connection indication
 	for a.state != Sta1 {

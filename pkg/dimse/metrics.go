@@ -1,6 +1,7 @@
 package dimse
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,9 @@ type metrics struct {
 	bytes    prometheus.Counter
 	storeDur *prometheus.HistogramVec // calling_ae
 	refused  prometheus.Counter
+
+	tlsFailures  prometheus.Counter
+	authFailures *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,6 +56,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dicomgw_connections_refused_total",
 			Help: "TCP connections closed at once because --max-connections were open.",
 		}),
+		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicomgw_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed on the DICOM TLS port (no or untrusted client certificate, plaintext on the TLS port, protocol mismatch).",
+		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_user_identity_failures_total",
+			Help: "Associations refused (A-ASSOCIATE-RJ 1/1/1) for their user identity, by reason (missing, bad-credentials, insecure-transport, unsupported-type, expired, invalid-token, refused).",
+		}, []string{"reason"}),
 		storeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dicomgw_cstore_duration_seconds",
 			Help:    "Time from a C-STORE request's command to its object being durable in the spool (successful stores).",
@@ -59,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"calling_ae"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused)
+		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused, m.tlsFailures, m.authFailures)
 	}
 	// Series that alerts and dashboards expect to exist from the start.
 	for r := EndReleased; r <= EndConnectionLost; r++ {
@@ -101,4 +113,22 @@ func (a *assoc) callingLabel() string {
 		return a.calling
 	}
 	return "other"
+}
+
+// AuthReason is implemented by Authenticator errors that say, in a word
+// from a closed set, why an identity was refused (for the metric label).
+type AuthReason interface{ AuthReason() string }
+
+var authReasons = map[string]bool{"missing": true, "bad-credentials": true, "insecure-transport": true,
+	"unsupported-type": true, "expired": true, "invalid-token": true, "refused": true}
+
+func authLabel(err error) string {
+	if errors.Is(err, ErrNoIdentity) {
+		return "missing"
+	}
+	var r AuthReason
+	if errors.As(err, &r) && authReasons[r.AuthReason()] {
+		return r.AuthReason()
+	}
+	return "refused"
 }

@@ -114,10 +114,20 @@ func (a *assoc) admit(rq *pdu.AssociateRQ) (*pdu.AssociateRJ, string) {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCalledAENotRecognized},
 			fmt.Sprintf("called AE %q is not one of %s", a.called, strings.Join(pol.AETitles, ", "))
 	}
-	if !pol.callingAllowed(a.calling, a.peerAddr()) {
+	if !pol.callingAllowed(a.calling, a.peerAddr(), a.peerCert) {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCallingAENotRecognized},
 			fmt.Sprintf("calling AE %q from %v is not on the allowlist", a.calling, a.peerAddr())
 	}
+	ac, err := a.authenticate(rq)
+	if err != nil {
+		// PS3.7 D.3.3.7: the reason stays here; the peer learns only that
+		// it was refused (1/1/1, no reason given).
+		a.srv.m.authFailures.WithLabelValues(authLabel(err)).Inc()
+		a.log.Warn("user identity refused", "calling_ae", a.calling, "err", err)
+		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectNoReason},
+			"user identity refused: " + err.Error()
+	}
+	a.userAC = ac
 	if admit := a.srv.cfg.Admit; admit != nil {
 		if err := admit(); err != nil {
 			return &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceProviderPresent, Reason: pdu.RejectTemporaryCongestion},
@@ -155,6 +165,7 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 			ImplementationVersionName: cfg.ImplementationVersionName,
 		},
 	}
+	ac.UserInfo.UserIdentityAC = a.userAC
 	a.peerMax = 0
 	if rq.UserInfo.HasMaxLength {
 		a.peerMax = rq.UserInfo.MaxLength

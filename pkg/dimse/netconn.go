@@ -33,7 +33,12 @@ type ackConn struct {
 
 func newAckConn(c net.Conn) *ackConn {
 	a := &ackConn{Conn: c}
-	if sc, ok := c.(syscall.Conn); ok {
+	// Through TLS, the acknowledgements are still the socket's.
+	sock := c
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		sock = tc.NetConn()
+	}
+	if sc, ok := sock.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			a.raw = raw
 		}

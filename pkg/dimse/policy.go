@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,15 +23,23 @@ type Policy struct {
 }
 
 // CallingAE is one allowlist entry: an AE title, optionally bound to the
-// addresses it must come from.
+// addresses it must come from or to the client certificate it must present.
 type CallingAE struct {
 	AE       string
 	Prefixes []netip.Prefix // empty: from anywhere
-	Spec     string         // as written, for logs
+	// CertSubject, when set, must be the subject common name (or a DNS
+	// name) of the verified TLS client certificate: the entry matches only
+	// on a TLS port that requires client certificates.
+	CertSubject string
+	Spec        string // as written, for logs
 }
 
+// Bound reports whether the entry asks for more than the AE title.
+func (c *CallingAE) Bound() bool { return len(c.Prefixes) > 0 || c.CertSubject != "" }
+
 // ParseCallingAE reads an allowlist entry: "AE", "AE@host" (resolved now to
-// its addresses) or "AE@cidr" (e.g. CT1@10.0.0.0/8, CT1@::1/128).
+// its addresses), "AE@cidr" (e.g. CT1@10.0.0.0/8, CT1@::1/128) or
+// "AE@cn=SUBJECT" (a TLS client certificate, e.g. CT1@cn=ct1.hospital).
 func ParseCallingAE(ctx context.Context, spec string) (CallingAE, error) {
 	ae, where, bound := strings.Cut(spec, "@")
 	c := CallingAE{AE: ae, Spec: spec}
@@ -42,6 +51,13 @@ func ParseCallingAE(ctx context.Context, spec string) (CallingAE, error) {
 	}
 	if where == "" {
 		return c, fmt.Errorf("calling AE %q: nothing after @", spec)
+	}
+	if subj, ok := cutPrefixFold(where, "cn="); ok {
+		if subj == "" {
+			return c, fmt.Errorf("calling AE %q: empty certificate subject", spec)
+		}
+		c.CertSubject = subj
+		return c, nil
 	}
 	if p, err := netip.ParsePrefix(where); err == nil {
 		c.Prefixes = []netip.Prefix{p.Masked()}
@@ -64,10 +80,21 @@ func ParseCallingAE(ctx context.Context, spec string) (CallingAE, error) {
 	return c, nil
 }
 
-// allows reports whether this entry lets ae in from addr.
-func (c *CallingAE) allows(ae string, addr netip.Addr) bool {
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// allows reports whether this entry lets ae in from addr with cert (the
+// verified client certificate, nil when there is none).
+func (c *CallingAE) allows(ae string, addr netip.Addr, cert *x509.Certificate) bool {
 	if c.AE != ae {
 		return false
+	}
+	if c.CertSubject != "" {
+		return certMatches(cert, c.CertSubject)
 	}
 	if len(c.Prefixes) == 0 {
 		return true
@@ -87,6 +114,21 @@ func (p *Policy) validate() error {
 	for _, ae := range p.AETitles {
 		if err := ValidAETitle(ae); err != nil {
 			return err
+		}
+	}
+	// An AE title bound to a host or a certificate must not also be let in
+	// on its title alone: the title is no proof of identity.
+	bound, unbound := map[string]string{}, map[string]bool{}
+	for _, c := range p.CallingAEs {
+		if c.Bound() {
+			bound[c.AE] = c.Spec
+		} else {
+			unbound[c.AE] = true
+		}
+	}
+	for ae, spec := range bound {
+		if unbound[ae] {
+			return fmt.Errorf("dimse: calling AE %q is listed both alone and as %q: the bare title would let anyone claiming it in", ae, spec)
 		}
 	}
 	return nil
@@ -109,13 +151,14 @@ func compile(p Policy) (*policy, error) {
 	return c, nil
 }
 
-// callingAllowed reports whether the calling AE may associate from addr.
-func (p *policy) callingAllowed(ae string, addr netip.Addr) bool {
+// callingAllowed reports whether the calling AE may associate from addr
+// with cert.
+func (p *policy) callingAllowed(ae string, addr netip.Addr, cert *x509.Certificate) bool {
 	if len(p.CallingAEs) == 0 {
 		return true
 	}
 	for i := range p.CallingAEs {
-		if p.CallingAEs[i].allows(ae, addr) {
+		if p.CallingAEs[i].allows(ae, addr, cert) {
 			return true
 		}
 	}

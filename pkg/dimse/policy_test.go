@@ -72,11 +72,11 @@ func TestCallingAllowed(t *testing.T) {
 		{"XX", "10.0.0.1", false},
 		{"ct1", "10.0.0.1", false}, // AE titles are case sensitive (PS3.5 6.2)
 	} {
-		if got := p.callingAllowed(c.ae, netip.MustParseAddr(c.addr)); got != c.want {
+		if got := p.callingAllowed(c.ae, netip.MustParseAddr(c.addr), nil); got != c.want {
 			t.Errorf("%s from %s: %v", c.ae, c.addr, got)
 		}
 	}
-	if open, _ := compile(Policy{AETitles: []string{"GW"}}); !open.callingAllowed("ANYONE", netip.MustParseAddr("1.2.3.4")) {
+	if open, _ := compile(Policy{AETitles: []string{"GW"}}); !open.callingAllowed("ANYONE", netip.MustParseAddr("1.2.3.4"), nil) {
 		t.Error("an empty allowlist refuses")
 	}
 	if !p.Known("CT1") || p.Known("XX") {

@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ type DialConfig struct {
 	Timeout time.Duration
 	// UserIdentity, if set, is sent as sub-item 58.
 	UserIdentity *pdu.UserIdentityRQ
+	// TLS, if set, secures the connection (DICOM TLS, PS3.15 B.12/B.13).
+	TLS *tls.Config
 }
 
 // RejectedError is returned by Dial when the acceptor rejects.
@@ -88,6 +91,22 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TLS != nil {
+		tcfg := cfg.TLS
+		if tcfg.ServerName == "" {
+			tcfg = tcfg.Clone()
+			tcfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(conn, tcfg)
+		hctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("dimse: TLS handshake: %w", err)
+		}
+		conn = tc
 	}
 	c := &Client{
 		conn:    conn,

@@ -57,6 +57,12 @@ type Config struct {
 	// refuses it with A-ASSOCIATE-RJ 2/3/1 (transient, temporary
 	// congestion): the spool is full, come back later.
 	Admit func() error
+	// Authenticator checks negotiated user identities (sub-item 58); a
+	// failure is A-ASSOCIATE-RJ 1/1/1, the reason logged, never sent.
+	Authenticator Authenticator
+	// RequireUserIdentity refuses associations that do not negotiate a
+	// user identity the Authenticator accepts.
+	RequireUserIdentity bool
 	// MaxPDULength is the maximum length we advertise (PS3.8 D.1) and
 	// enforce on received P-DATA-TF PDUs.
 	MaxPDULength uint32
