@@ -185,6 +185,14 @@ type item struct {
 	alone    bool // send in a batch of its own (it was in a batch that was too large)
 }
 
+// credentialed is a destination whose credentials can change while it is
+// paused (STOW).
+type credentialed interface{ CredentialVersion() uint64 }
+
+// credentialPoll is how often a paused destination's credentials are
+// checked for a change.
+const credentialPoll = time.Second
+
 // Forwarder moves queued objects to a destination.
 type Forwarder struct {
 	cfg  Config
@@ -204,7 +212,8 @@ type Forwarder struct {
 	pausedUntil time.Time
 	pauseFor    time.Duration
 	pauseReason string
-	probing     bool // a batch is testing a paused destination
+	pauseCreds  uint64 // the destination's credential version when it paused
+	probing     bool   // a batch is testing a paused destination
 }
 
 // New returns a Forwarder; Run starts it.
@@ -390,7 +399,18 @@ func (f *Forwarder) pick() ([]*item, time.Duration) {
 	defer f.mu.Unlock()
 	now := f.now()
 	if now.Before(f.pausedUntil) {
-		return nil, f.pausedUntil.Sub(now)
+		// Credentials replaced (a rotated token file, a new secret): test
+		// the destination now rather than at the end of the pause.
+		if cv, ok := f.dest.(credentialed); ok {
+			if cv.CredentialVersion() != f.pauseCreds {
+				f.log.Info("credentials changed: trying the paused destination now", "destination", f.dest.String())
+				f.pausedUntil = now
+			} else {
+				return nil, min(f.pausedUntil.Sub(now), credentialPoll)
+			}
+		} else {
+			return nil, f.pausedUntil.Sub(now)
+		}
 	}
 	if f.probing {
 		return nil, time.Hour // the probe's result will wake us
@@ -516,6 +536,9 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 				"destination", f.dest.String(), "reason", paused.Reason, "retry_in", f.pauseFor)
 		}
 		f.pauseReason = paused.Reason
+		if cv, ok := f.dest.(credentialed); ok {
+			f.pauseCreds = cv.CredentialVersion()
+		}
 	case reachable && !f.pausedUntil.IsZero():
 		f.m.up.Set(1)
 		f.log.Info("destination accepts objects again", "destination", f.dest.String(), "was", f.pauseReason)

@@ -102,3 +102,28 @@ func instanceLabel(o Outcome) string {
 	}
 	return "abandoned"
 }
+
+// CredentialsCollector exports how long the upstream credentials have
+// left, when that is known (an OAuth2 token, a bearer token that is a JWT),
+// so that an alert can fire before a rotated token is forgotten.
+type CredentialsCollector struct {
+	creds Credentials
+	desc  *prometheus.Desc
+}
+
+// NewCredentialsCollector returns a collector for c.
+func NewCredentialsCollector(c Credentials) *CredentialsCollector {
+	return &CredentialsCollector{creds: c, desc: prometheus.NewDesc("dicomgw_stow_credential_expiry_seconds",
+		"Seconds until the STOW-RS credential expires (negative: expired); absent when the credential does not say.",
+		nil, prometheus.Labels{"kind": c.Kind()})}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CredentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *CredentialsCollector) Collect(ch chan<- prometheus.Metric) {
+	if exp, ok := c.creds.Expiry(); ok {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, time.Until(exp).Seconds())
+	}
+}

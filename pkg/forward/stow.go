@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -46,6 +46,11 @@ type STOWConfig struct {
 	// HTTPClient is the client to use (its transport, TLS settings...);
 	// nil means a fresh one. Its redirect policy is replaced.
 	HTTPClient *http.Client
+	// TLS configures a fresh client's TLS (a private CA, a client
+	// certificate); nil: the system's roots. Ignored with HTTPClient.
+	TLS *tls.Config
+	// Credentials, if set, authorize every request.
+	Credentials Credentials
 }
 
 // STOW delivers objects with STOW-RS (PS3.18 10.5).
@@ -54,9 +59,6 @@ type STOW struct {
 	base   *url.URL
 	client *retryablehttp.Client
 	log    *slog.Logger
-
-	mu        sync.Mutex
-	unauth401 int // consecutive 401 answers
 }
 
 // NewSTOW returns a STOW-RS destination.
@@ -93,10 +95,20 @@ func NewSTOW(cfg STOWConfig, log *slog.Logger) (*STOW, error) {
 	if hc == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.ResponseHeaderTimeout = cfg.Timeout
+		if cfg.TLS != nil {
+			tr.TLSClientConfig = cfg.TLS
+		}
 		hc = &http.Client{Transport: tr}
 	} else {
 		c := *hc
 		hc = &c
+	}
+	if cfg.Credentials != nil {
+		base := hc.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		hc.Transport = &authTransport{base: base, creds: cfg.Credentials}
 	}
 	hc.CheckRedirect = sameOriginRedirects
 	s := &STOW{cfg: cfg, base: u, log: log}
@@ -180,7 +192,9 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 		}
 		size += o.DataSize()
 	}
-	// One request, or a few if a boundary turns up inside an object.
+	// One request, or a few if a boundary turns up inside an object, or
+	// once more with fresh credentials after a 401.
+	refreshed := false
 	for try := 0; ; try++ {
 		res, err := s.post(ctx, study, parts, size)
 		if errors.Is(err, errBoundaryInPayload) && try < 3 {
@@ -189,8 +203,24 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 		if err != nil {
 			return all(objs, s.failure(ctx, err))
 		}
+		if res.status == http.StatusUnauthorized && !refreshed && s.cfg.Credentials != nil {
+			refreshed = true
+			s.cfg.Credentials.Refresh(ctx)
+			s.log.Warn("STOW-RS answered 401; trying once more with refreshed credentials", "credentials", s.cfg.Credentials.Kind())
+			continue
+		}
 		return res.results(objs, s)
 	}
+}
+
+// CredentialVersion changes whenever the credentials do (0 without
+// credentials): the forwarder resumes a destination paused for its
+// credentials as soon as they are replaced.
+func (s *STOW) CredentialVersion() uint64 {
+	if s.cfg.Credentials == nil {
+		return 0
+	}
+	return s.cfg.Credentials.Version()
 }
 
 func all(objs []*Object, r Result) []Result {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -372,8 +374,21 @@ func TestSTOWConflict(t *testing.T) {
 }
 
 func TestSTOWUnauthorized(t *testing.T) {
-	t.Run("once", func(t *testing.T) {
+	tokenFile := func(t *testing.T, tok string) (string, *TokenFile) {
+		p := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tf, err := NewTokenFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, tf
+	}
+	t.Run("once: refreshed and sent again at once", func(t *testing.T) {
 		r := newRig(t, obj("0001", "1.2.3", "1.2.3.1.1"))
+		_, tf := tokenFile(t, "tok-1")
+		r.scfg.Credentials = tf
 		r.ep.setRespond(script(statusReply(http.StatusUnauthorized), reply{}))
 		f := r.forwarder()
 		stop := start(t, f)
@@ -386,45 +401,63 @@ func TestSTOWUnauthorized(t *testing.T) {
 		if p, why := f.Paused(); p {
 			t.Errorf("paused (%s) after a single 401", why)
 		}
+		if rec := r.q.record("0001"); rec.Attempts != 0 {
+			t.Errorf("%d attempts recorded: a refreshed credential is not a failed attempt", rec.Attempts)
+		}
 		r.q.checkAccounted(t, map[string]string{"0001": "delivered"})
 	})
-	t.Run("twice pauses", func(t *testing.T) {
+	t.Run("twice pauses, a new token resumes", func(t *testing.T) {
 		r := newRig(t, obj("0001", "1.2.3", "1.2.3.1.1"), obj("0002", "1.2.3", "1.2.3.1.2"))
-		r.cfg.PauseMin = time.Second
-		r.ep.setRespond(script(statusReply(http.StatusUnauthorized), statusReply(http.StatusUnauthorized), reply{}))
+		path, tf := tokenFile(t, "tok-old")
+		r.scfg.Credentials = tf
+		r.cfg.PauseMin = time.Minute // only the new token can end this pause within the test
+		r.ep.setRespondReq(func(n int, req *http.Request) reply {
+			if req.Header.Get("Authorization") != "Bearer tok-new" {
+				return statusReply(http.StatusUnauthorized)
+			}
+			return reply{}
+		})
 		f := r.forwarder()
 		stop := start(t, f)
 		waitFor(t, 5*time.Second, "the pause", func() bool { p, _ := f.Paused(); return p })
-		pausedAt := time.Now()
 		if _, why := f.Paused(); !strings.Contains(why, "401") {
 			t.Errorf("pause reason %q does not name the 401", why)
 		}
 		if n := r.ep.count(); n != 2 {
-			t.Errorf("%d requests before the pause, want 2", n)
+			t.Errorf("%d requests before the pause, want 2 (the 401 and the refreshed retry)", n)
 		}
-		// Kept, and the pause counts no attempt: only the first 401 did.
 		for _, id := range []string{"0001", "0002"} {
-			if s, rec := r.q.stateOf(id), r.q.record(id); s != "queued" || rec.Attempts != 1 {
-				t.Errorf("%s during the pause: %s, %d attempts; want queued, 1", id, s, rec.Attempts)
+			if s, rec := r.q.stateOf(id), r.q.record(id); s != "queued" || rec.Attempts != 0 {
+				t.Errorf("%s during the pause: %s, %d attempts; want queued, 0", id, s, rec.Attempts)
 			}
 		}
-		quiet(t, r.ep, r.cfg.PauseMin/2)
-		if p, _ := f.Paused(); !p {
-			t.Error("no longer paused before PauseMin")
+		quiet(t, r.ep, 300*time.Millisecond)
+		if err := os.WriteFile(path, []byte("tok-new\n"), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "delivery after the pause", r.q.allDone)
-		if took := time.Since(pausedAt); took < r.cfg.PauseMin/2 {
-			t.Errorf("delivered %v after the pause began, before PauseMin %v", took, r.cfg.PauseMin)
-		}
+		waitFor(t, 5*time.Second, "delivery with the new token", r.q.allDone)
 		quiet(t, r.ep, 150*time.Millisecond)
 		stop()
 		if n := r.ep.count(); n != 3 {
-			t.Errorf("%d requests, want 3 (401, 401, probe)", n)
+			t.Errorf("%d requests, want 3 (401, 401, with the new token)", n)
 		}
 		if p, _ := f.Paused(); p {
-			t.Error("still paused after the probe was delivered")
+			t.Error("still paused after delivery")
 		}
 		r.q.checkAccounted(t, map[string]string{"0001": "delivered", "0002": "delivered"})
+	})
+	t.Run("without credentials a 401 pauses at once", func(t *testing.T) {
+		r := newRig(t, obj("0001", "1.2.3", "1.2.3.1.1"))
+		r.cfg.PauseMin = time.Minute
+		r.ep.setRespond(script(statusReply(http.StatusUnauthorized)))
+		f := r.forwarder()
+		stop := start(t, f)
+		waitFor(t, 5*time.Second, "the pause", func() bool { p, _ := f.Paused(); return p })
+		quiet(t, r.ep, 200*time.Millisecond)
+		stop()
+		if n := r.ep.count(); n != 1 {
+			t.Errorf("%d requests, want 1", n)
+		}
 	})
 }
 

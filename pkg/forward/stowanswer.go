@@ -126,11 +126,6 @@ func (a *stowAnswer) results(objs []*Object, s *STOW) []Result {
 
 func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 	c := a.status
-	if c != http.StatusUnauthorized {
-		s.mu.Lock()
-		s.unauth401 = 0
-		s.mu.Unlock()
-	}
 	switch {
 	case c == http.StatusOK || c == http.StatusAccepted || c == http.StatusConflict || a.perInstance(c):
 		out := make([]Result, len(objs))
@@ -146,14 +141,8 @@ func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 		}
 		return all(objs, Result{Outcome: Dead, Reason: "the endpoint refuses this object as too large (" + a.statusText + ")"})
 	case c == http.StatusUnauthorized:
-		s.mu.Lock()
-		s.unauth401++
-		n := s.unauth401
-		s.mu.Unlock()
-		if n == 1 {
-			return all(objs, Result{Outcome: Retry, Reason: "STOW-RS answered " + a.statusText})
-		}
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint keeps answering " + a.statusText + ": check the credentials"})
+		// Deliver has already tried once more with refreshed credentials.
+		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + " (credentials refused even when refreshed): check the credentials"})
 	case c == http.StatusForbidden:
 		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the credentials and their rights"})
 	case c >= 300 && c < 400:

@@ -51,9 +51,12 @@ type endpoint struct {
 	mu      sync.Mutex
 	handler http.Handler // instead of the STOW-RS service, when set
 	respond func(n int) reply
-	reqs    []stowRequest
-	want    map[string][]byte // SOP instance -> the data set it must carry
-	stored  map[string]bool
+	// respondReq, when set, answers instead of respond, seeing the request
+	// (its Authorization header).
+	respondReq func(n int, r *http.Request) reply
+	reqs       []stowRequest
+	want       map[string][]byte // SOP instance -> the data set it must carry
+	stored     map[string]bool
 }
 
 func newEndpoint(t testing.TB, objs ...*Object) *endpoint {
@@ -76,6 +79,12 @@ func script(replies ...reply) func(int) reply {
 func (e *endpoint) setRespond(f func(int) reply) {
 	e.mu.Lock()
 	e.respond = f
+	e.mu.Unlock()
+}
+
+func (e *endpoint) setRespondReq(f func(int, *http.Request) reply) {
+	e.mu.Lock()
+	e.respondReq = f
 	e.mu.Unlock()
 }
 
@@ -113,7 +122,12 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	n := len(e.reqs)
 	e.reqs = append(e.reqs, stowRequest{At: time.Now(), Path: r.URL.Path, Query: r.URL.RawQuery})
-	rep := e.respond(n)
+	var rep reply
+	if e.respondReq != nil {
+		rep = e.respondReq(n, r)
+	} else {
+		rep = e.respond(n)
+	}
 	e.mu.Unlock()
 
 	if r.Method != http.MethodPost {
