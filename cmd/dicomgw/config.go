@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/forward"
 )
@@ -40,6 +42,28 @@ type serveConfig struct {
 	maxConnections  int
 	pduTimeout      time.Duration
 
+	// Security.
+	tlsListen       string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
+	usersFile       string
+	jwtIssuer       string
+	jwtAudience     string
+	jwtJWKSFile     string
+	jwtAlgorithms   []string
+	requireIdentity bool
+	stowTokenFile   string
+	stowBasicFile   string
+	oauthTokenURL   string
+	oauthClientID   string
+	oauthSecretFile string
+	oauthScopes     []string
+	stowCAFile      string
+	stowClientCert  string
+	stowClientKey   string
+	stowInsecure    bool
+
 	// Forwarding.
 	stowURL           string
 	archiveDir        string
@@ -55,14 +79,29 @@ type serveConfig struct {
 }
 
 // liveFlags are applied on SIGHUP to new associations; every other flag
-// takes effect at the next start.
-var liveFlags = map[string]bool{"ae-title": true, "calling-ae": true}
+// takes effect at the next start. (The files they name are re-read on
+// SIGHUP too: a renewed certificate, an edited users file.)
+var liveFlags = map[string]bool{
+	"ae-title": true, "calling-ae": true,
+	"tls-cert": true, "tls-key": true, "tls-client-ca": true,
+	"users-file": true, "jwt-issuer": true, "jwt-audience": true, "jwt-jwks-file": true, "jwt-algorithms": true,
+}
 
 func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("dicomgw serve", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringArrayVar(&c.flagfiles, "flagfile", nil, "read flags from this file, one per line (repeatable); command-line flags win")
-	fs.StringVar(&c.listen, "listen", ":11112", "address for DICOM associations (host:port)")
+	fs.StringVar(&c.listen, "listen", ":11112", "address for DICOM associations in plaintext (host:port; empty: none)")
+	fs.StringVar(&c.tlsListen, "tls-listen", "", "address for DICOM TLS associations (conventionally :2762; empty: none)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of the DICOM TLS port (re-read on SIGHUP)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of the DICOM TLS port (re-read on SIGHUP)")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM CA certificates: when set, the TLS port requires client certificates they sign (mutual TLS)")
+	fs.StringVar(&c.usersFile, "users-file", "", "user identities (sub-item 58, type 2): username:bcrypt-hash lines; passcodes accepted over TLS only (re-read on SIGHUP)")
+	fs.StringVar(&c.jwtJWKSFile, "jwt-jwks-file", "", "user identities as JSON Web Tokens (type 5): the issuer's public keys (JWK Set); tokens accepted over TLS only")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "the iss a JSON Web Token must carry")
+	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "the aud a JSON Web Token must carry")
+	fs.StringSliceVar(&c.jwtAlgorithms, "jwt-algorithms", []string{"RS256", "PS256", "ES256", "EdDSA"}, "signing algorithms a JSON Web Token may use")
+	fs.BoolVar(&c.requireIdentity, "require-user-identity", false, "refuse associations without a user identity that checks out (A-ASSOCIATE-RJ 1/1/1)")
 	fs.StringSliceVar(&c.aeTitles, "ae-title", []string{"DICOMGW"}, "AE title(s) the gateway answers to; repeat or separate with commas (live on SIGHUP)")
 	fs.StringSliceVar(&c.callingAEs, "calling-ae", nil, "who may send: AE, AE@host or AE@cidr; repeat or separate with commas; none: anyone (live on SIGHUP)")
 	fs.BoolVar(&c.acceptUnknown, "accept-unknown-sop-classes", false, "also accept private or unknown SOP classes (any well-formed UID) as storage")
@@ -78,6 +117,16 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let running associations finish for this long, then abort them")
 	fs.StringVar(&c.stowURL, "stow-url", "", "DICOMweb base URL to forward to with STOW-RS (e.g. http://host:8042/dicom-web); empty: file into --archive-dir")
 	fs.StringVar(&c.archiveDir, "archive-dir", "./var/archive", "local archive (<study>/<series>/<instance>.dcm) used when --stow-url is empty")
+	fs.StringVar(&c.stowTokenFile, "stow-token-file", "", "bearer token for the endpoint (a KHEOPS album token...), re-read whenever the file changes")
+	fs.StringVar(&c.stowBasicFile, "stow-basic-auth-file", "", "HTTP Basic credentials for the endpoint, as user:password in a file")
+	fs.StringVar(&c.oauthTokenURL, "stow-oauth2-token-url", "", "OAuth2 token endpoint (client credentials grant, e.g. Keycloak) for the endpoint's access tokens")
+	fs.StringVar(&c.oauthClientID, "stow-oauth2-client-id", "", "OAuth2 client ID")
+	fs.StringVar(&c.oauthSecretFile, "stow-oauth2-client-secret-file", "", "file holding the OAuth2 client secret (re-read when it changes)")
+	fs.StringSliceVar(&c.oauthScopes, "stow-oauth2-scopes", nil, "OAuth2 scopes to ask for")
+	fs.StringVar(&c.stowCAFile, "stow-ca-file", "", "PEM CA certificates trusted for the endpoint, besides the system's (a private CA)")
+	fs.StringVar(&c.stowClientCert, "stow-client-cert", "", "PEM client certificate for the endpoint (mutual TLS)")
+	fs.StringVar(&c.stowClientKey, "stow-client-key", "", "PEM private key of --stow-client-cert")
+	fs.BoolVar(&c.stowInsecure, "stow-insecure-skip-verify", false, "DO NOT VERIFY the endpoint's certificate (logged loudly; for tests only)")
 	fs.IntVar(&c.forwardWorkers, "forward-workers", forward.DefaultWorkers, "STOW-RS requests in flight")
 	fs.IntVar(&c.batchMaxInstances, "batch-max-instances", forward.DefaultBatchMaxInstances, "objects per STOW-RS request")
 	fs.Int64Var(&c.batchMaxBytes, "batch-max-bytes", forward.DefaultBatchMaxBytes, "bytes per STOW-RS request (a larger object goes alone)")
@@ -128,6 +177,9 @@ type settings struct {
 	policy  dimse.Policy
 	dest    forward.Destination
 	forward forward.Config
+	tls     *tls.Config         // the DICOM TLS port's; nil without one
+	auth    *auth.Authenticator // nil when user identities are not checked
+	creds   forward.Credentials // nil without upstream credentials
 }
 
 // check turns a configuration into settings, or says what is wrong with
@@ -162,7 +214,22 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 	if c.spoolDir == "" {
 		return nil, errors.New("--spool-dir is empty")
 	}
-	if s.dest, err = destination(c, s.dimse, log); err != nil {
+	if c.listen == "" && c.tlsListen == "" {
+		return nil, errors.New("neither --listen nor --tls-listen: nowhere to receive")
+	}
+	if c.tlsListen != "" {
+		if s.tls, err = serverTLS(c.tlsCert, c.tlsKey, c.tlsClientCA); err != nil {
+			return nil, err
+		}
+	}
+	if ac := c.authConfig(); ac != nil {
+		if s.auth, err = auth.New(*ac); err != nil {
+			return nil, err
+		}
+	} else if c.requireIdentity {
+		return nil, errors.New("--require-user-identity needs --users-file or --jwt-jwks-file")
+	}
+	if s.dest, s.creds, err = destination(c, s.dimse, log); err != nil {
 		return nil, err
 	}
 	s.forward = forward.Config{

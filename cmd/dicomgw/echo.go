@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,10 @@ func echo(args []string, stdout, stderr io.Writer) int {
 	calling := fs.String("calling-ae", "DICOMGW-ECHO", "our (calling) AE title")
 	called := fs.String("called-ae", "DICOMGW", "the peer's (called) AE title")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout for connecting and for each exchange")
+	useTLS := fs.Bool("tls", false, "DICOM TLS (the peer's TLS port, conventionally 2762)")
+	caFile := fs.String("tls-ca", "", "PEM CA certificates to verify the peer with (default: the system's)")
+	certFile := fs.String("tls-cert", "", "PEM client certificate, for peers that require one")
+	keyFile := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: dicomgw echo [flags] HOST:PORT\n\n%s", fs.FlagUsages())
 	}
@@ -36,6 +41,26 @@ func echo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	addr := fs.Arg(0)
+	var tlsCfg *tls.Config
+	if *useTLS {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		if *caFile != "" {
+			pool, err := certPool(*caFile, false)
+			if err != nil {
+				fmt.Fprintf(stderr, "dicomgw echo: --tls-ca: %v\n", err)
+				return 2
+			}
+			tlsCfg.RootCAs = pool
+		}
+		if *certFile != "" {
+			cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+			if err != nil {
+				fmt.Fprintf(stderr, "dicomgw echo: --tls-cert/--tls-key: %v\n", err)
+				return 2
+			}
+			tlsCfg.Certificates = []tls.Certificate{cert}
+		}
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -43,6 +68,7 @@ func echo(args []string, stdout, stderr io.Writer) int {
 		CallingAE: *calling,
 		CalledAE:  *called,
 		Timeout:   *timeout,
+		TLS:       tlsCfg,
 		Contexts: []dimse.ProposedContext{{
 			AbstractSyntax:   uid.Verification,
 			TransferSyntaxes: []string{uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian},

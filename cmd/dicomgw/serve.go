@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -13,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/forward"
 	"github.com/dicomgw/dicomgw/pkg/spool"
@@ -45,7 +48,15 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
 	reg.MustRegister(spool.NewCollector(stats))
 	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"), reg)
+	if set.creds != nil {
+		reg.MustRegister(forward.NewCredentialsCollector(set.creds))
+	}
 	set.dimse.Admit = sp.Admit
+	ids := &identities{require: c.requireIdentity}
+	if set.auth != nil {
+		ids.cur.Store(set.auth)
+		set.dimse.Authenticator, set.dimse.RequireUserIdentity = ids, c.requireIdentity
+	}
 	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
 	if err != nil {
 		return err
@@ -59,12 +70,32 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		defer stopOps()
 		log.Info("metrics and health listening", "addr", addr.String())
 	}
-	ln, err := net.Listen("tcp", c.listen)
-	if err != nil {
-		return err
+	var listeners []net.Listener
+	defer func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}()
+	plainAddr, tlsAddr := "", ""
+	if c.listen != "" {
+		ln, err := net.Listen("tcp", c.listen)
+		if err != nil {
+			return err
+		}
+		listeners, plainAddr = append(listeners, ln), ln.Addr().String()
 	}
-	log.Info("dicomgw listening", "addr", ln.Addr().String(), "ae_titles", strings.Join(c.aeTitles, ","),
-		"calling_aes", strings.Join(c.callingAEs, ","), "spool_dir", c.spoolDir, "destination", set.dest.String(),
+	tlsCerts := &tlsSwitch{}
+	if c.tlsListen != "" {
+		ln, err := net.Listen("tcp", c.tlsListen)
+		if err != nil {
+			return err
+		}
+		tlsCerts.cur.Store(set.tls)
+		listeners, tlsAddr = append(listeners, tls.NewListener(ln, tlsCerts.listenerConfig())), ln.Addr().String()
+	}
+	log.Info("dicomgw listening", "addr", plainAddr, "tls_addr", tlsAddr, "mutual_tls", c.tlsClientCA != "",
+		"ae_titles", strings.Join(c.aeTitles, ","), "calling_aes", strings.Join(c.callingAEs, ","),
+		"user_identity", identityMode(c), "spool_dir", c.spoolDir, "destination", set.dest.String(),
 		"version", version, "commit", commit)
 
 	sigs := make(chan os.Signal, 2)
@@ -74,8 +105,10 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	served := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { served <- srv.Serve(ln) }()
+	}
 	ready.listening.Store(true)
 
 	// The forwarder runs until the receiving side has stopped; then its
@@ -97,7 +130,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		case err := <-served:
 			return err
 		case <-hup:
-			if err := reload(values, args, srv, log); err != nil {
+			if err := reload(values, args, srv, tlsCerts, ids, log); err != nil {
 				opsm.reloads.WithLabelValues("failure").Inc()
 				log.Error("config reload failed; keeping the running settings", "err", err)
 			} else {
@@ -125,8 +158,10 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("associations aborted at shutdown", "err", err)
 	}
-	if err := <-served; err != nil && !errors.Is(err, dimse.ErrServerClosed) {
-		return err
+	for range listeners {
+		if err := <-served; err != nil && !errors.Is(err, dimse.ErrServerClosed) {
+			return err
+		}
 	}
 	log.Info("dicomgw stopped")
 	return nil
@@ -137,7 +172,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 // other changes are reported as waiting for a restart. values holds the
 // flags in force, and is updated with what was applied. On any error the
 // running settings stay.
-func reload(values map[string]string, args []string, srv *dimse.Server, log *slog.Logger) error {
+func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, log *slog.Logger) error {
 	nc, nfs, err := loadConfig("dicomgw serve", args, io.Discard)
 	if err != nil {
 		return err
@@ -146,8 +181,32 @@ func reload(values map[string]string, args []string, srv *dimse.Server, log *slo
 	if err != nil {
 		return err
 	}
+	// Everything is built before anything is applied: a bad file leaves
+	// the running settings whole.
+	var tlsCfg *tls.Config
+	if certs.cur.Load() != nil {
+		if tlsCfg, err = serverTLS(nc.tlsCert, nc.tlsKey, nc.tlsClientCA); err != nil {
+			return err
+		}
+	}
+	var a *auth.Authenticator
+	if ids.cur.Load() != nil {
+		ac := nc.authConfig()
+		if ac == nil {
+			return errors.New("user identity checking cannot be switched off by a reload: restart")
+		}
+		if a, err = auth.New(*ac); err != nil {
+			return err
+		}
+	}
 	if err := srv.SetPolicy(pol); err != nil {
 		return err
+	}
+	if tlsCfg != nil {
+		certs.cur.Store(tlsCfg)
+	}
+	if a != nil {
+		ids.cur.Store(a)
 	}
 	var ignored []string
 	for name, v := range flagValues(nfs) {
@@ -166,23 +225,47 @@ func reload(values map[string]string, args []string, srv *dimse.Server, log *slo
 	return nil
 }
 
-// destination is the STOW-RS endpoint, or the local archive when there is
-// none.
-func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.Destination, error) {
+// identityMode says how user identities are treated, for the start-up log.
+func identityMode(c serveConfig) string {
+	switch {
+	case c.requireIdentity:
+		return "required"
+	case c.authConfig() != nil:
+		return "checked-when-sent"
+	}
+	return "ignored"
+}
+
+// destination is the STOW-RS endpoint (with its credentials, if any), or
+// the local archive when there is none.
+func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.Destination, forward.Credentials, error) {
 	if c.stowURL == "" {
 		if c.archiveDir == "" {
-			return nil, errors.New("--archive-dir is empty and no --stow-url is given: nowhere to forward to")
+			return nil, nil, errors.New("--archive-dir is empty and no --stow-url is given: nowhere to forward to")
 		}
-		return &forward.Archive{Dir: c.archiveDir}, nil
+		return &forward.Archive{Dir: c.archiveDir}, nil, nil
 	}
-	return forward.NewSTOW(forward.STOWConfig{
+	tlsCfg, err := c.stowTLS(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The token endpoint gets the same trust as the DICOMweb endpoint.
+	tokenClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
+	creds, err := c.stowCredentials(tokenClient)
+	if err != nil {
+		return nil, nil, err
+	}
+	dest, err := forward.NewSTOW(forward.STOWConfig{
 		BaseURL:                   c.stowURL,
 		Timeout:                   c.stowTimeout,
 		ImplementationClassUID:    dcfg.ImplementationClassUID,
 		ImplementationVersionName: dcfg.ImplementationVersionName,
 		UserAgent:                 "dicomgw/" + version,
 		RetryMax:                  3,
+		TLS:                       tlsCfg,
+		Credentials:               creds,
 	}, log)
+	return dest, creds, err
 }
 
 // spoolJanitor keeps the spool's byte count true to what is on disk
