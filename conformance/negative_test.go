@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -256,31 +258,72 @@ func TestUIDMismatch(t *testing.T) {
 	}
 }
 
-// TestSpoolFull puts the spool on a 4 MiB tmpfs and stores 1 MB objects
-// until it is full: the object that does not fit gets A700 (PS3.4 B.2.3,
-// out of resources) with its partial file removed, the association goes on,
-// and the objects stored before are intact.
-func TestSpoolFull(t *testing.T) {
-	t.Parallel()
-	dcmdump := needTool(t, "dcmdump")
+// mountTmpfs mounts a tmpfs of size (mount(8) syntax, "8m") on a new
+// directory and unmounts it when the test ends (after the gateway's
+// cleanup, which is registered later). Mounting needs root: CI runs these
+// tests as root; elsewhere the test is skipped.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
 		if os.Geteuid() != 0 {
 			t.Skipf("mounting a tmpfs needs root (CI runs these tests as root): %v", err)
 		}
-		t.Fatalf("mount -t tmpfs -o size=4m tmpfs %s as root: %v", dir, err)
+		t.Fatalf("mount -t tmpfs -o size=%s tmpfs %s as root: %v", size, dir, err)
 	}
-	// Registered before the gateway's cleanup, so it runs after it.
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)
 			syscall.Unmount(dir, syscall.MNT_DETACH)
 		}
 	})
-	g := startGateway(t, dir)
+	return dir
+}
+
+// writeFiller fills n bytes of the file system at path with a real file
+// (written, not a hole: tmpfs counts only the pages written).
+func writeFiller(t *testing.T, path string, n int) {
+	t.Helper()
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0xF1}, n), 0o644); err != nil {
+		t.Fatalf("filler: %v", err)
+	}
+}
+
+// heldSTOW is a STOW-RS endpoint that answers 503 until released, then
+// stores everything: the objects stay queued, where the test can look at
+// them, until it lets them go.
+func heldSTOW(t *testing.T) (fake *stowFake, url string, release func()) {
+	var held atomic.Bool
+	held.Store(true)
+	fake, srv := newSTOWFake(t, func(n int, sops []string) (int, string, map[string]uint16) {
+		if held.Load() {
+			return http.StatusServiceUnavailable, "", nil
+		}
+		return http.StatusOK, "", nil
+	})
+	return fake, srv.URL + "/dicom-web", func() { held.Store(false) }
+}
+
+// TestSpoolFull puts the spool on an 8 MiB tmpfs of which a filler file
+// takes 4 MiB, and stores 1 MB objects until it is full: the object that
+// does not fit gets A700 (PS3.4 B.2.3, out of resources) with its partial
+// file removed, the association goes on, and the objects stored before
+// are intact. Then the filler is deleted: with nobody restarting or
+// telling it anything, the gateway takes objects again on a new
+// association, and every object it acknowledged, before and after, is
+// delivered intact (to a STOW-RS endpoint that holds deliveries back with
+// 503 until the test has looked at the queue).
+func TestSpoolFull(t *testing.T) {
+	t.Parallel()
+	dcmdump := needTool(t, "dcmdump")
+	dir := mountTmpfs(t, "8m")
+	filler := filepath.Join(dir, "filler")
+	writeFiller(t, filler, 4<<20)
+	fake, stowURL, releaseSTOW := heldSTOW(t)
+	g := startGateway(t, dir, append([]string{"--stow-url", stowURL}, fastRetry...)...)
 
 	big := corpusFile(t, "ct-enhanced-multiframe.dcm") // about 1 MB
 	small := corpusFile(t, "mr-explicit-le.dcm")       // about 10 kB
@@ -308,7 +351,7 @@ func TestSpoolFull(t *testing.T) {
 		}
 	}
 	if !full || stored == 0 {
-		t.Fatalf("%d objects stored, full=%v: a 4 MiB spool should take 1 to 3 objects of 1 MB, then refuse", stored, full)
+		t.Fatalf("%d objects stored, full=%v: 4 MiB left for the spool should take 1 to 3 objects of 1 MB, then refuse", stored, full)
 	}
 	noPartials(t, dir)
 
@@ -324,29 +367,175 @@ func TestSpoolFull(t *testing.T) {
 	if err := c.Release(); err != nil {
 		t.Error(err)
 	}
-	objs := newObjects(t, dir, nil)
-	if len(objs) != stored+1 {
-		t.Fatalf("queue has %d objects, want %d", len(objs), stored+1)
-	}
-	nBig := 0
-	for _, p := range objs {
-		o := readSpooled(t, p)
-		want := smallData
-		if o.Meta.SOPInstanceUID == big.SOPInstanceUID {
-			want = bigData
-			nBig++
+	// checkQueue checks that the queue holds what was acknowledged, each
+	// object intact.
+	checkQueue := func(when string) {
+		t.Helper()
+		objs := newObjects(t, dir, nil)
+		if len(objs) != stored+1 {
+			t.Fatalf("%s: queue has %d objects, want %d", when, len(objs), stored+1)
 		}
-		if !bytes.Equal(o.DataSet, want) {
-			t.Errorf("%s: data set damaged: %s", filepath.Base(p), firstDiff(o.DataSet, want))
+		nBig := 0
+		for _, p := range objs {
+			o := readSpooled(t, p)
+			want := smallData
+			if o.Meta.SOPInstanceUID == big.SOPInstanceUID {
+				want = bigData
+				nBig++
+			}
+			if !bytes.Equal(o.DataSet, want) {
+				t.Errorf("%s: %s: data set damaged: %s", when, filepath.Base(p), firstDiff(o.DataSet, want))
+			}
+			checkDcmdump(t, dcmdump, p)
 		}
-		checkDcmdump(t, dcmdump, p)
+		if nBig != stored {
+			t.Errorf("%s: %d of the big objects in the queue, %d stored", when, nBig, stored)
+		}
 	}
-	if nBig != stored {
-		t.Errorf("%d of the big objects in the queue, %d stored", nBig, stored)
-	}
+	checkQueue("full")
 	if _, err := g.WaitLog("C-STORE failed", time.Second, func(m map[string]any) bool {
 		return m["status"] == dimse.StatusOutOfResources.String() && m["sop_instance"] == big.SOPInstanceUID
 	}); err != nil {
 		t.Error(err)
+	}
+
+	// Still full: a new association's object does not fit either, and
+	// leaves nothing behind.
+	c2 := dial(t, g.Addr, "STILLFULL", storeContext(big.SOPClassUID, big.TransferSyntaxUID))
+	if rsp, err := c2.Store(big.SOPClassUID, big.SOPInstanceUID, big.TransferSyntaxUID, bytes.NewReader(bigData)); err != nil || rsp.Status != dimse.StatusOutOfResources {
+		t.Errorf("C-STORE on a new association before space is freed: %v %v, want A700", rsp, err)
+	}
+	c2.Release()
+	noPartials(t, dir)
+
+	// Free the space. No restart, no signal: the next association works.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	after := studyObjects(t, t.TempDir(), 3, 1<<20)
+	c3 := dial(t, g.Addr, "AFTERFREE", storeContext(sopSecondaryCapture, tsExplicitLE), verificationContext)
+	for i, o := range after {
+		rsp, err := c3.Store(sopSecondaryCapture, o.SOPInstanceUID, tsExplicitLE, bytes.NewReader(o.DataSet))
+		if err != nil || rsp.Status != dimse.StatusSuccess {
+			t.Fatalf("C-STORE %d of 1 MB after the filler was deleted: %v %v, want 0000", i+1, rsp, err)
+		}
+	}
+	if err := c3.Release(); err != nil {
+		t.Error(err)
+	}
+	stored += len(after) // checkQueue counts the new ones as "small": check the old ones by hand
+	objs := newObjects(t, dir, nil)
+	if len(objs) != stored+1 {
+		t.Fatalf("queue has %d objects after the filler was deleted, want %d", len(objs), stored+1)
+	}
+	for _, p := range objs {
+		o := readSpooled(t, p)
+		var want []byte
+		switch o.Meta.SOPInstanceUID {
+		case big.SOPInstanceUID:
+			want = bigData
+		case small.SOPInstanceUID:
+			want = smallData
+		default:
+			for _, a := range after {
+				if a.SOPInstanceUID == o.Meta.SOPInstanceUID {
+					want = a.DataSet
+				}
+			}
+		}
+		if !bytes.Equal(o.DataSet, want) {
+			t.Errorf("%s (%s): data set damaged: %s", filepath.Base(p), o.Meta.SOPInstanceUID, firstDiff(o.DataSet, want))
+		}
+	}
+	noPartials(t, dir)
+
+	// Delivery: everything acknowledged goes out intact, and leaves the
+	// spool.
+	releaseSTOW()
+	counts := waitDrained(t, g, 60*time.Second)
+	if counts.Dead != 0 {
+		t.Errorf("dead letters: %v", counts)
+	}
+	reqs, got := fake.snapshot()
+	delivered := 0
+	for _, r := range reqs {
+		if r.status == http.StatusOK {
+			delivered += len(r.sops)
+		}
+	}
+	if delivered != stored+1 {
+		t.Errorf("%d instances delivered, %d acknowledged", delivered, stored+1)
+	}
+	want := map[string][]byte{big.SOPInstanceUID: bigData, small.SOPInstanceUID: smallData}
+	for _, a := range after {
+		want[a.SOPInstanceUID] = a.DataSet
+	}
+	for u, ds := range want {
+		if !bytes.Equal(got[u], ds) {
+			t.Errorf("%s delivered with a different data set: %s", u, firstDiff(got[u], ds))
+		}
+	}
+	t.Logf("%d objects acknowledged before the spool filled, A700 once full, %d more after the filler was deleted; all %d delivered after %d STOW-RS requests",
+		stored-len(after)+1, len(after), delivered, len(reqs))
+}
+
+// TestSpoolMinFreeResumes: with --spool-min-free, a spool whose file
+// system runs short of free space stops taking objects before it hits
+// ENOSPC: a C-STORE on an open association gets A700, a new association
+// A-ASSOCIATE-RJ 2/3/1 (transient, temporary congestion: PS3.8 9.3.4,
+// come back later), /readyz says why. When space is freed (the filler
+// file deleted), the gateway takes objects again by itself, at the next
+// association, and the refused object goes through when sent again.
+func TestSpoolMinFreeResumes(t *testing.T) {
+	t.Parallel()
+	dir := mountTmpfs(t, "8m")
+	filler := filepath.Join(dir, "filler")
+	writeFiller(t, filler, 5<<20) // about 3 MiB left
+	fake, stowURL, releaseSTOW := heldSTOW(t)
+	g := startGateway(t, dir, append([]string{"--stow-url", stowURL, "--spool-min-free", "2MiB"}, fastRetry...)...)
+	objs := studyObjects(t, t.TempDir(), 2, 1536<<10)
+
+	c := dial(t, g.Addr, "MINFREE", storeContext(sopSecondaryCapture, tsExplicitLE), verificationContext)
+	if rsp, err := c.Store(sopSecondaryCapture, objs[0].SOPInstanceUID, tsExplicitLE, bytes.NewReader(objs[0].DataSet)); err != nil || rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("first C-STORE with 3 MiB free: %v %v, want 0000", rsp, err)
+	}
+	// Now under 2 MiB free: no new object.
+	rsp, err := c.Store(sopSecondaryCapture, objs[1].SOPInstanceUID, tsExplicitLE, bytes.NewReader(objs[1].DataSet))
+	if err != nil || rsp.Status != dimse.StatusOutOfResources {
+		t.Fatalf("C-STORE with under 2 MiB free: %v %v, want A700", rsp, err)
+	}
+	t.Logf("below --spool-min-free: %v (%q)", rsp.Status, rsp.ErrorComment)
+	if st, err := c.Echo(); err != nil || st != dimse.StatusSuccess {
+		t.Errorf("C-ECHO on the same association: %v %v", st, err)
+	}
+	c.Release()
+	_, err = dialErr(g.Addr, "MINFREE2", calledAE, storeContext(sopSecondaryCapture, tsExplicitLE))
+	wantReject(t, err, pdu.RejectTransient, pdu.RejectSourceProviderPresent, pdu.RejectTemporaryCongestion)
+	if code, m := readyz(t, g); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d (%v) with the spool refusing objects, want 503", code, m)
+	}
+	noPartials(t, dir)
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dial(t, g.Addr, "MINFREE3", storeContext(sopSecondaryCapture, tsExplicitLE))
+	if rsp, err := c2.Store(sopSecondaryCapture, objs[1].SOPInstanceUID, tsExplicitLE, bytes.NewReader(objs[1].DataSet)); err != nil || rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("C-STORE again after the filler was deleted: %v %v, want 0000", rsp, err)
+	}
+	c2.Release()
+	if code, m := readyz(t, g); code != http.StatusOK {
+		t.Errorf("/readyz %d (%v) after space was freed and a store went through, want 200", code, m)
+	}
+
+	releaseSTOW()
+	if counts := waitDrained(t, g, 60*time.Second); counts.Dead != 0 {
+		t.Errorf("dead letters: %v", counts)
+	}
+	_, got := fake.snapshot()
+	for _, o := range objs {
+		if !bytes.Equal(got[o.SOPInstanceUID], o.DataSet) {
+			t.Errorf("%s not delivered intact: %s", o.SOPInstanceUID, firstDiff(got[o.SOPInstanceUID], o.DataSet))
+		}
 	}
 }

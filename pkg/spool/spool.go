@@ -149,8 +149,13 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 // wrapping ErrFull when the spool is above its high-water mark.
 func (s *Spool) Admit() error { return s.cap.admit() }
 
-// Full reports whether the spool is refusing new objects, and why.
-func (s *Spool) Full() (bool, string) { return s.cap.Full() }
+// Full reports whether the spool is refusing new objects, and why. It
+// looks at the file system's free space first, so that space freed while
+// nothing arrives is seen at once (a readiness probe).
+func (s *Spool) Full() (bool, string) {
+	s.cap.update(s.cap.free())
+	return s.cap.Full()
+}
 
 // Used is the number of bytes the spool holds, in every state.
 func (s *Spool) Used() int64 { return s.cap.Used() }

@@ -1,0 +1,433 @@
+package conformance
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dicomgw/dicomgw/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/pdu"
+)
+
+// TestResourceConnectAbortCycles: 10,000 connections that end badly,
+// from 8 senders at once, in a fixed mix: a third connect and close at
+// once (Sta2, transport closed: AA-5), a third send an A-ASSOCIATE-RQ,
+// read the A-ASSOCIATE-AC and send an A-ABORT (Sta6 Evt16: AA-3), a third
+// send an A-ASSOCIATE-RQ and close without reading the answer (usually a
+// reset: AA-4 or AA-5). Afterwards the gateway must be back where it
+// started: goroutines within 5 of the baseline (the runtime and the
+// metrics server have a few that come and go), descriptors too, RSS
+// within 20 MB (the Go heap is returned to the system lazily; a leak of a
+// goroutine with its 8 KiB stack and buffers per connection would be 80
+// MB and more), and the counters must add up connection by connection.
+func TestResourceConnectAbortCycles(t *testing.T) {
+	t.Parallel()
+	const cycles, senders = 10000, 8
+	g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", "3s")
+	base := baseline(t, g)
+	m0, err := g.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rq := goodRQ("CYCLER")
+	abort, err := pdu.Encode(&pdu.Abort{Source: pdu.AbortSourceUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var kinds [3]atomic.Int64
+	var failures atomic.Int64
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		// RSS while the cycles run.
+		defer close(sampled)
+		for {
+			if r, err := g.RSS(); err == nil && r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			for i := s; i < cycles; i += senders {
+				kind := i % 3
+				if err := cycle(g.Addr, kind, rq, abort, buf); err != nil {
+					if failures.Add(1) <= 5 {
+						t.Errorf("cycle %d (kind %d): %v", i, kind, err)
+					}
+					continue
+				}
+				kinds[kind].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	<-sampled
+	t.Logf("%d connect/abort cycles in %v (%.0f per second, %d senders): %d closed at once, %d aborted after the AC, %d closed after the RQ",
+		cycles, elapsed.Round(time.Millisecond), float64(cycles)/elapsed.Seconds(), senders, kinds[0].Load(), kinds[1].Load(), kinds[2].Load())
+	if failures.Load() > 0 {
+		t.Fatalf("%d cycles failed", failures.Load())
+	}
+
+	// Every connection is one association ended (dicomgw_associations_total
+	// counts connections served to their end, by outcome): the closed ones
+	// as connection-lost, the aborted ones as peer-aborted, each abort also
+	// in dicomgw_associations_aborted_total{source="peer"}.
+	var m1 harness.Metrics
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if m1, err = g.Scrape(); err != nil {
+			t.Fatal(err)
+		}
+		if m1.Sum("dicomgw_associations_total")-m0.Sum("dicomgw_associations_total") >= cycles || time.Now().After(deadline) {
+			break
+		}
+	}
+	delta := func(name string, labels ...string) int64 {
+		return int64(m1.Get(name, labels...) - m0.Get(name, labels...))
+	}
+	t.Logf("outcomes: %s", outcomeDeltas(m0, m1))
+	if d := int64(m1.Sum("dicomgw_associations_total") - m0.Sum("dicomgw_associations_total")); d != cycles {
+		t.Errorf("dicomgw_associations_total grew by %d for %d connections", d, cycles)
+	}
+	if d := delta("dicomgw_associations_total", `outcome="peer-aborted"`); d != kinds[1].Load() {
+		t.Errorf("peer-aborted grew by %d, %d A-ABORTs were sent", d, kinds[1].Load())
+	}
+	if d := delta("dicomgw_associations_total", `outcome="connection-lost"`); d != kinds[0].Load()+kinds[2].Load() {
+		t.Errorf("connection-lost grew by %d, %d connections were closed without release or abort", d, kinds[0].Load()+kinds[2].Load())
+	}
+	if d := int64(m1.Sum("dicomgw_associations_aborted_total", `source="peer"`) - m0.Sum("dicomgw_associations_aborted_total", `source="peer"`)); d != kinds[1].Load() {
+		t.Errorf(`dicomgw_associations_aborted_total{source="peer"} grew by %d, %d A-ABORTs were sent`, d, kinds[1].Load())
+	}
+	if d := int64(m1.Sum("dicomgw_associations_rejected_total") - m0.Sum("dicomgw_associations_rejected_total")); d != 0 {
+		t.Errorf("%d associations rejected", d)
+	}
+	if a := m1.Get("dicomgw_associations_active"); a != 0 {
+		t.Errorf("dicomgw_associations_active = %v", a)
+	}
+	if p := g.LogLines("association panicked"); len(p) > 0 {
+		t.Errorf("associations panicked:\n%s", harness.Tail(strings.Join(p, "\n"), 4000))
+	}
+	after := waitBackToBaseline(t, g, base, 5, 20<<20, 15*time.Second)
+	t.Logf("baseline %v; peak VmRSS during the cycles %.1f MB; after %v", base, float64(peak.Load())/(1<<20), after)
+	echoWorks(t, g, "AFTERCYCLES")
+	noPartials(t, g.SpoolDir)
+}
+
+// cycle is one connection of TestResourceConnectAbortCycles.
+func cycle(addr string, kind int, rq, abort, buf []byte) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	switch kind {
+	case 0:
+		return nil
+	case 2:
+		_, err := c.Write(rq)
+		return err
+	}
+	if _, err := c.Write(rq); err != nil {
+		return err
+	}
+	p, err := pdu.NewReader(c, pdu.Limits{}, nil).ReadPDU()
+	if err != nil {
+		return fmt.Errorf("waiting for the A-ASSOCIATE-AC: %w", err)
+	}
+	if _, ok := p.(*pdu.AssociateAC); !ok {
+		return fmt.Errorf("got %s, want A-ASSOCIATE-AC", describePDU(p))
+	}
+	if _, err := c.Write(abort); err != nil {
+		return err
+	}
+	// A-ABORT: the gateway closes (AA-3); wait for it, so that the
+	// connection is over on both sides before the next.
+	for {
+		if _, err := c.Read(buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("after A-ABORT: %w", err)
+		}
+	}
+}
+
+// openIdle opens n TCP connections to addr that never send anything.
+func openIdle(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("idle connection %d: %v", i+1, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// closedBy waits, for each connection at once, until the gateway closes it
+// or timeout passes; it returns those it closed, those still open, and
+// when the last was closed.
+func closedBy(conns []net.Conn, timeout time.Duration) (closed, open []net.Conn, last time.Time) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at, err := waitClosed(c, timeout)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				open = append(open, c)
+				return
+			}
+			closed = append(closed, c)
+			if at.After(last) {
+				last = at
+			}
+		}()
+	}
+	wg.Wait()
+	return closed, open, last
+}
+
+// TestResourceIdleConnections: connections that never send an
+// A-ASSOCIATE-RQ (Sta2) cost the gateway little while they are open, do
+// not stop it serving, and are all closed by it when ARTIM expires (PS3.8
+// 9.1.5, Table 9-10 Sta2 Evt18 AA-2); beyond --max-connections new
+// connections are closed at once and counted.
+func TestResourceIdleConnections(t *testing.T) {
+	t.Parallel()
+	const artim = 3 * time.Second
+
+	t.Run("1000 under the limit", func(t *testing.T) {
+		t.Parallel()
+		const idle = 1000
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections", "1100")
+		base := baseline(t, g)
+		start := time.Now()
+		conns := openIdle(t, g.Addr, idle)
+		opened := time.Since(start)
+		// The gateway has taken them all (one goroutine each).
+		var held procSample
+		for deadline := time.Now().Add(artim / 2); ; time.Sleep(20 * time.Millisecond) {
+			held = sampleProc(t, g)
+			if held.Goroutines >= base.Goroutines+idle || time.Now().After(deadline) {
+				break
+			}
+		}
+		if held.Goroutines < base.Goroutines+idle {
+			t.Errorf("%d goroutines with %d connections open; baseline %d", held.Goroutines, idle, base.Goroutines)
+		}
+		// A real association meanwhile: an echo and a store.
+		objs := studyObjects(t, t.TempDir(), 3, 4096)
+		storeAll(t, g.Addr, "BUSYSCU", objs)
+		echoWorks(t, g, "BUSYSCU")
+		if elapsed := time.Since(start); elapsed > artim-500*time.Millisecond {
+			t.Fatalf("opening %d connections and storing took %v, too close to ARTIM (%v) to say the connections were still open", idle, elapsed, artim)
+		}
+		held = sampleProc(t, g)
+		perConn := float64(held.RSS-base.RSS) / idle
+		t.Logf("%d idle connections opened in %v; gateway with them: %v (baseline %v): %.1f KB of RSS per connection",
+			idle, opened.Round(time.Millisecond), held, base, perConn/1024)
+		// Bounded: a goroutine (a few KiB of stack), a socket, no buffers
+		// (P-DATA buffers come from a pool only when data moves).
+		if held.RSS-base.RSS > 40<<20 {
+			t.Errorf("RSS grew by %.1f MB with %d idle connections (over 40 KB each)", float64(held.RSS-base.RSS)/(1<<20), idle)
+		}
+		closed, _, last := closedBy(conns, artim+10*time.Second)
+		if n := len(closed); n != idle {
+			t.Errorf("the gateway closed %d of %d idle connections within ARTIM (%v) + 10 s", n, idle, artim)
+		}
+		t.Logf("the gateway closed %d idle connections, the last %v after the first was opened (ARTIM %v)", len(closed), last.Sub(start).Round(time.Millisecond), artim)
+		m, err := g.Scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := m.Get("dicomgw_connections_refused_total"); r != 0 {
+			t.Errorf("dicomgw_connections_refused_total = %v under the limit", r)
+		}
+		after := waitBackToBaseline(t, g, base, 5, 20<<20, 10*time.Second)
+		t.Logf("after ARTIM: %v", after)
+	})
+
+	t.Run("400 at the default limit", func(t *testing.T) {
+		t.Parallel()
+		const idle = 400
+		const limit = 4*dimse.DefaultMaxAssociations + 64 // --max-connections default
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String())
+		base := baseline(t, g)
+		start := time.Now()
+		conns := openIdle(t, g.Addr, idle)
+		// Beyond the limit a connection is accepted and closed at once:
+		// well before ARTIM.
+		refusedConns, open, _ := closedBy(conns, artim/3)
+		if n := len(refusedConns); n != idle-limit {
+			t.Errorf("%d of %d connections closed at once, want %d (the default --max-connections is %d)", n, idle, idle-limit, limit)
+		}
+		var refused float64
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			m, err := g.Scrape()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if refused = m.Get("dicomgw_connections_refused_total"); refused >= idle-limit || time.Now().After(deadline) {
+				break
+			}
+		}
+		if refused != idle-limit {
+			t.Errorf("dicomgw_connections_refused_total = %v, want %d", refused, idle-limit)
+		}
+		// At the limit, a real association is refused the same way.
+		if time.Since(start) < artim-500*time.Millisecond {
+			if c, err := dialErr(g.Addr, "LATECOMER", calledAE, verificationContext); err == nil {
+				c.Close()
+				t.Errorf("an association got through with %d connections open (limit %d)", limit, limit)
+			}
+		}
+		t.Logf("%d idle connections: %d closed at once, dicomgw_connections_refused_total %v", idle, len(refusedConns), refused)
+		closed, stillOpen, last := closedBy(open, artim+10*time.Second)
+		if len(stillOpen) != 0 {
+			t.Errorf("%d of the %d connections under the limit not closed by ARTIM (%v) + 10 s", len(stillOpen), len(open), artim)
+		}
+		t.Logf("the other %d closed by ARTIM, the last %v after the first was opened", len(closed), last.Sub(start).Round(time.Millisecond))
+		after := waitBackToBaseline(t, g, base, 5, 20<<20, 10*time.Second)
+		echoWorks(t, g, "AFTERLIMIT")
+		t.Logf("after ARTIM: %v (baseline %v)", after, base)
+	})
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestResourceConcurrentLargeTransfers: a dozen associations each
+// storing a 200 MB object at the same time must not make the gateway hold
+// them in memory: its peak RSS (VmHWM) stays under 150 MB, which is what
+// streaming with 256 KiB P-DATA buffers allows and what holding even one
+// object whole would exceed.
+func TestResourceConcurrentLargeTransfers(t *testing.T) {
+	t.Parallel()
+	const transfers = 12
+	const pixels = 200 << 20
+	archive := t.TempDir()
+	g := startGateway(t, t.TempDir(), "--archive-dir", archive)
+	base := baseline(t, g)
+
+	var peakSeen atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if r, err := g.RSS(); err == nil && r > peakSeen.Load() {
+				peakSeen.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	insts := make([]string, transfers)
+	errs := make([]error, transfers)
+	var wg sync.WaitGroup
+	for i := range transfers {
+		insts[i] = harness.NewUID()
+		c := dial(t, g.Addr, fmt.Sprintf("BIG%02d", i), storeContext(sopSecondaryCapture, tsExplicitLE))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			head := bigDataSet(insts[i], pixels)
+			rsp, err := c.Store(sopSecondaryCapture, insts[i], tsExplicitLE, io.MultiReader(bytes.NewReader(head), io.LimitReader(zeros{}, pixels)))
+			switch {
+			case err != nil:
+				errs[i] = err
+			case rsp.Status != dimse.StatusSuccess:
+				errs[i] = fmt.Errorf("status %v (%q)", rsp.Status, rsp.ErrorComment)
+			default:
+				errs[i] = c.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	<-sampled
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("transfer %d: %v", i, err)
+		}
+	}
+	hwm, err := g.PeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := float64(transfers) * pixels / (1 << 20)
+	t.Logf("%d concurrent C-STOREs of %d MB each in %v (%.0f MB/s); gateway VmRSS baseline %.1f MB, highest sampled %.1f MB, VmHWM %.1f MB",
+		transfers, pixels>>20, elapsed.Round(time.Millisecond), total/elapsed.Seconds(),
+		float64(base.RSS)/(1<<20), float64(peakSeen.Load())/(1<<20), float64(hwm)/(1<<20))
+	if hwm > 150<<20 {
+		t.Errorf("peak RSS (VmHWM) %.1f MB, want under 150 MB", float64(hwm)/(1<<20))
+	}
+	// The objects are whole: each committed and filed, at its full size.
+	waitDrained(t, g, 60*time.Second)
+	var sizes []int64
+	filepath.WalkDir(archive, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".dcm") {
+			if fi, err := d.Info(); err == nil {
+				sizes = append(sizes, fi.Size())
+			}
+		}
+		return nil
+	})
+	if len(sizes) != transfers {
+		t.Errorf("%d objects in the archive, want %d", len(sizes), transfers)
+	}
+	for _, s := range sizes {
+		if s < pixels {
+			t.Errorf("archived object of %d bytes, want over %d", s, pixels)
+		}
+	}
+	noPartials(t, g.SpoolDir)
+	after := waitBackToBaseline(t, g, base, 5, 64<<20, 10*time.Second)
+	t.Logf("after: %v (baseline %v)", after, base)
+}
