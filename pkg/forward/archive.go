@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
@@ -37,7 +38,7 @@ func (a *Archive) Prepare() error {
 		return fmt.Errorf("archive: %w", err)
 	}
 	for d := a.Dir; ; d = filepath.Dir(d) {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
 		if p := filepath.Dir(d); p == d || d == "." {
@@ -99,7 +100,7 @@ func (a *Archive) deliver(o *Object) Result {
 	// The new entry, and every directory created for it, must be durable
 	// before the spool lets go of the object.
 	for _, d := range append([]string{series}, created...) {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
 		}
 	}
@@ -242,16 +243,4 @@ func sameBytes(a, b io.Reader) (bool, error) {
 			return false, eb
 		}
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

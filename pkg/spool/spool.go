@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/dicomgw/dicomgw/internal/durable"
 )
 
 // Config configures a Spool.
@@ -128,7 +130,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -224,18 +226,4 @@ func (s *Spool) List() ([]Entry, error) {
 		out[i] = it.Entry
 	}
 	return out, nil
-}
-
-// syncDir fsyncs a directory, making the entries created or renamed in it
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/dicomgw/dicomgw/internal/durable"
 )
 
 // State is where an object is in its life.
@@ -182,35 +184,10 @@ func (d *Dir) SetRetry(id string, r Retry) error {
 		return err
 	}
 	q := filepath.Join(d.root, queueDir)
-	if err := writeFileAtomic(filepath.Join(q, id+retryExt), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(q, id+retryExt), append(b, '\n'), 0o640); err != nil {
 		return fmt.Errorf("spool: retry record of %s: %w", id, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with b durably: temp file, fsync, rename,
-// directory fsync.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // Delivered takes a delivered object out of the queue: removed, or moved to
@@ -264,7 +241,7 @@ func (d *Dir) Dead(id, reason string, details map[string]string) error {
 	}
 	dead := filepath.Join(d.root, deadDir)
 	// The reason first: a dead letter is never without its reason.
-	if err := writeFileAtomic(filepath.Join(dead, id+reasonExt), []byte(b.String())); err != nil {
+	if err := durable.WriteFile(filepath.Join(dead, id+reasonExt), []byte(b.String()), 0o640); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	q := filepath.Join(d.root, queueDir)
@@ -274,7 +251,7 @@ func (d *Dir) Dead(id, reason string, details map[string]string) error {
 	// A fresh modification time: purging by age counts from here.
 	now := time.Now()
 	os.Chtimes(filepath.Join(dead, id+objectExt), now, now)
-	if err := syncDir(dead); err != nil {
+	if err := durable.SyncDir(dead); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if err := os.Remove(filepath.Join(q, id+retryExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -296,7 +273,7 @@ func (d *Dir) Requeue(id string) error {
 	if err := os.Rename(filepath.Join(dead, id+objectExt), filepath.Join(q, id+objectExt)); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	if err := syncDir(q); err != nil {
+	if err := durable.SyncDir(q); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if err := os.Remove(filepath.Join(dead, id+reasonExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/dicomgw/dicomgw/pkg/dcmhead"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
@@ -158,7 +159,7 @@ func (w *Writer) Commit() (Entry, error) {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: %w", err)
 	}
-	if err := syncDir(w.s.queue); err != nil {
+	if err := durable.SyncDir(w.s.queue); err != nil {
 		// The rename may or may not survive a crash: take it back, so that
 		// an object we could not promise is never forwarded.
 		os.Remove(final)
