@@ -1,0 +1,172 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// deliver sends one batch and records what became of each object.
+func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
+	objs := make([]*Object, len(batch))
+	for i, it := range batch {
+		objs[i] = it.obj
+	}
+	start := f.now()
+	results := f.dest.Deliver(ctx, objs)
+	if len(results) != len(objs) {
+		// A destination bug; keep everything and try again later.
+		f.log.Error("destination returned the wrong number of results", "destination", f.dest.String(), "objects", len(objs), "results", len(results))
+		results = make([]Result, len(objs))
+		for i := range results {
+			results[i] = Result{Outcome: Retry, Reason: "internal error: destination returned no result"}
+		}
+	}
+	elapsed := f.now().Sub(start)
+	f.m.observe(objs, results, elapsed)
+	// One time and one jitter for the whole batch: objects that failed
+	// together come back together, in one request, rather than one by one.
+	now, jitter := f.now(), rand.Float64()
+	var paused *Result
+	reachable := false
+	for i, it := range batch {
+		r := results[i]
+		switch r.Outcome {
+		case Delivered:
+			reachable = true
+			f.delivered(it, elapsed)
+		case Retry:
+			if r.Alone && !it.alone {
+				f.mu.Lock()
+				it.alone, it.inflight = true, false
+				f.mu.Unlock()
+				continue
+			}
+			f.retry(it, r, now, jitter)
+		case Dead:
+			reachable = true
+			f.dead(it, r.Reason, it.retry.Attempts+1)
+		case Pause:
+			paused = &results[i]
+			f.unflight(it)
+		default: // Abandoned
+			f.unflight(it)
+		}
+	}
+	f.mu.Lock()
+	f.probing = false
+	switch {
+	case paused != nil:
+		f.m.up.Set(0)
+		f.pauseFor = min(max(2*f.pauseFor, f.cfg.PauseMin), f.cfg.PauseMax)
+		f.pausedUntil = f.now().Add(f.pauseFor)
+		if f.pauseReason != paused.Reason || f.pauseFor == f.cfg.PauseMin {
+			f.log.Error("destination paused: objects are kept until it accepts them again",
+				"destination", f.dest.String(), "reason", paused.Reason, "retry_in", f.pauseFor)
+		}
+		f.pauseReason = paused.Reason
+		if cv, ok := f.dest.(credentialed); ok {
+			f.pauseCreds = cv.CredentialVersion()
+		}
+	case reachable && !f.pausedUntil.IsZero():
+		f.m.up.Set(1)
+		f.log.Info("destination accepts objects again", "destination", f.dest.String(), "was", f.pauseReason)
+		f.pausedUntil, f.pauseFor, f.pauseReason = time.Time{}, 0, ""
+	}
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) unflight(it *item) {
+	f.mu.Lock()
+	it.inflight = false
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) forget(it *item) {
+	f.mu.Lock()
+	delete(f.items, it.obj.ID)
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) delivered(it *item, elapsed time.Duration) {
+	if err := f.q.Delivered(it.obj.ID); err != nil {
+		// The destination has it; if the spool cannot forget it, it is sent
+		// again after a restart, which a DICOMweb store takes as a duplicate.
+		f.log.Error("delivered, but cannot remove it from the spool", "id", it.obj.ID, "err", err)
+	}
+	f.forget(it)
+	f.log.Info("object delivered", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize(),
+		"attempts", it.retry.Attempts+1, "request_duration", elapsed.Round(time.Millisecond),
+		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond))
+}
+
+func (f *Forwarder) dead(it *item, reason string, attempts int) {
+	details := map[string]string{
+		"sop_class_uid":      it.obj.SOPClassUID,
+		"sop_instance_uid":   it.obj.SOPInstanceUID,
+		"study_instance_uid": it.obj.StudyInstanceUID,
+		"transfer_syntax":    it.obj.TransferSyntaxUID,
+		"calling_ae":         it.obj.CallingAE,
+		"received":           it.obj.Received.UTC().Format(time.RFC3339),
+		"destination":        f.dest.String(),
+		"attempts":           fmt.Sprint(attempts),
+	}
+	if err := f.q.Dead(it.obj.ID, reason, details); err != nil {
+		f.log.Error("cannot dead-letter object; it stays queued", "id", it.obj.ID, "reason", reason, "err", err)
+		f.mu.Lock()
+		it.inflight = false
+		it.next = f.now().Add(f.cfg.RetryMax)
+		f.mu.Unlock()
+		return
+	}
+	f.forget(it)
+	f.log.Error("object dead-lettered", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "reason", reason, "attempts", attempts)
+}
+
+// retry records a failed attempt at now and schedules the next one:
+// exponential backoff with jitter (0 <= jitter < 1, drawn once per batch),
+// at least what the destination asked for, until RetryFor has passed since
+// the first failure.
+func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
+	rec := it.retry
+	if rec.Attempts == 0 {
+		rec.FirstFailure = now
+	}
+	rec.Attempts++
+	rec.LastError = r.Reason
+	if now.Sub(rec.FirstFailure) >= f.cfg.RetryFor {
+		f.dead(it, fmt.Sprintf("still failing after %d attempts over %v: %s", rec.Attempts, now.Sub(rec.FirstFailure).Round(time.Second), r.Reason), rec.Attempts)
+		return
+	}
+	delay := backoffAt(rec.Attempts, f.cfg.RetryMin, f.cfg.RetryMax, jitter)
+	delay = max(delay, r.RetryAfter)
+	rec.NextAttempt = now.Add(delay)
+	if err := f.q.Retry(it.obj.ID, rec); err != nil {
+		f.log.Error("cannot record the failed attempt", "id", it.obj.ID, "err", err)
+	}
+	f.mu.Lock()
+	it.retry, it.next, it.inflight = rec, rec.NextAttempt, false
+	f.mu.Unlock()
+	f.log.Warn("delivery failed; will retry", "id", it.obj.ID, "destination", f.dest.String(),
+		"sop_instance", it.obj.SOPInstanceUID, "reason", r.Reason, "attempts", rec.Attempts, "next_attempt_in", delay.Round(time.Millisecond))
+}
+
+// backoff is min·2^(attempts-1), capped at max, with "equal jitter": a
+// random half of it, so that objects that failed together do not come back
+// together.
+func backoff(attempts int, lo, hi time.Duration) time.Duration {
+	return backoffAt(attempts, lo, hi, rand.Float64())
+}
+
+// backoffAt is backoff with the random part given (0 <= jitter < 1).
+func backoffAt(attempts int, lo, hi time.Duration, jitter float64) time.Duration {
+	d := lo
+	for i := 1; i < attempts && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + time.Duration(jitter*float64(d/2))
+}
