@@ -239,7 +239,19 @@ func (s *STOW) failure(ctx context.Context, err error) Result {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return Result{Outcome: Retry, Reason: "STOW-RS request timed out"}
 	}
-	return Result{Outcome: Retry, Reason: fmt.Sprintf("STOW-RS request failed: %v", err)}
+	return Result{Outcome: Retry, Reason: "STOW-RS request failed: " + s.scrub(err.Error())}
+}
+
+// scrub removes the base URL's query string from a message: net/http and
+// retryablehttp put the request URL, query and all, into their errors, and
+// the query may carry an album or access token (KHEOPS). The message goes
+// to the log and the durable retry record, so it must not.
+func (s *STOW) scrub(msg string) string {
+	if q := s.base.RawQuery; q != "" {
+		msg = strings.ReplaceAll(msg, "?"+q, "")
+		msg = strings.ReplaceAll(msg, q, "[query]")
+	}
+	return msg
 }
 
 // post sends one request (with retryablehttp's own retries) and reads the

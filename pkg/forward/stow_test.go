@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -683,4 +684,31 @@ func TestSTOWRestartNeitherForgetsNorHotLoops(t *testing.T) {
 		t.Errorf("NextAttempt %v does not honour the second Retry-After", rec2.NextAttempt)
 	}
 	r.q.checkAccounted(t, map[string]string{"0001": "queued"})
+}
+
+// A request that fails without an answer must not put the query string
+// (an album or access token) into the reason, which is logged and written
+// to the retry record.
+func TestSTOWTransportErrorHidesQuery(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: connection refused
+	s, err := NewSTOW(STOWConfig{BaseURL: "http://" + addr + "/api?album=SECRETALBUM&x=1", Timeout: 5 * time.Second, RetryMax: 1, RetryWaitMin: time.Millisecond, RetryWaitMax: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := writeObject(t, t.TempDir(), obj("0001", "1.2.3", "1.2.3.1.1"))
+	r := s.Deliver(context.Background(), []*Object{o})[0]
+	if r.Outcome != Retry || !strings.Contains(r.Reason, "refused") {
+		t.Fatalf("result %+v, want a retry naming the refused connection", r)
+	}
+	if strings.Contains(r.Reason, "SECRETALBUM") || strings.Contains(r.Reason, "album=") {
+		t.Fatalf("reason shows the query string: %q", r.Reason)
+	}
+	if !strings.Contains(r.Reason, addr+"/api/studies/1.2.3") {
+		t.Errorf("reason %q does not name the endpoint", r.Reason)
+	}
 }
