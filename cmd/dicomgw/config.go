@@ -103,7 +103,7 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.StringSliceVar(&c.jwtAlgorithms, "jwt-algorithms", []string{"RS256", "PS256", "ES256", "EdDSA"}, "signing algorithms a JSON Web Token may use")
 	fs.BoolVar(&c.requireIdentity, "require-user-identity", false, "refuse associations without a user identity that checks out (A-ASSOCIATE-RJ 1/1/1)")
 	fs.StringSliceVar(&c.aeTitles, "ae-title", []string{"DICOMGW"}, "AE title(s) the gateway answers to; repeat or separate with commas (live on SIGHUP)")
-	fs.StringSliceVar(&c.callingAEs, "calling-ae", nil, "who may send: AE, AE@host or AE@cidr; repeat or separate with commas; none: anyone (live on SIGHUP)")
+	fs.StringSliceVar(&c.callingAEs, "calling-ae", nil, "who may send: AE, AE@host, AE@cidr or AE@cn=SUBJECT (TLS client certificate); repeat or separate with commas; none: anyone (live on SIGHUP)")
 	fs.BoolVar(&c.acceptUnknown, "accept-unknown-sop-classes", false, "also accept private or unknown SOP classes (any well-formed UID) as storage")
 	fs.StringVar(&c.spoolDir, "spool-dir", "./var/spool", "durable spool directory, on the slow data disk")
 	fs.IntVar(&c.maxAssociations, "max-associations", dimse.DefaultMaxAssociations, "simultaneous associations; more are rejected transient (A-ASSOCIATE-RJ 2/3/2)")

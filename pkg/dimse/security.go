@@ -37,7 +37,7 @@ type Authenticator interface {
 
 // ErrNoIdentity is wrapped when a user identity is required and the peer
 // did not send one (or sent a type that cannot be checked).
-var ErrNoIdentity = errors.New("no user identity")
+var ErrNoIdentity = errors.New("missing: no user identity")
 
 // handshake runs the TLS handshake of a TLS connection, bounded by ARTIM
 // (the peer has that long to begin the association), and keeps the verified
