@@ -13,7 +13,8 @@ import (
 // Gateway is a running `dicomgw serve`.
 type Gateway struct {
 	*Process
-	Addr        string // host:port it listens on
+	Addr        string // host:port it listens on in plaintext ("" when --listen "")
+	TLSAddr     string // host:port of its DICOM TLS port ("" when off)
 	MetricsAddr string // host:port of /metrics, /healthz, /readyz ("" when off)
 	SpoolDir    string
 }
@@ -31,7 +32,8 @@ func Start(spoolDir string, args ...string) (*Gateway, error) {
 // --listen 127.0.0.1:0 unless args set --listen, --metrics-listen
 // 127.0.0.1:0 unless args set --metrics-listen (its default, a fixed port,
 // would make parallel gateways collide), then args, and waits for its
-// "dicomgw listening" log record to learn the address. spoolDir is created
+// "dicomgw listening" log record to learn the addresses (addr, and tls_addr
+// when --tls-listen is set; either may be ""). spoolDir is created
 // if missing. The caller stops it (Stop, Kill).
 func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 	full := []string{"serve", "--spool-dir", spoolDir, "--log-format", "json"}
@@ -47,25 +49,28 @@ func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 		full = append(full, "--archive-dir", filepath.Join(filepath.Dir(spoolDir), filepath.Base(spoolDir)+"-archive"))
 	}
 	full = append(full, args...)
-	addr := make(chan string, 1)
+	type listening struct{ addr, tlsAddr string }
+	addr := make(chan listening, 1)
 	metrics := make(chan string, 1)
 	p, err := StartProcess(exec.Command(bin, full...), func(line string) {
-		var rec struct{ Msg, Addr string }
+		var rec struct {
+			Msg, Addr string
+			TLSAddr   string `json:"tls_addr"`
+		}
 		if json.Unmarshal([]byte(line), &rec) != nil {
 			return
 		}
-		var ch chan string
 		switch rec.Msg {
 		case "dicomgw listening":
-			ch = addr
+			select {
+			case addr <- listening{rec.Addr, rec.TLSAddr}:
+			default:
+			}
 		case "metrics and health listening":
-			ch = metrics
-		default:
-			return
-		}
-		select {
-		case ch <- rec.Addr:
-		default:
+			select {
+			case metrics <- rec.Addr:
+			default:
+			}
 		}
 	})
 	if err != nil {
@@ -73,7 +78,8 @@ func StartBinary(bin, spoolDir string, args ...string) (*Gateway, error) {
 	}
 	g := &Gateway{Process: p, SpoolDir: spoolDir}
 	select {
-	case g.Addr = <-addr:
+	case l := <-addr:
+		g.Addr, g.TLSAddr = l.addr, l.tlsAddr
 		// The metrics record, if any, was logged before this one.
 		select {
 		case g.MetricsAddr = <-metrics:
@@ -103,3 +109,6 @@ func (g *Gateway) Host() string { h, _, _ := net.SplitHostPort(g.Addr); return h
 
 // Port is the port it listens on, as a string.
 func (g *Gateway) Port() string { _, p, _ := net.SplitHostPort(g.Addr); return p }
+
+// TLSPort is the port of its DICOM TLS port, as a string ("" when off).
+func (g *Gateway) TLSPort() string { _, p, _ := net.SplitHostPort(g.TLSAddr); return p }
