@@ -46,7 +46,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 
 	reg, opsm := newRegistry()
 	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
-	reg.MustRegister(spool.NewCollector(stats))
+	reg.MustRegister(spool.NewCollector(stats), spool.NewCapacityCollector(sp))
 	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"), reg)
 	if set.creds != nil {
 		reg.MustRegister(forward.NewCredentialsCollector(set.creds))

@@ -64,3 +64,47 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.fsFree, prometheus.GaugeValue, float64(s.FSFree))
 	ch <- prometheus.MustNewConstMetric(c.fsSize, prometheus.GaugeValue, float64(s.FSSize))
 }
+
+// CapacityCollector exports what the spool holds against its limits, live
+// (not from the listing cache): an alert can fire before the spool starts
+// refusing objects.
+type CapacityCollector struct {
+	s                              *Spool
+	used, limit, minFree, refusing *prometheus.Desc
+}
+
+// NewCapacityCollector returns a CapacityCollector for s.
+func NewCapacityCollector(s *Spool) *CapacityCollector {
+	return &CapacityCollector{
+		s:        s,
+		used:     prometheus.NewDesc("dicomgw_spool_used_bytes", "Bytes the spool holds in every state, objects being received included (what --spool-max-bytes limits).", nil, nil),
+		limit:    prometheus.NewDesc("dicomgw_spool_limit_bytes", "The spool's limit (--spool-max-bytes); new objects are refused from 95% of it until it drains to 90%. Absent when there is no limit.", nil, nil),
+		minFree:  prometheus.NewDesc("dicomgw_spool_min_free_bytes", "Free bytes to leave on the spool's file system (--spool-min-free). Absent when 0.", nil, nil),
+		refusing: prometheus.NewDesc("dicomgw_spool_refusing", "1 while the spool refuses new objects (above its high-water mark or below the free-space floor).", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CapacityCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.used, c.limit, c.minFree, c.refusing} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *CapacityCollector) Collect(ch chan<- prometheus.Metric) {
+	full, _ := c.s.Full()
+	refusing := 0.0
+	if full {
+		refusing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(c.s.Used()))
+	ch <- prometheus.MustNewConstMetric(c.refusing, prometheus.GaugeValue, refusing)
+	l := c.s.cap.limits
+	if l.MaxBytes > 0 {
+		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(l.MaxBytes))
+	}
+	if l.MinFree > 0 {
+		ch <- prometheus.MustNewConstMetric(c.minFree, prometheus.GaugeValue, float64(l.MinFree))
+	}
+}
