@@ -1,0 +1,182 @@
+{{/* The chart name, for labels. */}}
+{{- define "dicomgw.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects (at most 52 characters: the
+StatefulSet's pods add a suffix and controller-revision-hash must fit 63). */}}
+{{- define "dicomgw.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dicomgw.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dicomgw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dicomgw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dicomgw.labels" -}}
+helm.sh/chart: {{ include "dicomgw.chart" . }}
+{{ include "dicomgw.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dicomgw
+{{- end }}
+
+{{- define "dicomgw.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dicomgw.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the STOW-RS credentials (made by the chart or not). */}}
+{{- define "dicomgw.stowSecretName" -}}
+{{- default (printf "%s-stow" (include "dicomgw.fullname" .)) .Values.stow.auth.existingSecret }}
+{{- end }}
+
+{{/* The Secret with the DICOM TLS certificate and key. */}}
+{{- define "dicomgw.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "dicomgw.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/* Whether the chart makes the STOW-RS credentials Secret. */}}
+{{- define "dicomgw.createStowSecret" -}}
+{{- if and (ne .Values.stow.auth.type "none") (not .Values.stow.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* Whether the chart makes the TLS Secret. */}}
+{{- define "dicomgw.createTLSSecret" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* Where secrets are mounted in the container. */}}
+{{- define "dicomgw.secretsDir" -}}/var/run/secrets/dicomgw{{- end }}
+
+{{/* terminationGracePeriodSeconds: longer than the preStop wait plus the
+drain (--shutdown-timeout), so the drain completes before SIGKILL. */}}
+{{- define "dicomgw.terminationGracePeriodSeconds" -}}
+{{- $drain := add (int .Values.preStopSleepSeconds) (int .Values.gateway.shutdownTimeoutSeconds) }}
+{{- if .Values.terminationGracePeriodSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than preStopSleepSeconds + gateway.shutdownTimeoutSeconds (%v)" .Values.terminationGracePeriodSeconds $drain) }}
+{{- end }}
+{{- int .Values.terminationGracePeriodSeconds }}
+{{- else }}
+{{- add $drain 15 }}
+{{- end }}
+{{- end }}
+
+{{/* The container's mounts besides the spool: the flags file and the
+Secrets it names. Shared by the StatefulSet and the drain pods. */}}
+{{- define "dicomgw.volumeMounts" -}}
+{{- $secrets := include "dicomgw.secretsDir" . -}}
+- name: config
+  mountPath: /etc/dicomgw
+  readOnly: true
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: {{ $secrets }}/tls
+  readOnly: true
+{{- if .Values.tls.clientCA.enabled }}
+- name: tls-client-ca
+  mountPath: {{ $secrets }}/tls-client-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if ne .Values.stow.auth.type "none" }}
+- name: stow
+  mountPath: {{ $secrets }}/stow
+  readOnly: true
+{{- end }}
+{{- if .Values.stow.caSecret }}
+- name: stow-ca
+  mountPath: {{ $secrets }}/stow-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.stow.clientCertSecret }}
+- name: stow-client
+  mountPath: {{ $secrets }}/stow-client
+  readOnly: true
+{{- end }}
+{{- if .Values.userIdentity.usersSecret }}
+- name: users
+  mountPath: {{ $secrets }}/users
+  readOnly: true
+{{- end }}
+{{- if .Values.userIdentity.jwt.jwksSecret }}
+- name: jwks
+  mountPath: {{ $secrets }}/jwks
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The pod's volumes besides the spool. */}}
+{{- define "dicomgw.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "dicomgw.fullname" . }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "dicomgw.tlsSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- if .Values.tls.clientCA.enabled }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ required "tls.clientCA.existingSecret is required with tls.clientCA.enabled" .Values.tls.clientCA.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.tls.clientCA.key }}
+        path: {{ .Values.tls.clientCA.key }}
+{{- end }}
+{{- end }}
+{{- if ne .Values.stow.auth.type "none" }}
+- name: stow
+  secret:
+    secretName: {{ include "dicomgw.stowSecretName" . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.stow.caSecret }}
+- name: stow-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.stow.clientCertSecret }}
+- name: stow-client
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.userIdentity.usersSecret }}
+- name: users
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- with .Values.userIdentity.jwt.jwksSecret }}
+- name: jwks
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
