@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 # reproduce, so it is off for them.
 FUZZ_NO_MINIMIZE := FuzzAssociation
 
-.PHONY: all build run test test-deps unit conformance bench fuzz fuzz-short vet clean
+.PHONY: all build run test test-deps unit conformance deploy-test statement docker bench fuzz fuzz-short vet clean
 
 all: build
 
@@ -38,11 +38,14 @@ run: build
 test-deps:
 	./scripts/install-test-deps.sh
 
-# Every test: unit tests (with the race detector) and the interoperability
-# tests against real peers in conformance/.
+# Every test: unit tests (with the race detector), the interoperability
+# tests against real peers in conformance/ (the conformance statement's
+# tables included), and the deployment files in deploy/ (helm, promtool,
+# systemd-analyze; the tools must be there, not skipped).
 test: test-deps vet
 	$(GO) test -count=1 -race -timeout 15m ./pkg/... ./cmd/... ./internal/...
 	$(GO) test -count=1 -timeout 20m ./conformance/...
+	$(MAKE) deploy-test
 	$(MAKE) fuzz-short
 
 unit:
@@ -53,6 +56,19 @@ conformance: test-deps
 
 vet:
 	$(GO) vet ./...
+
+# The Dockerfile, Helm chart, systemd unit, alert rules and dashboard.
+deploy-test: test-deps
+	DICOMGW_DEPLOY_TOOLS=required $(GO) test -count=1 -timeout 10m ./deploy/...
+
+# Rewrites the generated tables of conformance/statement.md (SOP classes,
+# transfer syntaxes, defaults) from pkg/uid and pkg/dimse.
+statement:
+	$(GO) run ./conformance/gen
+
+# The container image, stamped like `make build` (needs a Docker engine).
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t dicomgw:$(VERSION) .
 
 # Benchmark against dcmtk's storescp in the same run (not a test).
 bench: test-deps
