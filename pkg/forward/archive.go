@@ -53,26 +53,51 @@ func (a *Archive) Prepare() error {
 // fsynced. An object already archived with identical content counts as
 // delivered; a different object under the same SOP Instance UID is not
 // overwritten but dead-lettered for an operator to decide.
+//
+// The directories that got new entries are fsynced once per batch, after
+// the links: an object is Delivered only once its entry is durable.
 func (a *Archive) Deliver(ctx context.Context, objs []*Object) []Result {
 	out := make([]Result, len(objs))
+	needs := make([][]string, len(objs)) // the directories each object's durability needs
+	var order []string
+	synced := map[string]error{}
 	for i, o := range objs {
 		if ctx.Err() != nil {
 			out[i] = Result{Outcome: Abandoned, Reason: "shutting down"}
 			continue
 		}
-		out[i] = a.deliver(o)
+		out[i], needs[i] = a.deliver(o)
+		for _, d := range needs[i] {
+			if _, ok := synced[d]; !ok {
+				synced[d] = nil
+				order = append(order, d)
+			}
+		}
+	}
+	for _, d := range order {
+		synced[d] = durable.SyncDir(d)
+	}
+	for i := range objs {
+		for _, d := range needs[i] {
+			if err := synced[d]; err != nil {
+				out[i] = Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+				break
+			}
+		}
 	}
 	return out
 }
 
-func (a *Archive) deliver(o *Object) Result {
+// deliver files one object and returns the directories whose new entries
+// must be fsynced before it counts as delivered.
+func (a *Archive) deliver(o *Object) (Result, []string) {
 	for _, u := range []struct{ name, v string }{
 		{"Study Instance UID", o.StudyInstanceUID},
 		{"Series Instance UID", o.SeriesInstanceUID},
 		{"SOP Instance UID", o.SOPInstanceUID},
 	} {
 		if err := uid.Valid(u.v); err != nil {
-			return Result{Outcome: Dead, Reason: fmt.Sprintf("cannot file in the archive: %s: %v", u.name, err)}
+			return Result{Outcome: Dead, Reason: fmt.Sprintf("cannot file in the archive: %s: %v", u.name, err)}, nil
 		}
 	}
 	study := filepath.Join(a.Dir, o.StudyInstanceUID)
@@ -80,31 +105,28 @@ func (a *Archive) deliver(o *Object) Result {
 	dst := filepath.Join(series, o.SOPInstanceUID+".dcm")
 	if same, err := sameDataSet(o, dst); err == nil {
 		if same {
-			return Result{Outcome: Delivered}
+			// Filed before (a retry after a crash, or a resend): its
+			// entry may not have been fsynced yet.
+			return Result{Outcome: Delivered}, []string{series}
 		}
-		return Result{Outcome: Dead, Reason: fmt.Sprintf("the archive already holds a different object with SOP Instance UID %s (%s)", o.SOPInstanceUID, dst)}
+		return Result{Outcome: Dead, Reason: fmt.Sprintf("the archive already holds a different object with SOP Instance UID %s (%s)", o.SOPInstanceUID, dst)}, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
 	created, err := mkdirs(a.Dir, study, series)
 	if err != nil {
-		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
 	link := a.link
 	if link == nil {
 		link = os.Link
 	}
 	if err := linkOrCopy(link, o.Path, dst); err != nil {
-		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
+		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
 	// The new entry, and every directory created for it, must be durable
 	// before the spool lets go of the object.
-	for _, d := range append([]string{series}, created...) {
-		if err := durable.SyncDir(d); err != nil {
-			return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}
-		}
-	}
-	return Result{Outcome: Delivered}
+	return Result{Outcome: Delivered}, append([]string{series}, created...)
 }
 
 // mkdirs creates study and series under root as needed and returns the
