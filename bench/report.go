@@ -90,7 +90,7 @@ func printE2E(w io.Writer, r *e2eResult) {
 	fmt.Fprintf(w, "Orthanc router: storescu done after %.3f s (median), the rest is its forwarding\n", r.RouterReceive)
 	fmt.Fprintf(w, "processor seconds: dicomgw path %s; direct %s; router %s (wall: %.3f, %.3f, %.3f s on %s)\n",
 		cpuString(d.CPU), cpuString(r.DirectCPU), cpuString(r.RouterCPU), r.Dicomgw.Median, r.Direct.Median, r.Router.Median, cpusString())
-	fmt.Fprintf(w, "disk: writing the set durably one object at a time (write, fsync, rename, directory fsync) takes %.3f s here\n", r.DurableFloor)
+	fmt.Fprintf(w, "disk: writing the set durably one object at a time (write and fsync into prepared files) takes %.3f s here\n", r.DurableFloor)
 	if t := r.DicomgwTmpfs; t != nil {
 		fmt.Fprintf(w, "diagnostic, not a deployment: dicomgw with its spool on tmpfs (fsync free): %.3f s (%.2f× direct, router %.1f× slower) %s\n",
 			t.Median, ceil2(t.Median/r.Direct.Median), floor1(r.Router.Median/t.Median), secs(t.Runs))

@@ -74,7 +74,7 @@ func countSpool(t testing.TB, spoolDir string) spoolCounts {
 		return len(m)
 	}
 	return spoolCounts{
-		Queued: n("queue", "*.dcm"), Retry: n("queue", "*.retry"), Incoming: n("incoming", "*"),
+		Queued: n("queue", "*.dcm"), Retry: n("queue", "*.retry"), Incoming: n("incoming", "[^.]*"),
 		Dead: n("dead", "*.dcm"), Reasons: n("dead", "*.reason"), Delivered: n("delivered", "*.dcm"),
 	}
 }

@@ -134,7 +134,7 @@ func TestObjectTooLargeEarly(t *testing.T) {
 		t.Fatalf("%d bytes written into a 50000-byte spool", written)
 	}
 	w.Abort()
-	if parts, _ := filepath.Glob(filepath.Join(dir, incomingDir, "*")); len(parts) != 0 {
+	if parts, _ := filepath.Glob(filepath.Join(dir, incomingDir, "[^.]*")); len(parts) != 0 {
 		t.Fatalf("partials left: %v", parts)
 	}
 }

@@ -2,10 +2,10 @@
 //
 // An object is received into incoming/ as a complete Part 10 file that we
 // write ourselves (file meta information, then the data set exactly as
-// received), checked, fsynced, renamed into queue/ and the directory fsynced:
-// only then is it committed, and only then may its sender be told success.
-// A crash at any moment leaves either a committed object or a leftover in
-// incoming/, which Open removes.
+// received), checked, sealed and fsynced, and linked into queue/: only then
+// is it committed, and only then may its sender be told success (slots.go
+// says how one fsync is enough). A crash at any moment leaves either a
+// committed object or a leftover in incoming/, which Open removes.
 //
 // File names are generated here: nothing a peer sends ever becomes a path.
 package spool
@@ -88,6 +88,7 @@ type Spool struct {
 	queue    string
 	lock     *os.File
 	seq      atomic.Uint32
+	slots    *slots // nil: every object committed the simple way
 }
 
 // Open opens (creating if need be) the spool in cfg.Dir, takes its lock so
@@ -124,7 +125,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		return nil, fmt.Errorf("spool: %s is in use by another process: %w", cfg.Dir, err)
 	}
 	s.lock = lock
-	removed, err := s.cleanIncoming()
+	recovered, removed, err := s.recoverIncoming()
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -141,11 +142,24 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	s.cap = newCapacity(cfg.Dir, cfg.Limits, st.Bytes(), log)
+	commit := "sealed slots"
+	if simpleCommits {
+		commit = "rename"
+	} else if err := sealsSupported(s.incoming); err != nil {
+		commit = "rename"
+		log.Warn("the spool's file system lacks "+err.Error()+"; every object costs a second fsync", "dir", cfg.Dir)
+	} else {
+		s.slots = newSlots(s)
+	}
 	q := st.States[StateQueued]
 	log.Info("spool opened", "dir", cfg.Dir, "queued", q.Objects, "queued_bytes", q.Bytes, "dead", st.States[StateDead].Objects,
-		"bytes_held", st.Bytes(), "partials_removed", removed)
+		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit)
 	return s, nil
 }
+
+// simpleCommits turns the slots off, as on a file system without extended
+// attributes (tests of that way).
+var simpleCommits = false
 
 // Admit says whether a new object (or association) may start: an error
 // wrapping ErrFull when the spool is above its high-water mark.
@@ -157,6 +171,18 @@ func (s *Spool) Admit() error { return s.cap.admit() }
 func (s *Spool) Full() (bool, string) {
 	s.cap.update(s.cap.free())
 	return s.cap.Full()
+}
+
+// Delivered removes (or keeps in delivered/) a delivered object, and its
+// slot's name if that is still there.
+func (s *Spool) Delivered(id string) error {
+	if err := s.Dir.Delivered(id); err != nil {
+		return err
+	}
+	if s.slots != nil {
+		s.slots.gone(id)
+	}
+	return nil
 }
 
 // Used is the number of bytes the spool holds, in every state.
@@ -174,29 +200,18 @@ func (s *Spool) Resync() error {
 	return nil
 }
 
-// Close releases the spool's lock.
+// Close makes the last commits' queue entries durable, removes the unused
+// slots and releases the spool's lock. No Writer may be in use.
 func (s *Spool) Close() error {
 	if s.lock == nil {
 		return nil
 	}
+	if s.slots != nil {
+		s.slots.close()
+	}
 	err := s.lock.Close()
 	s.lock = nil
 	return err
-}
-
-// cleanIncoming removes every partial object: none of them was acknowledged.
-func (s *Spool) cleanIncoming() (int, error) {
-	des, err := os.ReadDir(s.incoming)
-	if err != nil {
-		return 0, fmt.Errorf("spool: %w", err)
-	}
-	for _, de := range des {
-		if err := os.Remove(filepath.Join(s.incoming, de.Name())); err != nil {
-			return 0, fmt.Errorf("spool: removing leftover: %w", err)
-		}
-		s.log.Info("removed partial object left by an earlier run", "file", de.Name())
-	}
-	return len(des), nil
 }
 
 // newID returns a fresh object ID: the receive time in nanoseconds (so that

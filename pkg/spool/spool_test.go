@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,7 +84,9 @@ func listDir(t *testing.T, dir string) []string {
 	}
 	var out []string
 	for _, de := range des {
-		out = append(out, de.Name())
+		if !strings.HasPrefix(de.Name(), slotPrefix) {
+			out = append(out, de.Name())
+		}
 	}
 	return out
 }

@@ -64,6 +64,9 @@ func (d *Dir) Stats() (Stats, error) {
 		s.States[st] = ss
 	}
 	err := eachFile(filepath.Join(d.root, incomingDir), func(name string, info fs.FileInfo) {
+		if strings.HasPrefix(name, ".") {
+			return // a slot: empty, or another name of an object counted here or in queue/
+		}
 		s.Incoming++
 		s.InBytes += info.Size()
 	})

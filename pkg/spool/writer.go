@@ -3,9 +3,12 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/dicomgw/dicomgw/pkg/dcmhead"
@@ -41,8 +44,11 @@ type Writer struct {
 	meta    Meta
 	enc     dcmhead.Encoding
 	id      string
-	tmp     string
+	tmp     string // incoming/<id>.part
+	slot    string // the slot written into; "": tmp is the only name
+	pool    *slots // the slot's pool
 	f       *os.File
+	crc     uint32 // CRC-32C of the file so far (the seal's)
 	dataOff int64
 	size    int64
 	counted int64 // bytes added to the spool's accounting
@@ -70,18 +76,39 @@ func (s *Spool) Create(m Meta) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(w.tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if err := w.open(); err != nil {
+		return nil, err
 	}
-	w.f = f
-	if _, err := f.Write(head); err != nil {
+	if _, err := w.f.Write(head); err != nil {
 		w.Abort()
 		return nil, fmt.Errorf("spool: writing file meta information: %w", err)
 	}
+	w.crc = crc32.Update(0, castagnoli, head)
 	w.dataOff = int64(len(head))
 	w.count(w.dataOff)
 	return w, nil
+}
+
+// open takes a slot, named <id>.part too for whoever looks into incoming/,
+// or else creates the file.
+func (w *Writer) open() error {
+	if w.pool = w.s.slots; w.pool != nil {
+		if sl, ok := w.pool.take(); ok {
+			if err := os.Link(sl.path, w.tmp); err != nil {
+				sl.f.Close()
+				os.Remove(sl.path)
+				return fmt.Errorf("spool: %w", err)
+			}
+			w.f, w.slot = sl.f, sl.path
+			return nil
+		}
+	}
+	f, err := os.OpenFile(w.tmp, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	w.f = f
+	return nil
 }
 
 // count adds n bytes of this object to the spool's accounting.
@@ -120,6 +147,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := w.f.Write(p)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
 	w.size += int64(n)
 	w.count(int64(n))
 	if err != nil {
@@ -144,6 +172,11 @@ func (w *Writer) Commit() (Entry, error) {
 		w.Abort()
 		return Entry{}, err
 	}
+	final := filepath.Join(w.s.queue, w.id+objectExt)
+	entry := Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID}
+	if w.slot != "" {
+		return entry, w.commitSealed(final)
+	}
 	if err := w.f.Sync(); err != nil {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: fsync: %w", err)
@@ -154,7 +187,6 @@ func (w *Writer) Commit() (Entry, error) {
 		return Entry{}, fmt.Errorf("spool: %w", err)
 	}
 	w.f = nil
-	final := filepath.Join(w.s.queue, w.id+objectExt)
 	if err := os.Rename(w.tmp, final); err != nil {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: %w", err)
@@ -168,7 +200,38 @@ func (w *Writer) Commit() (Entry, error) {
 		return Entry{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
 	}
 	w.done = true
-	return Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID}, nil
+	return entry, nil
+}
+
+// commitSealed commits an object written into a slot: seal and fsync (the
+// object is durable under the slot's name), link into queue/, and leave
+// the queue directory's fsync and the slot's removal to the background.
+func (w *Writer) commitSealed(final string) error {
+	total := w.dataOff + w.size
+	if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(w.id, total, w.crc), 0); err != nil {
+		w.Abort()
+		return fmt.Errorf("spool: sealing: %w", err)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return fmt.Errorf("spool: fsync: %w", err)
+	}
+	err := w.f.Close()
+	w.f = nil
+	if err != nil {
+		w.Abort()
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := os.Link(w.slot, final); err != nil {
+		w.Abort()
+		return fmt.Errorf("spool: %w", err)
+	}
+	w.done = true
+	if err := os.Remove(w.tmp); err != nil {
+		w.s.log.Warn("cannot remove the receiving name of a committed object", "file", w.tmp, "err", err)
+	}
+	w.pool.committed(w.id, w.slot)
+	return nil
 }
 
 // check walks the data set as written and compares its SOP Class and
@@ -201,8 +264,13 @@ func (w *Writer) Abort() {
 		w.f.Close()
 		w.f = nil
 	}
-	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		w.s.log.Error("cannot remove partial object", "file", w.tmp, "err", err)
+	for _, name := range []string{w.tmp, w.slot} {
+		if name == "" {
+			continue
+		}
+		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			w.s.log.Error("cannot remove partial object", "file", name, "err", err)
+		}
 	}
 	w.count(-w.counted)
 }
