@@ -8,13 +8,32 @@ import (
 	"path/filepath"
 )
 
-// CorpusDir is the shared DICOM corpus (../shared/dicom-corpus from the
-// repository), or $DICOMGW_CORPUS.
+// CorpusDir is the shared DICOM corpus: $DICOMGW_CORPUS when set, else
+// ../shared/dicom-corpus beside the repository. A checkout made elsewhere
+// (a CI clone in a scratch directory) finds it in the nearest ancestor that
+// has shared/dicom-corpus, then at /work/shared/dicom-corpus. The files are
+// read where they are, never copied into the repository.
 func CorpusDir() string {
 	if d := os.Getenv("DICOMGW_CORPUS"); d != "" {
 		return d
 	}
-	return filepath.Join(RepoRoot(), "..", "shared", "dicom-corpus")
+	beside := filepath.Join(RepoRoot(), "..", "shared", "dicom-corpus")
+	candidates := []string{beside}
+	for d := filepath.Dir(RepoRoot()); ; d = filepath.Dir(d) {
+		candidates = append(candidates, filepath.Join(d, "shared", "dicom-corpus"))
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	candidates = append(candidates, "/work/shared/dicom-corpus")
+	for _, c := range candidates {
+		if _, err := os.Stat(filepath.Join(c, "MANIFEST.tsv")); err == nil {
+			return c
+		}
+	}
+	// None there: name the documented place, so the error says where
+	// the corpus was expected.
+	return beside
 }
 
 // CorpusFile is one row of the corpus MANIFEST.tsv.
