@@ -393,3 +393,26 @@ func TestShutdownDuringLargeTransfer(t *testing.T) {
 		return nil
 	})
 }
+
+// TestShutdownRightAfterStart: a SIGTERM that arrives the moment the
+// gateway says it is listening (a supervisor restarting it, a test ending
+// early) is a clean shutdown with status 0, not death by the signal's
+// default action. Signals used to be caught only after that log line.
+func TestShutdownRightAfterStart(t *testing.T) {
+	t.Parallel()
+	for i := range 5 {
+		g, err := harness.Start(t.TempDir(), "--spool-min-free", "0", "--archive-dir", t.TempDir())
+		if err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		g.Signal(syscall.SIGTERM)
+		select {
+		case <-g.Exited():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("start %d: the gateway did not exit", i)
+		}
+		if err := g.Err(); err != nil {
+			t.Errorf("start %d: exit: %v, want status 0\n%s", i, err, harness.Tail(g.Logs(), 4000))
+		}
+	}
+}

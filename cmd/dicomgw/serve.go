@@ -22,6 +22,16 @@ import (
 )
 
 func runServer(c serveConfig, values map[string]string, args []string, log *slog.Logger) error {
+	// Signals are caught from the start: a SIGTERM that arrives while the
+	// spool opens or just after "dicomgw listening" is logged is a clean
+	// shutdown, not the default death.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	set, err := c.check(log.With("component", "forward"))
 	if err != nil {
 		return err
@@ -97,13 +107,6 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		"ae_titles", strings.Join(c.aeTitles, ","), "calling_aes", strings.Join(c.callingAEs, ","),
 		"user_identity", identityMode(c), "spool_dir", c.spoolDir, "destination", set.dest.String(),
 		"version", version, "commit", commit)
-
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	served := make(chan error, len(listeners))
 	for _, ln := range listeners {
