@@ -315,10 +315,10 @@ func timeDicomgwToOrthancIn(ctx context.Context, c *config, set objectSet, spool
 		return 0, diag, fmt.Errorf("%w\ndicomgw log (tail):\n%s", s.err, harness.Tail(g.Logs(), 4096))
 	}
 	if err != nil {
-		return 0, diag, fmt.Errorf("Orthanc: %w\ndicomgw log (tail):\n%s", err, harness.Tail(g.Logs(), 4096))
+		return 0, diag, fmt.Errorf("the target Orthanc: %w\ndicomgw log (tail):\n%s", err, harness.Tail(g.Logs(), 4096))
 	}
 	if got, err := o.CountInstances(); err != nil || got != len(set.Files) {
-		return 0, diag, fmt.Errorf("Orthanc holds %d instances (%v), want %d", got, err, len(set.Files))
+		return 0, diag, fmt.Errorf("the target Orthanc holds %d instances (%v), want %d", got, err, len(set.Files))
 	}
 	diag, err = readDiag(g, start, s.res.Elapsed, len(set.Files))
 	diag.CPU = map[string]float64{"storescu": s.res.CPU.Seconds()}

@@ -88,12 +88,6 @@ func newUpstream(t *testing.T, fx *securityFixture, o upstreamOptions, decide fu
 // URL is the service root the gateway is given.
 func (u *upstream) URL() string { return u.srv.URL + u.prefix }
 
-func (u *upstream) setDecide(d func(r *http.Request) (int, string)) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.decide = d
-}
-
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := upstreamRequest{at: time.Now(), method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, auth: r.Header.Get("Authorization")}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
