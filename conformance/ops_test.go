@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -413,6 +414,64 @@ func TestShutdownRightAfterStart(t *testing.T) {
 		}
 		if err := g.Err(); err != nil {
 			t.Errorf("start %d: exit: %v, want status 0\n%s", i, err, harness.Tail(g.Logs(), 4000))
+		}
+	}
+}
+
+// TestShutdownSecondSignal: with a long --shutdown-timeout and a transfer
+// stuck mid-object, a second SIGTERM ends the wait at once: the running
+// association is aborted, the gateway exits 0 within seconds, and what was
+// acknowledged before is delivered after a restart.
+func TestShutdownSecondSignal(t *testing.T) {
+	t.Parallel()
+	spoolDir, archive := t.TempDir(), t.TempDir()
+	g := startGateway(t, spoolDir, "--stow-url", "http://127.0.0.1:9/dicom-web", "--shutdown-timeout", "10m", "--retry-min", "1h")
+	small := studyObjects(t, t.TempDir(), 2, 4096)
+	storeAll(t, g.Addr, "BEFORE", small)
+	_, unstall, done := stalledStore(t, g, "BIG")
+	release := sync.OnceFunc(unstall)
+	defer release()
+
+	g.Signal(syscall.SIGTERM)
+	if _, err := g.WaitLog("shutting down: no new associations; waiting for running ones", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.Exited():
+		t.Fatal("the gateway exited on the first signal with a transfer running and --shutdown-timeout 10m")
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	g.Signal(syscall.SIGTERM)
+	select {
+	case <-g.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway did not exit on the second signal")
+	}
+	if err := g.Err(); err != nil {
+		t.Errorf("exit: %v, want status 0", err)
+	}
+	t.Logf("exited %v after the second signal", time.Since(start).Round(time.Millisecond))
+	if _, err := g.WaitLog("second signal: aborting running associations now", time.Second, nil); err != nil {
+		t.Error(err)
+	}
+	release()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the interrupted store succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the interrupted sender never noticed")
+	}
+	noPartials(t, spoolDir)
+
+	g2 := startGateway(t, spoolDir, "--archive-dir", archive)
+	waitDrained(t, g2, 30*time.Second)
+	for _, o := range small {
+		matches, _ := filepath.Glob(filepath.Join(archive, o.StudyInstanceUID, "*", o.SOPInstanceUID+".dcm"))
+		if len(matches) != 1 {
+			t.Errorf("acknowledged object %s not delivered after restart (%v)", o.SOPInstanceUID, matches)
 		}
 	}
 }
