@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,9 +92,15 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	flags := parseFlags(t, string(flagsText))
 	state, _ := u.get("Service", "StateDirectory")
+	rw, _ := u.get("Service", "ReadWritePaths")
 	for _, f := range []string{"spool-dir", "archive-dir"} {
 		if !strings.HasPrefix(flags.last(f), "/var/lib/"+state+"/") {
 			t.Errorf("%s: --%s=%s is not in the unit's state directory /var/lib/%s", serverFlag, f, flags.last(f), state)
+		}
+		if !slices.ContainsFunc(strings.Fields(rw), func(p string) bool {
+			return strings.HasPrefix(flags.last(f), strings.TrimPrefix(p, "-")+"/")
+		}) {
+			t.Errorf("%s: --%s=%s is under none of ReadWritePaths=%s: ProtectSystem=strict would make it read-only", serverFlag, f, flags.last(f), rw)
 		}
 	}
 	drain, err := time.ParseDuration(flags.last("shutdown-timeout"))
