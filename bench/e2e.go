@@ -306,6 +306,9 @@ func timeDicomgwToOrthancIn(ctx context.Context, c *config, set objectSet, spool
 		return 0, diag, err
 	}
 	defer g.Stop(30 * time.Second)
+	if err := startedUp(g); err != nil {
+		return 0, diag, err
+	}
 	settle()
 	start := time.Now()
 	sent := storescuAsync(ctx, c, g.Addr, set.Files)
@@ -492,6 +495,9 @@ func measureHugeForward(ctx context.Context, c *config, path, sop string, size i
 		return r, err
 	}
 	defer g.Stop(30 * time.Second)
+	if err := startedUp(g); err != nil {
+		return r, err
+	}
 	settle()
 	start := time.Now()
 	res, err := storescu(ctx, c.timeout, g.Addr, []string{path})

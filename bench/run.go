@@ -99,10 +99,24 @@ func receivingGateway(c *config) (*harness.Gateway, func(), error) {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
+	if err := startedUp(g); err != nil {
+		g.Stop(30 * time.Second)
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
 	return g, func() {
 		g.Stop(30 * time.Second)
 		os.RemoveAll(dir)
 	}, nil
+}
+
+// startedUp waits until a fresh gateway has done its start-up work (its
+// spool's pool of ready files made, which takes a second on some file
+// systems), so that a timed run measures a running daemon, as a modality
+// meets it, not one still starting.
+func startedUp(g *harness.Gateway) error {
+	_, err := g.WaitLog("spool slots ready", 60*time.Second, nil)
+	return err
 }
 
 // expectSpooled checks that the gateway committed exactly n objects (its

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,19 +25,29 @@ import (
 // fsync, then the queue directory's after the rename. Slots save the second
 // one on the way to the acknowledgement.
 //
-// A slot is an empty file created ahead of time in incoming/ under a hidden
+// A slot is an empty file created ahead of time in slots/ under a hidden
 // name (.slot-*), its directory entry already made durable. An object is
-// written into a slot; its commit sets a seal on the file (an extended
-// attribute with the object's ID, size and CRC-32C) and fsyncs it: one
-// flush, after which the object is durable under the slot's name and may be
+// written into a slot (also named incoming/<id>.part meanwhile, for whoever
+// looks there); its commit sets a seal on the file (an extended attribute
+// with the object's ID, size and CRC-32C) and fsyncs it: one flush, after
+// which the object is durable under the slot's name and may be
 // acknowledged. It is then linked into queue/ at once (visible to the
 // forwarder), and in the background the queue directory is fsynced — once
 // for all the objects committed meanwhile — before the slot's name is
 // removed. At every moment at least one durable name holds the object.
 //
+// Slots have a directory of their own because creating a file holds its
+// directory's lock while the file system looks for a free inode, which on
+// some (ext4 without a journal, after many deletions) takes a millisecond or
+// more: in incoming/ that stalled the links and unlinks of the objects being
+// received. The pool is deep (slotsWanted) and refilled early (slotsLow) so
+// that a burst of small objects does not run it dry; an object that finds
+// it empty is committed the simple way.
+//
 // After a crash, Open links every slot whose seal checks out (size and
 // CRC: a seal written with data that did not reach the disk does not) into
-// queue/ unless the object is there already, and removes the rest. An
+// queue/ unless the object is there already, and removes the rest, in
+// slots/ and in incoming/ (where earlier versions kept their slots). An
 // object delivered just before a crash whose slot had not been removed yet
 // is queued again: it may be delivered twice, never lost.
 //
@@ -47,10 +58,13 @@ const (
 	slotPrefix = ".slot-"
 	sealAttr   = "user.dicomgw.seal"
 	sealMagic  = "dicomgw-seal-v1"
-	// slotsWanted slots are kept ready; the pool is refilled when it falls
-	// below slotsLow.
-	slotsWanted = 32
-	slotsLow    = 16
+	// slotsWanted slots are kept ready (empty files, no descriptor held);
+	// the pool is refilled when it falls below slotsLow, slotsBatch files
+	// (one directory fsync) at a time. Deep, so that a study sent in one
+	// burst finds its slots made during the quiet before it.
+	slotsWanted = 1024
+	slotsLow    = 768
+	slotsBatch  = 64
 	// syncEvery is how long committed slots wait for the queue directory's
 	// fsync, gathering the commits of that while into one.
 	syncEvery = 100 * time.Millisecond
@@ -61,7 +75,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // idPattern is what newID makes; a seal naming anything else is not ours.
 var idPattern = regexp.MustCompile(`^[0-9a-f]{16}-[0-9a-f]{8}$`)
 
-// slot is a pre-created file in incoming/.
+// slot is a pre-created file in slots/, opened for its object.
 type slot struct {
 	f    *os.File
 	path string
@@ -71,17 +85,23 @@ type slot struct {
 // durable in the background.
 type slots struct {
 	s     *Spool
-	ready chan slot
+	ready chan string // paths of empty slot files whose entries are durable
 
 	refill chan struct{}
 	stop   chan struct{}
 	done   sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
-	kick    chan struct{}
+	mu       sync.Mutex
+	pending  map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
+	flushing map[string]string // the batch whose directory fsync is running
+	recycled []string          // delivered objects' files moved into slots/, to be emptied and made durable
+	kick     chan struct{}
 
-	failing bool // the last refill failed (logged once until one succeeds)
+	started time.Time // for the "spool slots ready" log line, once the pool is first full
+	adopted int
+	filled  bool
+	failing bool       // the last refill failed (logged once until one succeeds)
+	hold    sync.Mutex // held by the refill loop while it prepares (tests pause it)
 	closed  sync.Once
 }
 
@@ -103,14 +123,23 @@ func sealsSupported(dir string) error {
 	return os.Remove(name + ".link")
 }
 
-func newSlots(s *Spool) *slots {
+func newSlots(s *Spool, adopted []string) *slots {
 	p := &slots{
 		s:       s,
-		ready:   make(chan slot, slotsWanted),
+		ready:   make(chan string, slotsWanted),
 		refill:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		pending: make(map[string]string),
+		started: time.Now(),
+		adopted: len(adopted),
+	}
+	for _, path := range adopted {
+		select {
+		case p.ready <- path:
+		default:
+			os.Remove(path)
+		}
 	}
 	p.done.Add(2)
 	go p.refillLoop()
@@ -119,28 +148,40 @@ func newSlots(s *Spool) *slots {
 	return p
 }
 
-// take returns a ready slot, if there is one.
+// take returns a ready slot, opened, if there is one.
 func (p *slots) take() (slot, bool) {
-	select {
-	case sl := <-p.ready:
-		if len(p.ready) < slotsLow {
-			select {
-			case p.refill <- struct{}{}:
-			default:
-			}
-		}
-		return sl, true
-	default:
+	for {
+		var path string
 		select {
-		case p.refill <- struct{}{}:
+		case path = <-p.ready:
 		default:
+			p.wake()
+			return slot{}, false
 		}
-		return slot{}, false
+		if len(p.ready) < slotsLow {
+			p.wake()
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			// Removed behind our back (an operator): try the next one.
+			p.s.log.Warn("a spool slot is gone", "file", filepath.Base(path), "err", err)
+			continue
+		}
+		return slot{f: f, path: path}, true
 	}
 }
 
-// refillLoop creates slots in batches: the files, then one fsync of
-// incoming/ for all of them, and only then are they handed out.
+// wake asks the refill loop to run.
+func (p *slots) wake() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// refillLoop makes slots: first from delivered objects' files (recycled),
+// then new ones, in batches, each batch's entries made durable with one
+// fsync of slots/ before they are handed out.
 func (p *slots) refillLoop() {
 	defer p.done.Done()
 	for {
@@ -149,52 +190,161 @@ func (p *slots) refillLoop() {
 			return
 		case <-p.refill:
 		}
-		batch, err := p.prepare()
-		if err != nil {
-			if !p.failing {
-				p.s.log.Warn("cannot prepare spool slots; objects are committed the slower way meanwhile", "err", err)
-				p.failing = true
+		for {
+			p.hold.Lock()
+			n, err := p.prepare()
+			p.hold.Unlock()
+			if err != nil {
+				if !p.failing {
+					p.s.log.Warn("cannot prepare spool slots; objects are committed the slower way meanwhile", "err", err)
+					p.failing = true
+				}
+				select {
+				case <-p.stop:
+					return
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			if p.failing {
+				p.s.log.Info("spool slots prepared again")
+				p.failing = false
+			}
+			if n == 0 {
+				if !p.filled {
+					p.filled = true
+					p.s.log.Info("spool slots ready", "slots", len(p.ready), "adopted", p.adopted, "took", time.Since(p.started).Round(time.Millisecond).String())
+				}
+				break
 			}
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(time.Second):
+			default:
 			}
-			continue
-		}
-		if p.failing {
-			p.s.log.Info("spool slots prepared again")
-			p.failing = false
-		}
-		for _, sl := range batch {
-			p.ready <- sl
 		}
 	}
 }
 
-// prepare creates the slots the pool lacks and makes their entries durable.
-func (p *slots) prepare() ([]slot, error) {
-	var batch []slot
+// prepare adds one batch of slots to the pool and says how many; 0 when
+// the pool is full and nothing waits to be recycled.
+func (p *slots) prepare() (int, error) {
+	if n, err := p.recycle(); n > 0 || err != nil {
+		return n, err
+	}
+	want := min(slotsWanted-len(p.ready), slotsBatch)
+	if want <= 0 {
+		return 0, nil
+	}
+	batch := make([]string, 0, want)
 	drop := func() {
-		for _, sl := range batch {
-			sl.f.Close()
-			os.Remove(sl.path)
+		for _, path := range batch {
+			os.Remove(path)
 		}
 	}
-	for len(p.ready)+len(batch) < slotsWanted {
-		path := filepath.Join(p.s.incoming, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
+	for range want {
+		path := filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
 		if err != nil {
 			drop()
-			return nil, err
+			return 0, err
 		}
-		batch = append(batch, slot{f: f, path: path})
+		f.Close()
+		batch = append(batch, path)
 	}
-	if err := durable.SyncDir(p.s.incoming); err != nil {
+	if err := durable.SyncDir(p.s.slotDir); err != nil {
 		drop()
-		return nil, err
+		return 0, err
 	}
-	return batch, nil
+	return p.hand(batch), nil
+}
+
+// hand puts durable slots into the pool; those it has no room for are
+// removed. It returns how many it put.
+func (p *slots) hand(batch []string) int {
+	n := 0
+	for _, path := range batch {
+		select {
+		case p.ready <- path:
+			n++
+		default:
+			os.Remove(path)
+		}
+	}
+	return n
+}
+
+// reuse takes over the file of a delivered object (its only name,
+// queue/<id>.dcm) as a slot, saving the file system an inode to free now
+// and one to allocate later, which on some (ext4 without a journal) costs
+// more processor time than the rest of a small object's commit. It says
+// whether it did, and the size the file had; if not, the caller removes
+// the file as usual.
+func (p *slots) reuse(path string) (int64, bool) {
+	p.mu.Lock()
+	room := len(p.ready)+len(p.recycled) < slotsWanted
+	p.mu.Unlock()
+	if !room {
+		return 0, false
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+		// Another name (the archive's hard link) keeps the file: not ours.
+		return 0, false
+	}
+	// Unsealed first: a file in slots/ with a seal is an object to recover
+	// after a crash, and this one is delivered. (Still queued after a
+	// crash, it is delivered again, as a removed one can be.)
+	if err := unix.Removexattr(path, sealAttr); err != nil && !errors.Is(err, unix.ENODATA) {
+		return 0, false
+	}
+	dst := filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
+	if err := os.Rename(path, dst); err != nil {
+		return 0, false
+	}
+	p.mu.Lock()
+	p.recycled = append(p.recycled, dst)
+	p.mu.Unlock()
+	p.wake()
+	return fi.Size(), true
+}
+
+// recycle turns the files reuse moved into slots/ into ready slots: the
+// queue directory is fsynced first (so that no crash brings an old name
+// back to a file about to hold another object), then each file is emptied,
+// then slots/ is fsynced. It returns how many it handed out.
+func (p *slots) recycle() (int, error) {
+	p.mu.Lock()
+	batch := p.recycled
+	p.recycled = nil
+	p.mu.Unlock()
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	fail := func(err error) (int, error) {
+		for _, path := range batch {
+			os.Remove(path)
+		}
+		return 0, err
+	}
+	if err := durable.SyncDir(p.s.queue); err != nil {
+		return fail(err)
+	}
+	for _, path := range batch {
+		if err := os.Truncate(path, 0); err != nil {
+			return fail(err)
+		}
+	}
+	if err := durable.SyncDir(p.s.slotDir); err != nil {
+		return fail(err)
+	}
+	n := p.hand(batch)
+	if n == 0 {
+		// The pool filled meanwhile; hand removed them. Not an error,
+		// but not progress either: stop the loop's round.
+		return 0, nil
+	}
+	return n, nil
 }
 
 // committed hands over a sealed slot whose object is linked into queue/.
@@ -238,9 +388,16 @@ func (p *slots) gone(id string) {
 	p.mu.Lock()
 	path, ok := p.pending[id]
 	delete(p.pending, id)
+	if !ok && p.flushing != nil {
+		// Its queue entry is being fsynced right now: the slot's name
+		// goes here, not after the fsync (when a crash would queue it
+		// again).
+		path, ok = p.flushing[id]
+		delete(p.flushing, id)
+	}
 	p.mu.Unlock()
 	if ok {
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			p.s.log.Warn("cannot remove a committed slot", "file", filepath.Base(path), "err", err)
 		}
 	}
@@ -250,24 +407,39 @@ func (p *slots) flush() {
 	p.mu.Lock()
 	batch := p.pending
 	p.pending = make(map[string]string)
+	p.flushing = batch
 	p.mu.Unlock()
 	if len(batch) == 0 {
+		p.mu.Lock()
+		p.flushing = nil
+		p.mu.Unlock()
 		return
 	}
-	if err := durable.SyncDir(p.s.queue); err != nil {
-		// The slots stay: the next Open recovers their objects.
-		p.s.log.Error("cannot fsync the queue directory; the sealed objects stay in incoming/ until the next start", "objects", len(batch), "err", err)
+	err := durable.SyncDir(p.s.queue)
+	p.mu.Lock()
+	p.flushing = nil
+	if err != nil {
+		// The slots stay, and are tried again with the next commits (a
+		// crash meanwhile: the next Open finds their objects queued).
+		for id, path := range batch {
+			p.pending[id] = path
+		}
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.s.log.Error("cannot fsync the queue directory; the committed objects keep their slots until it works", "objects", len(batch), "err", err)
 		return
 	}
 	for _, path := range batch {
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			p.s.log.Warn("cannot remove a committed slot", "file", filepath.Base(path), "err", err)
 		}
 	}
 }
 
-// close stops the pool: the pending slots are flushed, the ready ones
-// removed.
+// close stops the pool: the pending slots are flushed; the ready ones
+// stay in slots/ for the next Open to adopt, and the recycled ones not yet
+// emptied are removed.
 func (p *slots) close() {
 	p.closed.Do(p.shut)
 }
@@ -275,15 +447,12 @@ func (p *slots) close() {
 func (p *slots) shut() {
 	close(p.stop)
 	p.done.Wait()
-	for {
-		select {
-		case sl := <-p.ready:
-			sl.f.Close()
-			os.Remove(sl.path)
-		default:
-			return
-		}
+	p.mu.Lock()
+	for _, path := range p.recycled {
+		os.Remove(path)
 	}
+	p.recycled = nil
+	p.mu.Unlock()
 }
 
 // seal is the value of the seal attribute.
@@ -329,11 +498,24 @@ func readSeal(f *os.File) (id string, ok bool, err error) {
 	return fields[1], true, nil
 }
 
-// recoverIncoming queues the sealed objects a crash left in incoming/ and
-// removes everything else there. It returns how many objects it queued and
-// how many partial objects it removed.
+// recoverIncoming queues the sealed objects a crash left in slots/ or
+// incoming/ and removes everything else there. It returns how many objects
+// it queued and how many partial objects it removed.
 func (s *Spool) recoverIncoming() (recovered, partials int, err error) {
-	des, err := os.ReadDir(s.incoming)
+	for _, dir := range []string{s.slotDir, s.incoming} {
+		r, p, err := s.recoverDir(dir)
+		recovered, partials = recovered+r, partials+p
+		if err != nil {
+			return recovered, partials, err
+		}
+	}
+	return recovered, partials, nil
+}
+
+// recoverDir does recoverIncoming's work in one directory. A sealed object
+// named twice (its slot, and its .part in incoming/) is queued once.
+func (s *Spool) recoverDir(dir string) (recovered, partials int, err error) {
+	des, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("spool: %w", err)
 	}
@@ -342,7 +524,7 @@ func (s *Spool) recoverIncoming() (recovered, partials int, err error) {
 		if !de.Type().IsRegular() {
 			continue
 		}
-		path := filepath.Join(s.incoming, de.Name())
+		path := filepath.Join(dir, de.Name())
 		f, err := os.Open(path)
 		if err != nil {
 			return 0, 0, fmt.Errorf("spool: %w", err)
@@ -363,7 +545,7 @@ func (s *Spool) recoverIncoming() (recovered, partials int, err error) {
 			return 0, 0, fmt.Errorf("spool: recovering %s: %w", id, err)
 		}
 		recovered++
-		s.log.Warn("queued an object committed before a crash (it may be delivered twice)", "id", id, "file", de.Name())
+		s.log.Warn("queued an object committed before a crash (it may be delivered twice)", "id", id, "file", filepath.Join(filepath.Base(dir), de.Name()))
 	}
 	if recovered > 0 {
 		if err := durable.SyncDir(s.queue); err != nil {
@@ -371,16 +553,35 @@ func (s *Spool) recoverIncoming() (recovered, partials int, err error) {
 		}
 	}
 	for _, de := range des {
-		path := filepath.Join(s.incoming, de.Name())
+		path := filepath.Join(dir, de.Name())
+		if dir == s.slotDir && !sealed[de.Name()] && emptySlot(path, de) {
+			// A ready slot of the last run: used again, not remade.
+			s.adopted = append(s.adopted, path)
+			continue
+		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, 0, fmt.Errorf("spool: removing leftover: %w", err)
 		}
 		if !sealed[de.Name()] && !strings.HasPrefix(de.Name(), ".") {
 			partials++
-			s.log.Info("removed partial object left by an earlier run", "file", de.Name())
+			s.log.Info("removed partial object left by an earlier run", "file", filepath.Join(filepath.Base(dir), de.Name()))
 		}
 	}
 	return recovered, partials, nil
+}
+
+// emptySlot says whether a file in slots/ is a ready slot: a slot's name,
+// a regular file, empty, one name, no seal.
+func emptySlot(path string, de os.DirEntry) bool {
+	if !strings.HasPrefix(de.Name(), slotPrefix) || !de.Type().IsRegular() {
+		return false
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Size() != 0 || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+		return false
+	}
+	_, err = unix.Lgetxattr(path, sealAttr, nil)
+	return errors.Is(err, unix.ENODATA)
 }
 
 // holds says whether the spool has the object id in any state.

@@ -18,25 +18,51 @@ import (
 )
 
 // openLogged opens the spool in dir with its log captured.
-func openLogged(t *testing.T, dir string) (*Spool, *bytes.Buffer) {
+func openLogged(t *testing.T, dir string) (*Spool, *logBuffer) {
 	t.Helper()
-	var buf bytes.Buffer
-	s, err := Open(Config{Dir: dir, ImplementationClassUID: implUID, ImplementationVersionName: "TEST_1"}, slog.New(slog.NewJSONHandler(&buf, nil)))
+	buf := &logBuffer{}
+	s, err := Open(Config{Dir: dir, ImplementationClassUID: implUID, ImplementationVersionName: "TEST_1"}, slog.New(slog.NewJSONHandler(buf, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, &buf
+	return s, buf
+}
+
+// logBuffer collects a spool's log, written by its goroutines too.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// record returns the fields of the first log record with message msg.
+func (b *logBuffer) record(msg string) map[string]any {
+	for _, line := range strings.Split(b.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
+			return rec
+		}
+	}
+	return nil
 }
 
 // opened returns the fields of the "spool opened" log record.
-func opened(t *testing.T, log *bytes.Buffer) map[string]any {
+func opened(t *testing.T, log *logBuffer) map[string]any {
 	t.Helper()
-	for _, line := range strings.Split(log.String(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "spool opened" {
-			return rec
-		}
+	if rec := log.record("spool opened"); rec != nil {
+		return rec
 	}
 	t.Fatalf("no \"spool opened\" record in %s", log)
 	return nil
@@ -51,16 +77,43 @@ func nlink(t *testing.T, path string) uint64 {
 	return uint64(fi.Sys().(*syscall.Stat_t).Nlink)
 }
 
+// waitSlots waits until the pool is full, so that the next objects get
+// slots (creating them takes a while on some file systems).
+func waitSlots(t *testing.T, s *Spool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(s.slots.ready) < slotsWanted {
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot pool holds %d of %d after 20 s", len(s.slots.ready), slotsWanted)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestSealedCommit: an object committed through a slot is sealed (its seal
 // checks out against its content), queued at once, and its slot's name is
-// gone shortly after; a closed spool leaves nothing in incoming/.
+// gone shortly after; a closed spool leaves nothing in incoming/ and only
+// empty slots in slots/, which the next Open takes over.
 func TestSealedCommit(t *testing.T) {
 	dir := t.TempDir()
 	s, log := openLogged(t, dir)
 	if got := opened(t, log)["commit"]; got != "sealed slots" {
 		t.Skipf("the test file system has no user extended attributes (commit %v)", got)
 	}
-	time.Sleep(50 * time.Millisecond) // the first slots
+	waitSlots(t, s)
+	if n := len(mustReadDir(t, filepath.Join(dir, slotsDir))); n != slotsWanted {
+		t.Fatalf("slots/ holds %d files, want the pool's %d", n, slotsWanted)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for log.record("spool slots ready") == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"spool slots ready\" record once the pool is full:\n%s", log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rec := log.record("spool slots ready"); rec["slots"] != float64(slotsWanted) || rec["adopted"] != 0.0 {
+		t.Errorf("spool slots ready: %v", rec)
+	}
 	e, err := store(t, s, meta("1.2.3.1"), dataSet(ctClass, "1.2.3.1", 20_000))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +130,7 @@ func TestSealedCommit(t *testing.T) {
 	if got := listDir(t, filepath.Join(dir, incomingDir)); len(got) != 0 {
 		t.Fatalf("incoming/ shows %v after the commit", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for nlink(t, e.Path) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the slot's name was never removed")
@@ -87,15 +140,38 @@ func TestSealedCommit(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if des, _ := os.ReadDir(filepath.Join(dir, incomingDir)); len(des) != 0 {
+	if des := mustReadDir(t, filepath.Join(dir, incomingDir)); len(des) != 0 {
 		t.Fatalf("incoming/ after Close: %d entries", len(des))
 	}
+	left := onlyEmptySlots(t, dir)
+	if left != slotsWanted-1 {
+		t.Errorf("slots/ after Close: %d empty slots, want %d", left, slotsWanted-1)
+	}
+	s, log = openLogged(t, dir)
+	if got := opened(t, log)["slots_adopted"]; got != float64(left) {
+		t.Errorf("reopened: slots_adopted %v, want %d", got, left)
+	}
+	waitSlots(t, s)
+}
+
+// onlyEmptySlots checks that slots/ holds nothing but ready slots and
+// returns how many.
+func onlyEmptySlots(t *testing.T, dir string) int {
+	t.Helper()
+	des := mustReadDir(t, filepath.Join(dir, slotsDir))
+	for _, de := range des {
+		if !emptySlot(filepath.Join(dir, slotsDir, de.Name()), de) {
+			t.Errorf("slots/%s is not an empty slot", de.Name())
+		}
+	}
+	return len(des)
 }
 
 // TestSealedAbort: an aborted object leaves only ready slots.
 func TestSealedAbort(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
+	waitSlots(t, s)
 	w, err := s.Create(meta("1.2.3.2"))
 	if err != nil {
 		t.Fatal(err)
@@ -104,14 +180,15 @@ func TestSealedAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	slot := w.slot
+	if slot == "" || filepath.Dir(slot) != filepath.Join(dir, slotsDir) {
+		t.Fatalf("the object was given slot %q, want one in slots/", slot)
+	}
 	w.Abort()
 	if got := listDir(t, filepath.Join(dir, incomingDir)); len(got) != 0 {
 		t.Fatalf("incoming/ after Abort: %v", got)
 	}
-	if slot != "" {
-		if _, err := os.Stat(slot); !os.IsNotExist(err) {
-			t.Fatalf("the aborted object's slot is still there: %v", err)
-		}
+	if _, err := os.Stat(slot); !os.IsNotExist(err) {
+		t.Fatalf("the aborted object's slot is still there: %v", err)
 	}
 	if n := len(listDir(t, filepath.Join(dir, queueDir))); n != 0 {
 		t.Fatalf("%d files queued", n)
@@ -140,8 +217,9 @@ func TestSimpleCommits(t *testing.T) {
 	}
 }
 
-// TestRecoverSealed plays what a crash can leave in incoming/: Open queues
-// the objects whose seal checks out, once, and removes everything else.
+// TestRecoverSealed plays what a crash can leave in slots/ and incoming/
+// (where earlier versions kept their slots): Open queues the objects whose
+// seal checks out, once, and removes everything else.
 func TestRecoverSealed(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
@@ -158,10 +236,16 @@ func TestRecoverSealed(t *testing.T) {
 	if err := os.Remove(e.Path); err != nil {
 		t.Fatal(err)
 	}
-	in := filepath.Join(dir, incomingDir)
+	in, sl := filepath.Join(dir, incomingDir), filepath.Join(dir, slotsDir)
+	readySlots := onlyEmptySlots(t, dir) // the closed spool's, taken over again
 	put := func(name string, content []byte, sealValue []byte) {
 		t.Helper()
-		p := filepath.Join(in, name)
+		p := filepath.Join(sl, name)
+		if strings.HasPrefix(name, "legacy") {
+			p = filepath.Join(in, "."+strings.TrimPrefix(name, "legacy."))
+		} else if !strings.HasPrefix(name, slotPrefix) {
+			p = filepath.Join(in, name)
+		}
 		if err := os.WriteFile(p, content, 0o640); err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +263,7 @@ func TestRecoverSealed(t *testing.T) {
 		idD = "0000000000000004-00040004" // sealed, shorter on disk than sealed
 	)
 	put(".slot-a", good, seal(idA, int64(len(good)), crc(good)))
-	if err := os.Link(filepath.Join(in, ".slot-a"), filepath.Join(in, idA+partialExt)); err != nil {
+	if err := os.Link(filepath.Join(sl, ".slot-a"), filepath.Join(in, idA+partialExt)); err != nil {
 		t.Fatal(err)
 	}
 	put(".slot-b", good, seal(idB, int64(len(good)), crc(good)))
@@ -189,36 +273,46 @@ func TestRecoverSealed(t *testing.T) {
 	torn := bytes.Clone(good)
 	torn[len(torn)-10] ^= 0xff
 	put(".slot-c", torn, seal(idC, int64(len(good)), crc(good)))
-	put(".slot-d", good[:len(good)-100], seal(idD, int64(len(good)), crc(good)))
+	put("legacy.slot-d", good[:len(good)-100], seal(idD, int64(len(good)), crc(good)))
 	put(".slot-e", good, seal("../../etc/x", int64(len(good)), crc(good)))          // not an ID of ours
 	put(".slot-f", good, []byte("dicomgw-seal-v1 0000000000000006-00060006 12 zz")) // not a seal
 	put(".slot-g", nil, nil)                                                        // a ready slot
+	put("legacy.slot-h", nil, nil)                                                  // an old version's ready slot
 	put("0000000000000008-00080008"+partialExt, good[:500], nil)                    // a partial object
-	put(".probe-1", []byte("x"), nil)
+	put("legacy.probe-1", []byte("x"), nil)
+	// An old version's sealed slot in incoming/: recovered from there.
+	const idI = "0000000000000009-00090009"
+	put("legacy.slot-i", good, seal(idI, int64(len(good)), crc(good)))
 
 	s, log := openLogged(t, dir)
 	rec := opened(t, log)
-	if rec["recovered"] != 1.0 || rec["partials_removed"] != 1.0 {
-		t.Errorf("recovered %v, partials removed %v; want 1 and 1", rec["recovered"], rec["partials_removed"])
+	if rec["recovered"] != 2.0 || rec["partials_removed"] != 1.0 {
+		t.Errorf("recovered %v, partials removed %v; want 2 and 1", rec["recovered"], rec["partials_removed"])
 	}
 	queued := listDir(t, filepath.Join(dir, queueDir))
-	want := []string{idA + objectExt, idB + objectExt}
+	want := []string{idA + objectExt, idB + objectExt, idI + objectExt}
 	if strings.Join(queued, " ") != strings.Join(want, " ") {
 		t.Fatalf("queue/ holds %v, want %v", queued, want)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, queueDir, idA+objectExt)); err != nil || !bytes.Equal(b, good) {
 		t.Fatalf("recovered object differs (%v)", err)
 	}
-	for _, de := range mustReadDir(t, in) {
-		if !strings.HasPrefix(de.Name(), slotPrefix) {
-			t.Errorf("left in incoming/: %s", de.Name())
+	if des := mustReadDir(t, in); len(des) != 0 {
+		t.Errorf("left in incoming/: %d entries", len(des))
+	}
+	for _, name := range []string{".slot-a", ".slot-b", ".slot-c", ".slot-e", ".slot-f"} {
+		if _, err := os.Lstat(filepath.Join(sl, name)); err == nil {
+			t.Errorf("left in slots/: %s", name)
 		}
+	}
+	if rec["slots_adopted"] != float64(readySlots+1) {
+		t.Errorf("slots_adopted %v, want %d (.slot-g and the last run's)", rec["slots_adopted"], readySlots+1)
 	}
 	if nlink(t, filepath.Join(dir, queueDir, idA+objectExt)) != 1 {
 		t.Error("the recovered object still has other names")
 	}
 	items, err := s.Items(StateQueued)
-	if err != nil || len(items) != 2 {
+	if err != nil || len(items) != 3 {
 		t.Fatalf("Items: %d, %v", len(items), err)
 	}
 }
@@ -237,7 +331,8 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 func TestSlotsRunOut(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
-	time.Sleep(50 * time.Millisecond)
+	waitSlots(t, s)
+	s.slots.hold.Lock() // no refill until all are written
 	const n = slotsWanted + 20
 	ws := make([]*Writer, n)
 	slotted := 0
@@ -255,6 +350,7 @@ func TestSlotsRunOut(t *testing.T) {
 		}
 		ws[i] = w
 	}
+	s.slots.hold.Unlock()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for _, w := range ws {
@@ -274,16 +370,160 @@ func TestSlotsRunOut(t *testing.T) {
 	if got := len(listDir(t, filepath.Join(dir, queueDir))); got != n {
 		t.Fatalf("%d objects queued, want %d", got, n)
 	}
-	if slotted >= n {
-		t.Fatalf("all %d objects got a slot; the pool holds %d", n, slotsWanted)
+	if slotted != slotsWanted {
+		t.Fatalf("%d of %d objects got a slot; the pool holds %d", slotted, n, slotsWanted)
 	}
 	s.Close()
 	if des := mustReadDir(t, filepath.Join(dir, incomingDir)); len(des) != 0 {
 		t.Fatalf("incoming/ after Close: %d entries", len(des))
 	}
+	onlyEmptySlots(t, dir)
 	for _, name := range listDir(t, filepath.Join(dir, queueDir)) {
 		if nlink(t, filepath.Join(dir, queueDir, name)) != 1 {
 			t.Errorf("%s still has another name after Close", name)
 		}
 	}
+}
+
+// TestDeliveredFileReused: the file of a delivered object with no other
+// name becomes an empty slot (same inode, unsealed) that a later object is
+// written into; a file with another name (the archive's hard link) is left
+// to that name, untouched.
+func TestDeliveredFileReused(t *testing.T) {
+	dir := t.TempDir()
+	s, log := openLogged(t, dir)
+	if got := opened(t, log)["commit"]; got != "sealed slots" {
+		t.Skipf("the test file system has no user extended attributes (commit %v)", got)
+	}
+	waitSlots(t, s)
+	inode := func(path string) uint64 {
+		t.Helper()
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	slotWith := func(ino uint64) string {
+		for _, de := range mustReadDir(t, filepath.Join(dir, slotsDir)) {
+			p := filepath.Join(dir, slotsDir, de.Name())
+			if fi, err := os.Lstat(p); err == nil && fi.Sys().(*syscall.Stat_t).Ino == ino {
+				return p
+			}
+		}
+		return ""
+	}
+	// Make room in the full pool for a recycled slot: take some.
+	var held []*Writer
+	for i := range 8 {
+		inst := "1.2.6." + strconv.Itoa(i+1)
+		w, err := s.Create(meta(inst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, w)
+	}
+	defer func() {
+		for _, w := range held {
+			w.Abort()
+		}
+	}()
+
+	e, err := store(t, s, meta("1.2.6.100"), dataSet(ctClass, "1.2.6.100", 5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := inode(e.Path)
+	used := s.Used()
+	if err := os.WriteFile(filepath.Join(dir, queueDir, e.ID+retryExt), []byte("attempts: 1\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delivered(e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(e.Path); !os.IsNotExist(err) {
+		t.Fatalf("the delivered object is still queued: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, queueDir, e.ID+retryExt)); !os.IsNotExist(err) {
+		t.Fatalf("its retry file is still there: %v", err)
+	}
+	if got := s.Used(); got != used-e.Size {
+		t.Errorf("Used %d after delivery, want %d", got, used-e.Size)
+	}
+	var slot string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if slot = slotWith(ino); slot != "" {
+			de := dirEntry(t, slot)
+			if emptySlot(slot, de) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivered object's file never became an empty slot (%q)", slot)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// Objects written now get slots, the recycled one among them sooner or
+	// later; each is sealed and intact.
+	for i := 0; slotWith(ino) != ""; i++ {
+		if i > slotsWanted+10 {
+			t.Fatal("the recycled slot was never used")
+		}
+		inst := "1.2.6." + strconv.Itoa(1000+i)
+		body := dataSet(ctClass, inst, 700)
+		e, err := store(t, s, meta(inst), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inode(e.Path) == ino {
+			f, err := os.Open(e.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, ok, err := readSeal(f)
+			f.Close()
+			if err != nil || !ok || id != e.ID {
+				t.Fatalf("the object in the recycled file: seal %q %v %v, want %q", id, ok, err, e.ID)
+			}
+			b, _ := os.ReadFile(e.Path)
+			if !bytes.HasSuffix(b, body) || int64(len(b)) != e.Size {
+				t.Fatalf("the object in the recycled file is not what was written (%d bytes, want %d)", len(b), e.Size)
+			}
+			break
+		}
+	}
+
+	// Another name keeps the file: it is not reused.
+	e2, err := store(t, s, meta("1.2.6.200"), dataSet(ctClass, "1.2.6.200", 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(e2.Path)
+	archived := filepath.Join(t.TempDir(), "kept.dcm")
+	if err := os.Link(e2.Path, archived); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delivered(e2.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if slotWith(inode(archived)) != "" {
+		t.Fatal("a file with another name was taken as a slot")
+	}
+	if got, _ := os.ReadFile(archived); !bytes.Equal(got, want) {
+		t.Fatal("the other name's content changed")
+	}
+}
+
+func dirEntry(t *testing.T, path string) os.DirEntry {
+	t.Helper()
+	for _, de := range mustReadDir(t, filepath.Dir(path)) {
+		if de.Name() == filepath.Base(path) {
+			return de
+		}
+	}
+	t.Fatalf("%s: not found", path)
+	return nil
 }

@@ -5,7 +5,8 @@
 // received), checked, sealed and fsynced, and linked into queue/: only then
 // is it committed, and only then may its sender be told success (slots.go
 // says how one fsync is enough). A crash at any moment leaves either a
-// committed object or a leftover in incoming/, which Open removes.
+// committed object or a leftover in incoming/ or slots/, which Open removes
+// (or queues, when it is a sealed object: slots.go).
 //
 // File names are generated here: nothing a peer sends ever becomes a path.
 package spool
@@ -13,6 +14,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -46,6 +48,7 @@ type Config struct {
 // Directory layout under Config.Dir.
 const (
 	incomingDir  = "incoming"  // objects being received; removed on Open
+	slotsDir     = "slots"     // empty files ready to receive objects (slots.go)
 	queueDir     = "queue"     // committed objects, waiting to be forwarded
 	deadDir      = "dead"      // objects that cannot be delivered, each with a reason file
 	deliveredDir = "delivered" // delivered objects, when they are kept
@@ -85,10 +88,12 @@ type Spool struct {
 	cfg      Config
 	log      *slog.Logger
 	incoming string
+	slotDir  string
 	queue    string
 	lock     *os.File
 	seq      atomic.Uint32
-	slots    *slots // nil: every object committed the simple way
+	slots    *slots   // nil: every object committed the simple way
+	adopted  []string // ready slots Open found in slots/
 }
 
 // Open opens (creating if need be) the spool in cfg.Dir, takes its lock so
@@ -109,9 +114,10 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		cfg:      cfg,
 		log:      log,
 		incoming: filepath.Join(cfg.Dir, incomingDir),
+		slotDir:  filepath.Join(cfg.Dir, slotsDir),
 		queue:    filepath.Join(cfg.Dir, queueDir),
 	}
-	for _, d := range []string{cfg.Dir, s.incoming, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
+	for _, d := range []string{cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -130,7 +136,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		s.Close()
 		return nil, err
 	}
-	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
+	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := durable.SyncDir(d); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool: %w", err)
@@ -145,15 +151,23 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	commit := "sealed slots"
 	if simpleCommits {
 		commit = "rename"
-	} else if err := sealsSupported(s.incoming); err != nil {
+	} else if err := sealsSupported(s.slotDir); err != nil {
 		commit = "rename"
 		log.Warn("the spool's file system lacks "+err.Error()+"; every object costs a second fsync", "dir", cfg.Dir)
 	} else {
-		s.slots = newSlots(s)
+		s.slots = newSlots(s, s.adopted)
 	}
+	adopted := len(s.adopted)
+	if s.slots == nil {
+		for _, path := range s.adopted {
+			os.Remove(path)
+		}
+		adopted = 0
+	}
+	s.adopted = nil
 	q := st.States[StateQueued]
 	log.Info("spool opened", "dir", cfg.Dir, "queued", q.Objects, "queued_bytes", q.Bytes, "dead", st.States[StateDead].Objects,
-		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit)
+		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit, "slots_adopted", adopted)
 	return s, nil
 }
 
@@ -174,13 +188,25 @@ func (s *Spool) Full() (bool, string) {
 }
 
 // Delivered removes (or keeps in delivered/) a delivered object, and its
-// slot's name if that is still there.
+// slot's name if that is still there. With slots, the file of a removed
+// object that has no other name becomes a slot again (slots.reuse).
 func (s *Spool) Delivered(id string) error {
-	if err := s.Dir.Delivered(id); err != nil {
-		return err
+	if s.slots == nil {
+		return s.Dir.Delivered(id)
 	}
-	if s.slots != nil {
-		s.slots.gone(id)
+	// The object's slot name first, if it is still there: otherwise a
+	// crash now would queue it again, and its file would have two names.
+	s.slots.gone(id)
+	if s.keepDelivered || validID(id) != nil {
+		return s.Dir.Delivered(id)
+	}
+	size, ok := s.slots.reuse(filepath.Join(s.queue, id+objectExt))
+	if !ok {
+		return s.Dir.Delivered(id)
+	}
+	s.cap.add(-size)
+	if err := os.Remove(filepath.Join(s.queue, id+retryExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
 	}
 	return nil
 }
