@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,9 +41,11 @@ import (
 // directory's lock while the file system looks for a free inode, which on
 // some (ext4 without a journal, after many deletions) takes a millisecond or
 // more: in incoming/ that stalled the links and unlinks of the objects being
-// received. The pool is deep (slotsWanted) and refilled early (slotsLow) so
-// that a burst of small objects does not run it dry; an object that finds
-// it empty is committed the simple way.
+// received. The pool is deep (slotsWanted) and refilled while the spool is
+// quiet, so that a burst of small objects (a study) finds its slots made
+// and no file is created while it is received; a longer burst refills it
+// when it runs low. An object that finds it empty is committed the simple
+// way.
 //
 // After a crash, Open links every slot whose seal checks out (size and
 // CRC: a seal written with data that did not reach the disk does not) into
@@ -63,8 +66,10 @@ const (
 	// (one directory fsync) at a time. Deep, so that a study sent in one
 	// burst finds its slots made during the quiet before it.
 	slotsWanted = 1024
-	slotsLow    = 768
+	slotsLow    = 256
 	slotsBatch  = 64
+	// slotsQuiet without a slot taken is quiet enough to make slots.
+	slotsQuiet = 500 * time.Millisecond
 	// syncEvery is how long committed slots wait for the queue directory's
 	// fsync, gathering the commits of that while into one.
 	syncEvery = 100 * time.Millisecond
@@ -97,12 +102,13 @@ type slots struct {
 	recycled []string          // delivered objects' files moved into slots/, to be emptied and made durable
 	kick     chan struct{}
 
-	started time.Time // for the "spool slots ready" log line, once the pool is first full
-	adopted int
-	filled  bool
-	failing bool       // the last refill failed (logged once until one succeeds)
-	hold    sync.Mutex // held by the refill loop while it prepares (tests pause it)
-	closed  sync.Once
+	started  time.Time // for the "spool slots ready" log line, once the pool is first full
+	adopted  int
+	filled   bool
+	failing  bool         // the last refill failed (logged once until one succeeds)
+	hold     sync.Mutex   // held by the refill loop while it prepares (tests pause it)
+	lastTake atomic.Int64 // when a slot was last taken, Unix nanoseconds
+	closed   sync.Once
 }
 
 // sealsSupported tries an extended attribute and a hard link in dir.
@@ -158,6 +164,7 @@ func (p *slots) take() (slot, bool) {
 			p.wake()
 			return slot{}, false
 		}
+		p.lastTake.Store(time.Now().UnixNano())
 		if len(p.ready) < slotsLow {
 			p.wake()
 		}
@@ -181,16 +188,34 @@ func (p *slots) wake() {
 
 // refillLoop makes slots: first from delivered objects' files (recycled),
 // then new ones, in batches, each batch's entries made durable with one
-// fsync of slots/ before they are handed out.
+// fsync of slots/ before they are handed out. Outside start-up it works
+// when the spool is quiet (no slot taken for slotsQuiet), so that making
+// files does not compete with a burst being received, or when the pool
+// falls below slotsLow in a long burst, then only up to slotsLow plus a
+// batch.
 func (p *slots) refillLoop() {
 	defer p.done.Done()
+	tick := time.NewTicker(slotsQuiet / 2)
+	defer tick.Stop()
 	for {
+		urgent := false
 		select {
 		case <-p.stop:
 			return
 		case <-p.refill:
+			urgent = true
+		case <-tick.C:
+			if p.busy() {
+				continue
+			}
 		}
 		for {
+			if p.filled && !urgent && p.busy() {
+				break // a burst began: later
+			}
+			if p.filled && urgent && len(p.ready) >= slotsLow+slotsBatch {
+				break // enough to go on with; the rest when quiet
+			}
 			p.hold.Lock()
 			n, err := p.prepare()
 			p.hold.Unlock()
@@ -224,6 +249,11 @@ func (p *slots) refillLoop() {
 			}
 		}
 	}
+}
+
+// busy says whether a slot was taken within slotsQuiet.
+func (p *slots) busy() bool {
+	return time.Since(time.Unix(0, p.lastTake.Load())) < slotsQuiet
 }
 
 // prepare adds one batch of slots to the pool and says how many; 0 when
@@ -305,8 +335,7 @@ func (p *slots) reuse(path string) (int64, bool) {
 	p.mu.Lock()
 	p.recycled = append(p.recycled, dst)
 	p.mu.Unlock()
-	p.wake()
-	return fi.Size(), true
+	return fi.Size(), true // emptied by the refill loop, when the spool is quiet
 }
 
 // recycle turns the files reuse moved into slots/ into ready slots: the
