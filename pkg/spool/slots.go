@@ -70,6 +70,11 @@ const (
 	slotsBatch  = 64
 	// slotsQuiet without a slot taken is quiet enough to make slots.
 	slotsQuiet = 500 * time.Millisecond
+	// A delivered object's file becomes a slot when it is at most
+	// reuseMaxSize bytes and the files waiting to be emptied hold at most
+	// reuseMaxBytes.
+	reuseMaxSize  = 1 << 20
+	reuseMaxBytes = 64 << 20
 	// syncEvery is how long committed slots wait for the queue directory's
 	// fsync, gathering the commits of that while into one.
 	syncEvery = 100 * time.Millisecond
@@ -79,6 +84,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // idPattern is what newID makes; a seal naming anything else is not ours.
 var idPattern = regexp.MustCompile(`^[0-9a-f]{16}-[0-9a-f]{8}$`)
+
+// recycledFile is a delivered object's file waiting to become a slot.
+type recycledFile struct {
+	path string
+	size int64
+}
 
 // slot is a pre-created file in slots/, opened for its object.
 type slot struct {
@@ -96,11 +107,12 @@ type slots struct {
 	stop   chan struct{}
 	done   sync.WaitGroup
 
-	mu       sync.Mutex
-	pending  map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
-	flushing map[string]string // the batch whose directory fsync is running
-	recycled []string          // delivered objects' files moved into slots/, to be emptied and made durable
-	kick     chan struct{}
+	mu            sync.Mutex
+	pending       map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
+	flushing      map[string]string // the batch whose directory fsync is running
+	recycled      []recycledFile    // delivered objects' files moved into slots/, to be emptied and made durable
+	recycledBytes int64             // their sizes
+	kick          chan struct{}
 
 	started  time.Time // for the "spool slots ready" log line, once the pool is first full
 	adopted  int
@@ -311,31 +323,46 @@ func (p *slots) hand(batch []string) int {
 // whether it did, and the size the file had; if not, the caller removes
 // the file as usual.
 func (p *slots) reuse(path string) (int64, bool) {
-	p.mu.Lock()
-	room := len(p.ready)+len(p.recycled) < slotsWanted
-	p.mu.Unlock()
-	if !room {
-		return 0, false
-	}
 	fi, err := os.Lstat(path)
 	if err != nil || !fi.Mode().IsRegular() || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
 		// Another name (the archive's hard link) keeps the file: not ours.
 		return 0, false
 	}
+	// Its blocks are freed when the file is emptied, while the spool is
+	// quiet; until then they are held outside the spool's accounting, so
+	// only small files, and not too many bytes of them, wait for that.
+	// (For a large object the inode is a small part of the cost anyway.)
+	size := fi.Size()
+	p.mu.Lock()
+	room := len(p.ready)+len(p.recycled) < slotsWanted && size <= reuseMaxSize && p.recycledBytes+size <= reuseMaxBytes
+	if room {
+		p.recycledBytes += size
+	}
+	p.mu.Unlock()
+	if !room {
+		return 0, false
+	}
+	undo := func() {
+		p.mu.Lock()
+		p.recycledBytes -= size
+		p.mu.Unlock()
+	}
 	// Unsealed first: a file in slots/ with a seal is an object to recover
 	// after a crash, and this one is delivered. (Still queued after a
 	// crash, it is delivered again, as a removed one can be.)
 	if err := unix.Removexattr(path, sealAttr); err != nil && !errors.Is(err, unix.ENODATA) {
+		undo()
 		return 0, false
 	}
 	dst := filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
 	if err := os.Rename(path, dst); err != nil {
+		undo()
 		return 0, false
 	}
 	p.mu.Lock()
-	p.recycled = append(p.recycled, dst)
+	p.recycled = append(p.recycled, recycledFile{dst, size})
 	p.mu.Unlock()
-	return fi.Size(), true // emptied by the refill loop, when the spool is quiet
+	return size, true // emptied by the refill loop, when the spool is quiet
 }
 
 // recycle turns the files reuse moved into slots/ into ready slots: the
@@ -344,12 +371,23 @@ func (p *slots) reuse(path string) (int64, bool) {
 // then slots/ is fsynced. It returns how many it handed out.
 func (p *slots) recycle() (int, error) {
 	p.mu.Lock()
-	batch := p.recycled
+	files := p.recycled
 	p.recycled = nil
 	p.mu.Unlock()
-	if len(batch) == 0 {
+	if len(files) == 0 {
 		return 0, nil
 	}
+	batch := make([]string, len(files))
+	var bytes int64
+	for i, f := range files {
+		batch[i] = f.path
+		bytes += f.size
+	}
+	defer func() {
+		p.mu.Lock()
+		p.recycledBytes -= bytes
+		p.mu.Unlock()
+	}()
 	fail := func(err error) (int, error) {
 		for _, path := range batch {
 			os.Remove(path)
@@ -477,10 +515,10 @@ func (p *slots) shut() {
 	close(p.stop)
 	p.done.Wait()
 	p.mu.Lock()
-	for _, path := range p.recycled {
-		os.Remove(path)
+	for _, f := range p.recycled {
+		os.Remove(f.path)
 	}
-	p.recycled = nil
+	p.recycled, p.recycledBytes = nil, 0
 	p.mu.Unlock()
 }
 

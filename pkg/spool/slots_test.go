@@ -515,6 +515,34 @@ func TestDeliveredFileReused(t *testing.T) {
 	if got, _ := os.ReadFile(archived); !bytes.Equal(got, want) {
 		t.Fatal("the other name's content changed")
 	}
+
+	// A large object's file is removed, not kept for reuse: its blocks
+	// would be held outside the spool's accounting until it is emptied.
+	big, err := store(t, s, meta("1.2.6.300"), dataSet(ctClass, "1.2.6.300", reuseMaxSize+1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigIno := inode(big.Path)
+	deadline = time.Now().Add(5 * time.Second)
+	for nlink(t, big.Path) != 1 { // its slot name goes first
+		if time.Now().After(deadline) {
+			t.Fatal("the slot's name was never removed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Delivered(big.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Checked at once, while a reused file would still hold its data (an
+	// empty slot could be a new file given the freed inode number).
+	if p := slotWith(bigIno); p != "" {
+		if fi, err := os.Lstat(p); err == nil && fi.Size() > 0 {
+			t.Fatalf("a %d-byte file was taken as a slot (%s)", big.Size, p)
+		}
+	}
+	if _, err := os.Lstat(big.Path); !os.IsNotExist(err) {
+		t.Fatalf("the delivered large object is still queued: %v", err)
+	}
 }
 
 func dirEntry(t *testing.T, path string) os.DirEntry {
