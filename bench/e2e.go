@@ -301,14 +301,11 @@ func timeDicomgwToOrthancIn(ctx context.Context, c *config, set objectSet, spool
 		return 0, diag, err
 	}
 	defer os.RemoveAll(spool)
-	g, err := harness.StartBinary(c.bin, spool, append([]string{"--stow-url", o.BaseURL()}, e2eSettings(c)...)...)
+	g, err := startGateway(c, spool, append([]string{"--stow-url", o.BaseURL()}, e2eSettings(c)...)...)
 	if err != nil {
 		return 0, diag, err
 	}
 	defer g.Stop(30 * time.Second)
-	if err := startedUp(g); err != nil {
-		return 0, diag, err
-	}
 	settle()
 	start := time.Now()
 	sent := storescuAsync(ctx, c, g.Addr, set.Files)
@@ -490,14 +487,11 @@ func measureHugeForward(ctx context.Context, c *config, path, sop string, size i
 		return r, err
 	}
 	defer os.RemoveAll(spool)
-	g, err := harness.StartBinary(c.bin, spool, "--stow-url", sink.url)
+	g, err := startGateway(c, spool, "--stow-url", sink.url)
 	if err != nil {
 		return r, err
 	}
 	defer g.Stop(30 * time.Second)
-	if err := startedUp(g); err != nil {
-		return r, err
-	}
 	settle()
 	start := time.Now()
 	res, err := storescu(ctx, c.timeout, g.Addr, []string{path})

@@ -94,13 +94,8 @@ func receivingGateway(c *config) (*harness.Gateway, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := harness.StartBinary(c.bin, filepath.Join(dir, "spool"), "--archive-dir", filepath.Join(dir, "archive"))
+	g, err := startGateway(c, filepath.Join(dir, "spool"), "--archive-dir", filepath.Join(dir, "archive"))
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	if err := startedUp(g); err != nil {
-		g.Stop(30 * time.Second)
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
@@ -110,13 +105,20 @@ func receivingGateway(c *config) (*harness.Gateway, func(), error) {
 	}, nil
 }
 
-// startedUp waits until a fresh gateway has done its start-up work (its
-// spool's pool of ready files made, which takes a second on some file
-// systems), so that a timed run measures a running daemon, as a modality
-// meets it, not one still starting.
-func startedUp(g *harness.Gateway) error {
-	_, err := g.WaitLog("spool slots ready", 60*time.Second, nil)
-	return err
+// startGateway starts the binary under test and waits until it has done
+// its start-up work (its spool's pool of ready files made, which takes a
+// second on some file systems), so that a timed run measures a running
+// daemon, as a modality meets it, not one still starting.
+func startGateway(c *config, spool string, args ...string) (*harness.Gateway, error) {
+	g, err := harness.StartBinary(c.bin, spool, args...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.WaitLog("spool slots ready", 60*time.Second, nil); err != nil {
+		g.Stop(30 * time.Second)
+		return nil, err
+	}
+	return g, nil
 }
 
 // expectSpooled checks that the gateway committed exactly n objects (its

@@ -107,12 +107,11 @@ type slots struct {
 	stop   chan struct{}
 	done   sync.WaitGroup
 
-	mu            sync.Mutex
-	pending       map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
-	flushing      map[string]string // the batch whose directory fsync is running
-	recycled      []recycledFile    // delivered objects' files moved into slots/, to be emptied and made durable
-	recycledBytes int64             // their sizes
-	kick          chan struct{}
+	mu       sync.Mutex
+	pending  map[string]string // object ID → its sealed slot, linked into queue/, waiting for the directory fsync
+	flushing map[string]string // the batch whose directory fsync is running
+	recycled []recycledFile    // delivered objects' files moved into slots/, to be emptied and made durable
+	kick     chan struct{}
 
 	started  time.Time // for the "spool slots ready" log line, once the pool is first full
 	adopted  int
@@ -285,7 +284,7 @@ func (p *slots) prepare() (int, error) {
 		}
 	}
 	for range want {
-		path := filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
+		path := p.newPath()
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
 		if err != nil {
 			drop()
@@ -299,6 +298,11 @@ func (p *slots) prepare() (int, error) {
 		return 0, err
 	}
 	return p.hand(batch), nil
+}
+
+// newPath names a new slot.
+func (p *slots) newPath() string {
+	return filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
 }
 
 // hand puts durable slots into the pool; those it has no room for are
@@ -332,31 +336,27 @@ func (p *slots) reuse(path string) (int64, bool) {
 	// quiet; until then they are held outside the spool's accounting, so
 	// only small files, and not too many bytes of them, wait for that.
 	// (For a large object the inode is a small part of the cost anyway.)
+	// (Workers delivering at once may each pass the byte check: the bound
+	// is exceeded by at most a file per worker.)
 	size := fi.Size()
 	p.mu.Lock()
-	room := len(p.ready)+len(p.recycled) < slotsWanted && size <= reuseMaxSize && p.recycledBytes+size <= reuseMaxBytes
-	if room {
-		p.recycledBytes += size
+	var waiting int64
+	for _, f := range p.recycled {
+		waiting += f.size
 	}
+	room := len(p.ready)+len(p.recycled) < slotsWanted && size <= reuseMaxSize && waiting+size <= reuseMaxBytes
 	p.mu.Unlock()
 	if !room {
 		return 0, false
-	}
-	undo := func() {
-		p.mu.Lock()
-		p.recycledBytes -= size
-		p.mu.Unlock()
 	}
 	// Unsealed first: a file in slots/ with a seal is an object to recover
 	// after a crash, and this one is delivered. (Still queued after a
 	// crash, it is delivered again, as a removed one can be.)
 	if err := unix.Removexattr(path, sealAttr); err != nil && !errors.Is(err, unix.ENODATA) {
-		undo()
 		return 0, false
 	}
-	dst := filepath.Join(p.s.slotDir, fmt.Sprintf("%s%016x", slotPrefix, rand.Uint64()))
+	dst := p.newPath()
 	if err := os.Rename(path, dst); err != nil {
-		undo()
 		return 0, false
 	}
 	p.mu.Lock()
@@ -378,16 +378,9 @@ func (p *slots) recycle() (int, error) {
 		return 0, nil
 	}
 	batch := make([]string, len(files))
-	var bytes int64
 	for i, f := range files {
 		batch[i] = f.path
-		bytes += f.size
 	}
-	defer func() {
-		p.mu.Lock()
-		p.recycledBytes -= bytes
-		p.mu.Unlock()
-	}()
 	fail := func(err error) (int, error) {
 		for _, path := range batch {
 			os.Remove(path)
@@ -405,13 +398,9 @@ func (p *slots) recycle() (int, error) {
 	if err := durable.SyncDir(p.s.slotDir); err != nil {
 		return fail(err)
 	}
-	n := p.hand(batch)
-	if n == 0 {
-		// The pool filled meanwhile; hand removed them. Not an error,
-		// but not progress either: stop the loop's round.
-		return 0, nil
-	}
-	return n, nil
+	// 0 when the pool filled meanwhile (hand removed them): the loop's
+	// round ends.
+	return p.hand(batch), nil
 }
 
 // committed hands over a sealed slot whose object is linked into queue/.
@@ -518,7 +507,7 @@ func (p *slots) shut() {
 	for _, f := range p.recycled {
 		os.Remove(f.path)
 	}
-	p.recycled, p.recycledBytes = nil, 0
+	p.recycled = nil
 	p.mu.Unlock()
 }
 

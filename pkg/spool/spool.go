@@ -14,7 +14,6 @@ package spool
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -66,6 +65,9 @@ type Dir struct {
 	root          string
 	keepDelivered bool
 	cap           *capacity // the daemon's accounting; nil for operator commands
+	// reuse, when set, takes a delivered object's file over rather than
+	// have it removed, and returns its size (slots.reuse).
+	reuse func(path string) (int64, bool)
 }
 
 // OpenDir opens an existing spool directory for inspection and the
@@ -156,6 +158,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		log.Warn("the spool's file system lacks "+err.Error()+"; every object costs a second fsync", "dir", cfg.Dir)
 	} else {
 		s.slots = newSlots(s, s.adopted)
+		s.Dir.reuse = s.slots.reuse
 	}
 	adopted := len(s.adopted)
 	if s.slots == nil {
@@ -189,26 +192,15 @@ func (s *Spool) Full() (bool, string) {
 
 // Delivered removes (or keeps in delivered/) a delivered object, and its
 // slot's name if that is still there. With slots, the file of a removed
-// object that has no other name becomes a slot again (slots.reuse).
+// object that has no other name becomes a slot again (Dir.reuse).
 func (s *Spool) Delivered(id string) error {
-	if s.slots == nil {
-		return s.Dir.Delivered(id)
+	if s.slots != nil {
+		// The object's slot name first, if it is still there: otherwise a
+		// crash now would queue it again, and its file would have two
+		// names.
+		s.slots.gone(id)
 	}
-	// The object's slot name first, if it is still there: otherwise a
-	// crash now would queue it again, and its file would have two names.
-	s.slots.gone(id)
-	if s.keepDelivered || validID(id) != nil {
-		return s.Dir.Delivered(id)
-	}
-	size, ok := s.slots.reuse(filepath.Join(s.queue, id+objectExt))
-	if !ok {
-		return s.Dir.Delivered(id)
-	}
-	s.cap.add(-size)
-	if err := os.Remove(filepath.Join(s.queue, id+retryExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
-	}
-	return nil
+	return s.Dir.Delivered(id)
 }
 
 // Used is the number of bytes the spool holds, in every state.

@@ -206,6 +206,8 @@ func (d *Dir) Delivered(id string) error {
 		// A fresh modification time: retention counts from delivery.
 		now := time.Now()
 		os.Chtimes(dst, now, now)
+	} else if size, ok := d.reuseFile(src); ok {
+		d.cap.add(-size)
 	} else {
 		info, err := os.Stat(src)
 		if err != nil {
@@ -220,6 +222,14 @@ func (d *Dir) Delivered(id string) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil
+}
+
+// reuseFile offers a delivered object's file to d.reuse, if there is one.
+func (d *Dir) reuseFile(path string) (int64, bool) {
+	if d.reuse == nil {
+		return 0, false
+	}
+	return d.reuse(path)
 }
 
 // Dead moves a queued object to dead/ with a reason file an operator can
