@@ -36,18 +36,7 @@ func startOrthanc(t testing.TB, extra map[string]any) *harness.Orthanc {
 	if err != nil {
 		t.Fatalf("starting Orthanc: %v", err)
 	}
-	t.Cleanup(func() {
-		select {
-		case <-o.Exited():
-		default:
-			if err := o.Stop(30 * time.Second); err != nil {
-				t.Logf("Orthanc did not stop cleanly: %v", err)
-			}
-		}
-		if t.Failed() {
-			t.Logf("Orthanc log (end):\n%s", harness.Tail(o.Output(), 6000))
-		}
-	})
+	stopAtEnd(t, "Orthanc", o.Process, 30*time.Second, t.Logf, func() string { return harness.Tail(o.Output(), 6000) })
 	return o
 }
 

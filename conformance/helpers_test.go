@@ -66,19 +66,27 @@ func startGateway(t testing.TB, spoolDir string, args ...string) *harness.Gatewa
 	if err != nil {
 		t.Fatalf("starting dicomgw: %v", err)
 	}
+	stopAtEnd(t, "dicomgw", g.Process, 20*time.Second, t.Errorf, func() string { return harness.Tail(g.Logs(), 12000) })
+	return g
+}
+
+// stopAtEnd stops p (SIGTERM, then timeout) when the test ends, unless it
+// has exited already; an unclean stop is reported through unclean (Errorf
+// where it is a failure, Logf where it is not). On failure the end of its
+// log goes into the test output.
+func stopAtEnd(t testing.TB, name string, p *harness.Process, timeout time.Duration, unclean func(string, ...any), tail func() string) {
 	t.Cleanup(func() {
 		select {
-		case <-g.Exited():
+		case <-p.Exited():
 		default:
-			if err := g.Stop(20 * time.Second); err != nil {
-				t.Errorf("dicomgw did not stop cleanly: %v", err)
+			if err := p.Stop(timeout); err != nil {
+				unclean("%s did not stop cleanly: %v", name, err)
 			}
 		}
 		if t.Failed() {
-			t.Logf("dicomgw log (end):\n%s", harness.Tail(g.Logs(), 12000))
+			t.Logf("%s log (end):\n%s", name, tail())
 		}
 	})
-	return g
 }
 
 // spooledObject is one committed object read back from the queue.
