@@ -223,11 +223,30 @@ func nearMedian(xs []float64) int {
 	return best
 }
 
-// cpuOf reads the processor time of running children into m.
-func cpuOf(m map[string]float64, procs map[string]*harness.Process) {
+// cpuMeter reads the processor time running children spend from its
+// making on: the timed run, not their start (a gateway makes its spool's
+// slots, Orthanc opens its database).
+type cpuMeter struct {
+	procs  map[string]*harness.Process
+	before map[string]time.Duration
+}
+
+func meterCPU(procs map[string]*harness.Process) cpuMeter {
+	m := cpuMeter{procs: procs, before: map[string]time.Duration{}}
 	for name, p := range procs {
 		if d, err := p.CPUTime(); err == nil {
-			m[name] = d.Seconds()
+			m.before[name] = d
+		}
+	}
+	return m
+}
+
+// into adds each child's processor seconds since meterCPU to m.
+func (c cpuMeter) into(m map[string]float64) {
+	for name, p := range c.procs {
+		b, ok := c.before[name]
+		if d, err := p.CPUTime(); err == nil && ok {
+			m[name] = (d - b).Seconds()
 		}
 	}
 }
@@ -307,6 +326,7 @@ func timeDicomgwToOrthancIn(ctx context.Context, c *config, set objectSet, spool
 	}
 	defer g.Stop(30 * time.Second)
 	settle()
+	cpu := meterCPU(map[string]*harness.Process{"dicomgw": g.Process, "Orthanc": o.Process})
 	start := time.Now()
 	sent := storescuAsync(ctx, c, g.Addr, set.Files)
 	end, err := instancesIn(ctx, c, o, len(set.Files))
@@ -322,7 +342,7 @@ func timeDicomgwToOrthancIn(ctx context.Context, c *config, set objectSet, spool
 	}
 	diag, err = readDiag(g, start, s.res.Elapsed, len(set.Files))
 	diag.CPU = map[string]float64{"storescu": s.res.CPU.Seconds()}
-	cpuOf(diag.CPU, map[string]*harness.Process{"dicomgw": g.Process, "Orthanc": o.Process})
+	cpu.into(diag.CPU)
 	return end.Sub(start), diag, err
 }
 
@@ -386,6 +406,7 @@ func timeDirectSTOW(ctx context.Context, c *config, set objectSet) (time.Duratio
 	defer stopO()
 	cl := newSTOWClient(o.BaseURL(), c.e2eBatch, c.e2eWorkers)
 	settle()
+	meter := meterCPU(map[string]*harness.Process{"Orthanc": o.Process})
 	cpu0 := selfCPU()
 	start := time.Now()
 	n, err := cl.send(ctx, set.Files)
@@ -397,7 +418,7 @@ func timeDirectSTOW(ctx context.Context, c *config, set objectSet) (time.Duratio
 		return 0, n, nil, err
 	}
 	cpu := map[string]float64{"client (bench)": (selfCPU() - cpu0).Seconds()}
-	cpuOf(cpu, map[string]*harness.Process{"Orthanc": o.Process})
+	meter.into(cpu)
 	return end.Sub(start), n, cpu, nil
 }
 
@@ -443,6 +464,7 @@ func timeOrthancRouter(ctx context.Context, c *config, set objectSet) (time.Dura
 	}
 	defer stopR()
 	settle()
+	meter := meterCPU(map[string]*harness.Process{"Orthanc router": router.Process, "Orthanc target": target.Process})
 	start := time.Now()
 	sent := storescuAsync(ctx, c, router.DICOMAddr(), set.Files)
 	end, err := instancesIn(ctx, c, target, len(set.Files))
@@ -457,7 +479,7 @@ func timeOrthancRouter(ctx context.Context, c *config, set objectSet) (time.Dura
 		return 0, 0, nil, fmt.Errorf("the router holds %d instances (%v), want %d", got, err, len(set.Files))
 	}
 	cpu := map[string]float64{"storescu": s.res.CPU.Seconds()}
-	cpuOf(cpu, map[string]*harness.Process{"Orthanc router": router.Process, "Orthanc target": target.Process})
+	meter.into(cpu)
 	return end.Sub(start), s.res.Elapsed, cpu, nil
 }
 

@@ -88,7 +88,7 @@ func printE2E(w io.Writer, r *e2eResult) {
 		d.Receive, d.FirstDelivered, d.LastDelivered, d.Requests, d.MeanBatch, d.MeanRequest, d.MaxRequest, d.MaxSince, d.Retries)
 	fmt.Fprintf(w, "direct STOW-RS: %d requests; Orthanc ingests %.0f objects/s at best\n", r.DirectRequests, r.Direct.ObjectsPerS)
 	fmt.Fprintf(w, "Orthanc router: storescu done after %.3f s (median), the rest is its forwarding\n", r.RouterReceive)
-	fmt.Fprintf(w, "processor seconds: dicomgw path %s; direct %s; router %s (wall: %.3f, %.3f, %.3f s on %s)\n",
+	fmt.Fprintf(w, "processor seconds in the timed run: dicomgw path %s; direct %s; router %s (wall: %.3f, %.3f, %.3f s on %s)\n",
 		cpuString(d.CPU), cpuString(r.DirectCPU), cpuString(r.RouterCPU), r.Dicomgw.Median, r.Direct.Median, r.Router.Median, cpusString())
 	fmt.Fprintf(w, "disk: writing the set durably one object at a time (write and fsync into prepared files) takes %.3f s here\n", r.DurableFloor)
 	if t := r.DicomgwTmpfs; t != nil {
