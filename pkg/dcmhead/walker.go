@@ -340,16 +340,7 @@ func (w *walker) sequence(m mode, depth int, tag uint32, start int64) error {
 		return w.errAt(start, "sequence %s at %s: nesting deeper than %d levels", fmtTag(tag), w.where(start), MaxDepth)
 	}
 	for {
-		end, err := w.atEnd()
-		if err != nil {
-			return err
-		}
-		if end {
-			return w.errAt(start, "undefined-length sequence %s at %s not closed by a sequence delimiter (FFFE,E0DD) before %s",
-				fmtTag(tag), w.where(start), w.endText())
-		}
-		istart := w.pos
-		itag, _, ilen, err := w.header(m, true)
+		istart, itag, ilen, err := w.nextItem(m, "undefined-length sequence", tag, start)
 		if err != nil {
 			return err
 		}
@@ -382,16 +373,7 @@ func (w *walker) encapsulated(m mode, depth int, tag uint32, start int64) error 
 		return w.errAt(start, "encapsulated pixel data %s at %s: nesting deeper than %d levels", fmtTag(tag), w.where(start), MaxDepth)
 	}
 	for {
-		end, err := w.atEnd()
-		if err != nil {
-			return err
-		}
-		if end {
-			return w.errAt(start, "encapsulated pixel data %s at %s not closed by a sequence delimiter (FFFE,E0DD) before %s",
-				fmtTag(tag), w.where(start), w.endText())
-		}
-		istart := w.pos
-		itag, _, ilen, err := w.header(m, true)
+		istart, itag, ilen, err := w.nextItem(m, "encapsulated pixel data", tag, start)
 		if err != nil {
 			return err
 		}
@@ -411,6 +393,23 @@ func (w *walker) encapsulated(m mode, depth int, tag uint32, start int64) error 
 				fmtTag(itag), w.where(istart), fmtTag(tag), w.where(start))
 		}
 	}
+}
+
+// nextItem reads the header of the next item (or delimiter) of what (an
+// undefined-length sequence or encapsulated pixel data, tag at start),
+// which must not end before its sequence delimiter.
+func (w *walker) nextItem(m mode, what string, tag uint32, start int64) (istart int64, itag, ilen uint32, err error) {
+	end, err := w.atEnd()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if end {
+		return 0, 0, 0, w.errAt(start, "%s %s at %s not closed by a sequence delimiter (FFFE,E0DD) before %s",
+			what, fmtTag(tag), w.where(start), w.endText())
+	}
+	istart = w.pos
+	itag, _, ilen, err = w.header(m, true)
+	return istart, itag, ilen, err
 }
 
 // summaryIndex maps the Summary's UID tags to 0..3, other tags to -1.

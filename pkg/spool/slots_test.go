@@ -118,15 +118,7 @@ func TestSealedCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(e.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, ok, err := readSeal(f)
-	f.Close()
-	if err != nil || !ok || id != e.ID {
-		t.Fatalf("seal of the committed object: id %q ok %v err %v, want %q", id, ok, err, e.ID)
-	}
+	expectSeal(t, e, "the committed object")
 	if got := listDir(t, filepath.Join(dir, incomingDir)); len(got) != 0 {
 		t.Fatalf("incoming/ shows %v after the commit", got)
 	}
@@ -478,15 +470,7 @@ func TestDeliveredFileReused(t *testing.T) {
 			t.Fatal(err)
 		}
 		if inode(e.Path) == ino {
-			f, err := os.Open(e.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			id, ok, err := readSeal(f)
-			f.Close()
-			if err != nil || !ok || id != e.ID {
-				t.Fatalf("the object in the recycled file: seal %q %v %v, want %q", id, ok, err, e.ID)
-			}
+			expectSeal(t, e, "the object in the recycled file")
 			b, _ := os.ReadFile(e.Path)
 			if !bytes.HasSuffix(b, body) || int64(len(b)) != e.Size {
 				t.Fatalf("the object in the recycled file is not what was written (%d bytes, want %d)", len(b), e.Size)
@@ -554,4 +538,18 @@ func dirEntry(t *testing.T, path string) os.DirEntry {
 	}
 	t.Fatalf("%s: not found", path)
 	return nil
+}
+
+// expectSeal fails the test unless e's file carries a seal naming e.
+func expectSeal(t *testing.T, e Entry, what string) {
+	t.Helper()
+	f, err := os.Open(e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok, err := readSeal(f)
+	f.Close()
+	if err != nil || !ok || id != e.ID {
+		t.Fatalf("seal of %s: id %q ok %v err %v, want %q", what, id, ok, err, e.ID)
+	}
 }
