@@ -1,0 +1,87 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The seal: an extended attribute on a committed object's file saying
+// which object it holds, how long it is and its CRC-32C. See slots.go.
+const (
+	sealAttr  = "user.dicomgw.seal"
+	sealMagic = "dicomgw-seal-v1"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// idPattern is what newID makes; a seal naming anything else is not ours.
+var idPattern = regexp.MustCompile(`^[0-9a-f]{16}-[0-9a-f]{8}$`)
+
+// sealsSupported tries an extended attribute and a hard link in dir.
+func sealsSupported(dir string) error {
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	defer os.Remove(name)
+	defer f.Close()
+	if err := unix.Fsetxattr(int(f.Fd()), sealAttr, []byte("probe"), 0); err != nil {
+		return fmt.Errorf("extended attributes: %w", err)
+	}
+	if err := os.Link(name, name+".link"); err != nil {
+		return fmt.Errorf("hard links: %w", err)
+	}
+	return os.Remove(name + ".link")
+}
+
+// seal is the value of the seal attribute.
+func seal(id string, size int64, crc uint32) []byte {
+	return fmt.Appendf(nil, "%s %s %d %08x", sealMagic, id, size, crc)
+}
+
+// readSeal returns the ID of the object sealed in f when its seal is
+// present and its size and CRC match the content; ok is false otherwise
+// (no seal: a partial object or an empty slot).
+func readSeal(f *os.File) (id string, ok bool, err error) {
+	buf := make([]byte, 128)
+	n, err := unix.Fgetxattr(int(f.Fd()), sealAttr, buf)
+	if err != nil {
+		if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
+			return "", false, nil
+		}
+		return "", false, err
+	}
+	fields := strings.Fields(string(buf[:n]))
+	if len(fields) != 4 || fields[0] != sealMagic || !idPattern.MatchString(fields[1]) {
+		return "", false, nil
+	}
+	size, err1 := strconv.ParseInt(fields[2], 10, 64)
+	crc, err2 := strconv.ParseUint(fields[3], 16, 32)
+	if err1 != nil || err2 != nil {
+		return "", false, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	if fi.Size() != size {
+		return "", false, nil
+	}
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+		return "", false, err
+	}
+	if h.Sum32() != uint32(crc) {
+		return "", false, nil
+	}
+	return fields[1], true, nil
+}
