@@ -246,7 +246,7 @@ func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.De
 		if c.archiveDir == "" {
 			return nil, nil, errors.New("--archive-dir is empty and no --stow-url is given: nowhere to forward to")
 		}
-		return &forward.Archive{Dir: c.archiveDir}, nil, nil
+		return &forward.Archive{Dir: c.archiveDir, ImplementationClassUID: dcfg.ImplementationClassUID, ImplementationVersionName: dcfg.ImplementationVersionName}, nil, nil
 	}
 	tlsCfg, err := c.stowTLS(log)
 	if err != nil {

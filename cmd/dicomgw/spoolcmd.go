@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -159,7 +160,8 @@ type listed struct {
 	CallingAE   string    `json:"calling_ae"`
 	Attempts    int       `json:"attempts,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
-	Reason      string    `json:"reason,omitempty"` // dead: why; queued: last error
+	Reason      string    `json:"reason,omitempty"`  // dead: why; queued: last error
+	Damaged     bool      `json:"damaged,omitempty"` // its files are damaged: it is (or will be) quarantined
 }
 
 func listItems(d *spool.Dir, states []spool.State) ([]listed, error) {
@@ -176,6 +178,8 @@ func listItems(d *spool.Dir, states []spool.State) ([]listed, error) {
 			}
 			if desc, err := spool.DescribeItem(it); err == nil {
 				l.SOPInstance, l.Study, l.CallingAE = desc.SOPInstanceUID, desc.StudyInstanceUID, desc.CallingAE
+			} else if errors.Is(err, spool.ErrDamaged) {
+				l.Damaged, l.Reason = true, err.Error()
 			} else {
 				l.Reason = strings.TrimSpace(l.Reason + " (unreadable: " + err.Error() + ")")
 			}
@@ -203,9 +207,23 @@ func spoolList(w io.Writer, d *spool.Dir, states []spool.State, asJSON bool) err
 	fmt.Fprintln(tw, "ID\tSTATE\tBYTES\tAGE\tATTEMPTS\tCALLING AE\tSOP INSTANCE UID\tSTUDY INSTANCE UID\tREASON")
 	for _, it := range items {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%d\t%s\t%s\t%s\t%s\n", it.ID, it.State, it.Bytes, time.Since(it.Since).Round(time.Second),
-			it.Attempts, it.CallingAE, it.SOPInstance, it.Study, it.Reason)
+			it.Attempts, cell(it.CallingAE), cell(it.SOPInstance), cell(it.Study), cell(it.Reason))
 	}
 	return tw.Flush()
+}
+
+// cell makes a string that came from a peer or an endpoint (a UID, an AE
+// title, a reason quoting an answer) safe for a row of text: one that
+// holds anything but printable ASCII — a newline that would forge a row,
+// a tab that would shift the columns, an escape sequence for the terminal
+// — is shown Go-quoted, escapes visible. JSON output needs none of this.
+func cell(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
 }
 
 func spoolRetry(w io.Writer, d *spool.Dir, all bool, sop, study string, ids []string) error {

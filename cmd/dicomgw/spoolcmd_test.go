@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +147,73 @@ func TestParseAge(t *testing.T) {
 		if _, err := parseAge(bad); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestSpoolLsCannotBeForged: a Study UID holding a newline and a fake row
+// (a file written by an earlier version, or by hand) shows as one quoted
+// cell of its own row; JSON carries it as it is. An object whose retry
+// record is garbage is listed, named as damaged, and the others with it.
+func TestSpoolLsCannotBeForged(t *testing.T) {
+	dir, s, ids := spoolWith(t, "1.2.1", "1.2.2")
+	forged := "1.2.99\n0000000000000000-00000000  queued  1  0s  0  EVIL  1.2.3  1.2.3\x1b[2J"
+	w, err := s.Create(spool.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID: "1.2.3", TransferSyntaxUID: "1.2.840.10008.1.2.1", CallingAE: "CT1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := appendUI(nil, 0x0008, 0x0016, "1.2.840.10008.5.1.4.1.1.7")
+	ds = appendUI(ds, 0x0008, 0x0018, "1.2.3")
+	ds = appendUI(ds, 0x0020, 0x000D, forged)
+	w.Write(ds)
+	if _, err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "spool", "ls", "--spool-dir", dir)
+	if code != 0 {
+		t.Fatalf("ls: %d %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 4 { // header and three objects
+		t.Fatalf("ls printed %d lines for 3 objects:\n%s", len(lines), out)
+	}
+	if strings.Contains(out, "\x1b") || !strings.Contains(out, `"1.2.99\n0000000000000000-00000000`) {
+		t.Errorf("the forged UID is not shown quoted:\n%s", out)
+	}
+	code, out, _ = runCmd(t, "spool", "ls", "--spool-dir", dir, "--json")
+	if code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("ls --json: %d\n%s", code, out)
+	}
+
+	// One object's retry record is garbage: ls still lists every object,
+	// names that one damaged, and says why.
+	if err := os.WriteFile(filepath.Join(dir, "queue", ids[0]+".retry"), []byte("}{ not json"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCmd(t, "spool", "ls", "--spool-dir", dir, "--json")
+	if code != 0 {
+		t.Fatalf("ls with a garbled retry record: %d %s", code, errs)
+	}
+	var rows []listed
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r listed
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want 3", len(rows))
+	}
+	for _, r := range rows {
+		bad := r.ID == ids[0]
+		if r.Damaged != bad || bad && !strings.Contains(r.Reason, "damaged in the spool: queue/"+ids[0]+".retry") {
+			t.Errorf("row %+v", r)
+		}
+		if r.ID == ids[1] && r.SOPInstance != "1.2.2" {
+			t.Errorf("good row %+v", r)
+		}
+	}
+	if code, _, _ := runCmd(t, "spool", "stats", "--spool-dir", dir); code != 0 {
+		t.Errorf("stats with a garbled retry record: %d", code)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/dicomgw/dicomgw/internal/durable"
+	"github.com/dicomgw/dicomgw/pkg/part10"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
@@ -21,11 +22,18 @@ import (
 // The UIDs come from the peer, so each is checked to be a UID (digits and
 // dots, at most 64 characters: PS3.5 9.1) before it names anything; an
 // object whose UIDs fail goes to the dead letters.
+//
+// Each file is written by the archive: a fresh file meta header, as a
+// STOW-RS part has (our implementation, the calling AE as source; not the
+// spool's private receive record, which holds the peer's address), then
+// the data set copied from the spool through Object.Open, which checks it:
+// a damaged copy is never archived.
 type Archive struct {
 	Dir string
-
-	// link is os.Link when nil; tests make it fail as across file systems.
-	link func(oldname, newname string) error
+	// ImplementationClassUID and ImplementationVersionName go into the
+	// file meta information of each archived file.
+	ImplementationClassUID    string
+	ImplementationVersionName string
 }
 
 func (a *Archive) String() string { return "archive:" + a.Dir }
@@ -47,10 +55,9 @@ func (a *Archive) Prepare() error {
 	}
 }
 
-// Deliver files each object durably: hard-linked from the spool when the
-// archive is on the same file system (instant, and the spool's fsync already
-// covers the data), copied and fsynced otherwise; then the directories are
-// fsynced. An object already archived with identical content counts as
+// Deliver files each object durably: written to a temporary name, fsynced
+// and given its name (never replacing another file); then the directories
+// are fsynced. An object already archived with identical content counts as
 // delivered; a different object under the same SOP Instance UID is not
 // overwritten but dead-lettered for an operator to decide.
 //
@@ -103,7 +110,9 @@ func (a *Archive) deliver(o *Object) (Result, []string) {
 	study := filepath.Join(a.Dir, o.StudyInstanceUID)
 	series := filepath.Join(study, o.SeriesInstanceUID)
 	dst := filepath.Join(series, o.SOPInstanceUID+".dcm")
-	if same, err := sameDataSet(o, dst); err == nil {
+	if same, err := sameDataSet(o, dst); errors.Is(err, ErrDamaged) {
+		return Result{Outcome: Dead, Damaged: true, Reason: err.Error()}, nil
+	} else if err == nil {
 		if same {
 			// Filed before (a retry after a crash, or a resend): its
 			// entry may not have been fsynced yet.
@@ -117,11 +126,9 @@ func (a *Archive) deliver(o *Object) (Result, []string) {
 	if err != nil {
 		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
-	link := a.link
-	if link == nil {
-		link = os.Link
-	}
-	if err := linkOrCopy(link, o.Path, dst); err != nil {
+	if err := a.write(o, dst); errors.Is(err, ErrDamaged) {
+		return Result{Outcome: Dead, Damaged: true, Reason: err.Error()}, nil
+	} else if err != nil {
 		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
 	// The new entry, and every directory created for it, must be durable
@@ -153,15 +160,12 @@ func mkdirs(root, study, series string) ([]string, error) {
 	return changed, nil
 }
 
-// linkOrCopy hard-links src to dst, or, where the file system cannot
-// (another device, no hard links), copies it to a temporary name, fsyncs
-// it and renames it into place.
-func linkOrCopy(link func(oldname, newname string) error, src, dst string) error {
-	err := link(src, dst)
-	if err == nil || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
-		return err
-	}
-	in, err := os.Open(src)
+// write writes o into a temporary file beside dst — its file meta header,
+// then its data set from the spool — fsyncs it and gives it the name dst,
+// never replacing a file that is there (two objects with one SOP Instance
+// UID filed at once by two workers: the second attempt compares them).
+func (a *Archive) write(o *Object, dst string) error {
+	in, err := o.Open()
 	if err != nil {
 		return err
 	}
@@ -173,8 +177,20 @@ func linkOrCopy(link func(oldname, newname string) error, src, dst string) error
 		return err
 	}
 	tmp := out.Name()
+	head := part10.AppendMeta(nil, &part10.Meta{
+		SOPClassUID: o.SOPClassUID, SOPInstanceUID: o.SOPInstanceUID, TransferSyntaxUID: o.TransferSyntaxUID,
+		ImplementationClassUID: a.ImplementationClassUID, ImplementationVersionName: a.ImplementationVersionName,
+		SourceAE: o.CallingAE,
+	})
 	if err = out.Chmod(0o640); err == nil {
-		_, err = io.Copy(out, in)
+		_, err = out.Write(head)
+	}
+	var n int64
+	if err == nil {
+		n, err = io.Copy(out, in)
+	}
+	if err == nil && n != o.DataSize {
+		err = fmt.Errorf("%w: the data set has %d bytes, %d recorded", ErrDamaged, n, o.DataSize)
 	}
 	if err == nil {
 		err = out.Sync()
@@ -183,14 +199,7 @@ func linkOrCopy(link func(oldname, newname string) error, src, dst string) error
 		err = cerr
 	}
 	if err == nil {
-		// Rename replaces: never put one object in place of another that
-		// was filed meanwhile (the next attempt compares them).
-		if _, serr := os.Lstat(dst); serr == nil {
-			err = fmt.Errorf("%s appeared while copying: %w", dst, fs.ErrExist)
-		}
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
+		err = placeNew(tmp, dst)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -198,40 +207,52 @@ func linkOrCopy(link func(oldname, newname string) error, src, dst string) error
 	return err
 }
 
+// placeNew gives the file tmp the name dst, failing if dst exists: a hard
+// link does that atomically; where the file system has none, a rename
+// after a check (a file appearing between the two is the only race, and
+// only between two workers filing one SOP Instance UID).
+func placeNew(tmp, dst string) error {
+	err := os.Link(tmp, dst)
+	if err == nil {
+		return os.Remove(tmp)
+	}
+	if errors.Is(err, fs.ErrExist) || !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EMLINK) && !errors.Is(err, syscall.ENOTSUP) {
+		return err
+	}
+	if _, serr := os.Lstat(dst); serr == nil {
+		return fmt.Errorf("%s appeared while writing: %w", dst, fs.ErrExist)
+	}
+	return os.Rename(tmp, dst)
+}
+
 // sameDataSet reports whether the Part 10 file at path holds the same data
-// set as o (the file meta information differs between receipts: it records
-// when and from whom). An error wrapping fs.ErrNotExist means there is no
-// file at path.
+// set as o (the file meta information may differ: an earlier version
+// linked the spool's file). An error wrapping fs.ErrNotExist means there
+// is no file at path; one wrapping ErrDamaged, that o's copy in the spool
+// is damaged.
 func sameDataSet(o *Object, path string) (bool, error) {
 	fb, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer fb.Close()
-	fa, err := os.Open(o.Path)
-	if err != nil {
-		return false, err
-	}
-	defer fa.Close()
-	sa, err := fa.Stat()
-	if err != nil {
-		return false, err
-	}
 	sb, err := fb.Stat()
 	if err != nil {
 		return false, err
-	}
-	if os.SameFile(sa, sb) {
-		return true, nil
 	}
 	off, err := dataSetOffset(fb)
 	if err != nil {
 		return false, nil // not a Part 10 file we can read: not the same
 	}
-	if sb.Size()-off != o.DataSize() {
+	if sb.Size()-off != o.DataSize {
 		return false, nil
 	}
-	return sameBytes(io.NewSectionReader(fa, o.DataOffset, o.DataSize()), io.NewSectionReader(fb, off, sb.Size()-off))
+	fa, err := o.Open()
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	return sameBytes(fa, io.NewSectionReader(fb, off, sb.Size()-off))
 }
 
 // dataSetOffset finds the end of a Part 10 file's meta group from its group
@@ -247,10 +268,15 @@ func dataSetOffset(r io.ReaderAt) (int64, error) {
 	return 144 + int64(binary.LittleEndian.Uint32(h[140:144])), nil
 }
 
+// sameBytes compares two streams of the same length; a (the spool's copy)
+// is read to its end, so that its check runs.
 func sameBytes(a, b io.Reader) (bool, error) {
 	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
 	for {
 		na, ea := io.ReadFull(a, ba)
+		if ea != nil && ea != io.EOF && ea != io.ErrUnexpectedEOF {
+			return false, ea
+		}
 		nb, eb := io.ReadFull(b, bb)
 		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
 			return false, nil

@@ -3,12 +3,12 @@ package forward
 import (
 	"bytes"
 	"context"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -24,7 +24,8 @@ type archiveRig struct {
 func newArchiveRig(t *testing.T) *archiveRig {
 	base := t.TempDir()
 	root := filepath.Join(base, "outer", "inner")
-	r := &archiveRig{base: base, root: root, spool: filepath.Join(root, "spool"), a: &Archive{Dir: filepath.Join(root, "archive")}}
+	r := &archiveRig{base: base, root: root, spool: filepath.Join(root, "spool"),
+		a: &Archive{Dir: filepath.Join(root, "archive"), ImplementationClassUID: testImplUID, ImplementationVersionName: "ARCHIVE_1"}}
 	if err := os.MkdirAll(r.spool, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -70,17 +71,7 @@ func TestArchiveFilesByStudySeriesSOP(t *testing.T) {
 		t.Fatalf("%v: %s", res.Outcome, res.Reason)
 	}
 	dst := filepath.Join(r.a.Dir, "1.2.3", "1.2.3.4", "1.2.3.4.5.dcm")
-	fa, err := os.Stat(o.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fb, err := os.Stat(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !os.SameFile(fa, fb) {
-		t.Error("archived by copy, want a hard link on the same file system")
-	}
+	checkArchived(t, dst, o)
 
 	// The same object again (after a restart, say): delivered, untouched.
 	if res := deliverOne(t, r.a, o); res.Outcome != Delivered {
@@ -100,7 +91,7 @@ func TestArchiveFilesByStudySeriesSOP(t *testing.T) {
 	if res := deliverOne(t, r.a, o3); res.Outcome != Dead || !strings.Contains(res.Reason, "different object") {
 		t.Errorf("different data set, same SOP UID: %v: %s", res.Outcome, res.Reason)
 	}
-	if got := dataSetOf(t, &Object{Path: dst, DataOffset: o.DataOffset, Size: o.Size}); !bytes.Equal(got, dataSetOf(t, o)) {
+	if got := fileDataSet(t, dst); !bytes.Equal(got, dataSetOf(t, o)) {
 		t.Error("the archived object was overwritten")
 	}
 	// A different size of data set, too.
@@ -151,60 +142,83 @@ func TestArchiveRefusesMaliciousUIDs(t *testing.T) {
 	}
 }
 
-func TestArchiveCopiesAcrossFileSystems(t *testing.T) {
-	for _, errno := range []syscall.Errno{syscall.EXDEV, syscall.EPERM, syscall.EMLINK} {
-		t.Run(errno.Error(), func(t *testing.T) {
-			r := newArchiveRig(t)
-			links := 0
-			r.a.link = func(oldname, newname string) error {
-				links++
-				return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: errno}
-			}
-			o := writeObject(t, r.spool, spec{ID: "0001", Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: 200000, Private: true})
-			if res := deliverOne(t, r.a, o); res.Outcome != Delivered {
-				t.Fatalf("%v: %s", res.Outcome, res.Reason)
-			}
-			dst := filepath.Join(r.a.Dir, "1.2", "1.2.3", "1.2.3.4.dcm")
-			a, _ := os.ReadFile(o.Path)
-			b, err := os.ReadFile(dst)
-			if err != nil || !bytes.Equal(a, b) || links != 1 {
-				t.Fatalf("copy differs (%v), %d link attempts", err, links)
-			}
-			fa, _ := os.Stat(o.Path)
-			fb, _ := os.Stat(dst)
-			if os.SameFile(fa, fb) {
-				t.Error("linked, want copied")
-			}
-			if got := r.files(t); !slices.Equal(got, []string{"archive/1.2/1.2.3/1.2.3.4.dcm", "spool/0001.dcm"}) {
-				t.Errorf("files %v: a temporary file left behind?", got)
-			}
-			// Identical again: recognised by content, not by inode.
-			if res := deliverOne(t, r.a, o); res.Outcome != Delivered {
-				t.Errorf("again: %v: %s", res.Outcome, res.Reason)
-			}
-		})
+// checkArchived checks an archived file: the data set of o byte for byte,
+// behind a file meta header of the archive's own — the object's SOP class
+// and instance, transfer syntax and calling AE, our implementation — and
+// nothing of the spool's private receive record (the peer's address).
+func checkArchived(t *testing.T, path string, o *Object) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Run("other link error", func(t *testing.T) {
-		r := newArchiveRig(t)
-		r.a.link = func(string, string) error { return &os.LinkError{Op: "link", Err: syscall.EIO} }
-		o := writeObject(t, r.spool, spec{ID: "0001", Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: 10})
-		if res := deliverOne(t, r.a, o); res.Outcome != Retry {
-			t.Errorf("%v: %s, want retry", res.Outcome, res.Reason)
+	if got := fileDataSet(t, path); !bytes.Equal(got, dataSetOf(t, o)) {
+		t.Errorf("%s: data set differs from the spool's", path)
+	}
+	off, err := dataSetOffset(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseMeta(b[132:off])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for el, want := range map[uint16]string{0x0002: o.SOPClassUID, 0x0003: o.SOPInstanceUID, 0x0010: o.TransferSyntaxUID,
+		0x0012: testImplUID, 0x0013: "ARCHIVE_1", 0x0016: o.CallingAE} {
+		if got := m.str(el); got != want {
+			t.Errorf("%s: (0002,%04X) = %q, want %q", path, el, got, want)
 		}
-	})
+	}
+	for _, el := range []uint16{0x0100, 0x0102} {
+		if _, ok := m.elems[el]; ok {
+			t.Errorf("%s: the spool's private record (0002,%04X) was archived", path, el)
+		}
+	}
+	if bytes.Contains(b, []byte("remote_addr")) || bytes.Contains(b, []byte("10.0.0.7")) {
+		t.Errorf("%s: the receive record (peer address) leaked into the archive", path)
+	}
 }
 
-func TestArchiveCopyDoesNotReplaceAnObjectFiledMeanwhile(t *testing.T) {
+// TestArchiveNeverArchivesDamaged: a spool copy that fails its check is
+// quarantined (a damaged dead letter), and nothing is left in the archive,
+// temporary files included.
+func TestArchiveNeverArchivesDamaged(t *testing.T) {
+	r := newArchiveRig(t)
+	o := writeObject(t, r.spool, spec{ID: "0001", Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: 300000})
+	o.Open = damagedOpener(dataSetOf(t, o))
+	res := deliverOne(t, r.a, o)
+	if res.Outcome != Dead || !res.Damaged || !strings.Contains(res.Reason, "damaged in the spool") {
+		t.Fatalf("%v damaged=%v: %s", res.Outcome, res.Damaged, res.Reason)
+	}
+	for _, f := range r.files(t) {
+		if strings.HasPrefix(f, "archive/") {
+			t.Errorf("%s written from a damaged copy", f)
+		}
+	}
+	// The same when an earlier good copy is already archived: the
+	// comparison reads the damaged copy to its end and says so.
+	good := writeObject(t, r.spool, spec{ID: "0002", Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: 300000})
+	if res := deliverOne(t, r.a, good); res.Outcome != Delivered {
+		t.Fatalf("%v: %s", res.Outcome, res.Reason)
+	}
+	if res := deliverOne(t, r.a, o); res.Outcome != Dead || !res.Damaged {
+		t.Errorf("damaged copy of an archived object: %v damaged=%v: %s", res.Outcome, res.Damaged, res.Reason)
+	}
+}
+
+// TestArchiveWriteDoesNotReplaceAnObjectFiledMeanwhile: another worker
+// files an object under the same name while this one is being written:
+// the name is taken without replacing it, and the next attempt compares.
+func TestArchiveWriteDoesNotReplaceAnObjectFiledMeanwhile(t *testing.T) {
 	r := newArchiveRig(t)
 	o := writeObject(t, r.spool, spec{ID: "0001", Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: 100})
 	dst := filepath.Join(r.a.Dir, "1.2", "1.2.3", "1.2.3.4.dcm")
-	// Another worker files an object under the same name between the
-	// comparison and the copy.
-	r.a.link = func(string, string) error {
+	open := o.Open
+	o.Open = func() (io.ReadCloser, error) {
 		if err := os.WriteFile(dst, []byte("the other object"), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		return &os.LinkError{Op: "link", Err: syscall.EXDEV}
+		return open()
 	}
 	if res := deliverOne(t, r.a, o); res.Outcome != Retry {
 		t.Errorf("%v: %s, want retry", res.Outcome, res.Reason)
@@ -212,12 +226,12 @@ func TestArchiveCopyDoesNotReplaceAnObjectFiledMeanwhile(t *testing.T) {
 	if b, _ := os.ReadFile(dst); string(b) != "the other object" {
 		t.Error("the object filed meanwhile was replaced")
 	}
-	r.a.link = nil
+	o.Open = open
 	if res := deliverOne(t, r.a, o); res.Outcome != Dead {
 		t.Errorf("next attempt: %v: %s, want dead (a different file holds the name)", res.Outcome, res.Reason)
 	}
 	if got := r.files(t); !slices.Equal(got, []string{"archive/1.2/1.2.3/1.2.3.4.dcm", "spool/0001.dcm"}) {
-		t.Errorf("files %v", got)
+		t.Errorf("files %v: a temporary file left behind?", got)
 	}
 }
 

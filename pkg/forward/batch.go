@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"errors"
+	"io/fs"
 	"sort"
 	"time"
 )
@@ -44,16 +46,27 @@ func (f *Forwarder) loadPending() {
 	for i, id := range ids {
 		obj, rec, err := f.q.Describe(id)
 		now := f.now()
+		rec = f.heal(rec, now)
 		f.mu.Lock()
 		f.loading = ids[i+1:]
 		if err == nil && f.items[id] == nil {
 			f.items[id] = &item{obj: obj, retry: rec, next: rec.NextAttempt, added: now}
 		}
 		f.mu.Unlock()
-		if err != nil {
-			// Gone (delivered or dead-lettered meanwhile, or purged by an
-			// operator), or unreadable: in both cases not ours to send now.
-			f.log.Warn("cannot load queued object", "id", id, "err", err)
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist):
+			// Delivered or dead-lettered meanwhile, or purged by an
+			// operator: not ours any more.
+			f.log.Debug("queued object gone before it was loaded", "id", id)
+		case errors.Is(err, ErrDamaged):
+			// Whatever its files hold, this object is set aside with the
+			// reason, and the rest flows.
+			f.quarantine(id, nil, err.Error())
+		default:
+			// Unreadable for now (an I/O error, no descriptors left): the
+			// next rescan tries again.
+			f.log.Warn("cannot load queued object; trying again at the next rescan", "id", id, "err", err)
 		}
 	}
 	f.mu.Lock()
@@ -62,6 +75,24 @@ func (f *Forwarder) loadPending() {
 	if again {
 		f.rescan()
 	}
+}
+
+// heal bounds what a retry record read from disk may ask for by what the
+// clock says now: records written while the clock was ahead (years, after
+// a bad NTP or RTC) would otherwise wait that long. Nothing waits longer
+// than RetryMax beyond now — or than the wait the record was written for,
+// when an endpoint's Retry-After asked for more — and a first failure in
+// the future counts from now.
+func (f *Forwarder) heal(rec RetryRecord, now time.Time) RetryRecord {
+	if lim := now.Add(max(f.cfg.RetryMax, rec.Delay)); rec.NextAttempt.After(lim) {
+		f.log.Warn("a retry record asks to wait longer than --retry-max (was the clock ahead?): retrying within --retry-max",
+			"next_attempt", rec.NextAttempt.UTC().Format(time.RFC3339), "retry_max", f.cfg.RetryMax)
+		rec.NextAttempt = lim
+	}
+	if rec.FirstFailure.After(now) {
+		rec.FirstFailure = now
+	}
+	return rec
 }
 
 // group is the due objects of one study (or one object to be sent alone).
@@ -123,7 +154,7 @@ func (f *Forwarder) pick() ([]*item, time.Duration) {
 			groups = append(groups, g)
 		}
 		g.items = append(g.items, it)
-		g.bytes += it.obj.DataSize()
+		g.bytes += it.obj.DataSize
 		if g.head == nil || it.obj.ID < g.head.obj.ID {
 			g.head = it
 		}
@@ -137,13 +168,13 @@ func (f *Forwarder) pick() ([]*item, time.Duration) {
 		}
 		sort.Slice(g.items, func(i, j int) bool { return g.items[i].obj.ID < g.items[j].obj.ID })
 		batch := g.items[:1]
-		bytes := g.head.obj.DataSize()
+		bytes := g.head.obj.DataSize
 		for _, it := range g.items[1:] {
-			if len(batch) >= f.cfg.BatchMaxInstances || bytes+it.obj.DataSize() > f.cfg.BatchMaxBytes {
+			if len(batch) >= f.cfg.BatchMaxInstances || bytes+it.obj.DataSize > f.cfg.BatchMaxBytes {
 				break
 			}
 			batch = append(batch, it)
-			bytes += it.obj.DataSize()
+			bytes += it.obj.DataSize
 		}
 		for _, it := range batch {
 			it.inflight = true

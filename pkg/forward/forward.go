@@ -11,6 +11,8 @@ package forward
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -61,14 +63,66 @@ type Result struct {
 	// HTTPStatus is the status of the answer the outcome was read from; 0
 	// when there was none (connection failure, timeout, not HTTP).
 	HTTPStatus int
+	// Cause, with Pause, says why in a closed set (a metric label).
+	Cause Cause
+	// Unconfirmed, with Retry, says that a well-formed answer left the
+	// object out (neither stored nor refused): several such answers in a
+	// row dead-letter it (Config.MaxUnconfirmed).
+	Unconfirmed bool
+	// Damaged, with Dead, says the spool's copy of the object is damaged
+	// (Object.Open's reader failed with ErrDamaged): it was not sent, and
+	// is quarantined as a dead letter.
+	Damaged bool
 }
+
+// Cause is why a destination was paused.
+type Cause uint8
+
+// Causes of a pause.
+const (
+	CauseNone          Cause = iota
+	CauseNotDICOM            // a 2xx answer that is not a DICOM STOW-RS response
+	CauseCredentials         // 401 even after a refresh, 403
+	CauseRedirect            // a redirect to another origin or with another method
+	CauseClientError         // 400, 404, 415 and other 4xx: the base URL or the endpoint's configuration
+	CauseNotAuthorized       // FailureReason 0124
+)
+
+// Causes lists every cause of a pause (the metric's label values).
+var Causes = []Cause{CauseNotDICOM, CauseCredentials, CauseRedirect, CauseClientError, CauseNotAuthorized}
+
+func (c Cause) String() string {
+	switch c {
+	case CauseNotDICOM:
+		return "not_dicom_answer"
+	case CauseCredentials:
+		return "credentials"
+	case CauseRedirect:
+		return "redirect"
+	case CauseClientError:
+		return "client_error"
+	case CauseNotAuthorized:
+		return "not_authorized"
+	}
+	return "other"
+}
+
+// ErrDamaged is wrapped by the errors of Object.Open and of its reader, and
+// by Queue.Describe, when the spool's copy of an object is damaged (its
+// seal's size or CRC does not match, it is truncated, or its header or
+// records cannot be read). Such an object is never sent: it is quarantined
+// as a dead letter saying so.
+var ErrDamaged = errors.New("damaged in the spool")
 
 // Object is a queued object as the forwarder sees it.
 type Object struct {
-	ID                string
-	Path              string // the spool file: file meta information, then the data set
-	Size              int64  // of the whole file
-	DataOffset        int64  // where the data set starts
+	ID string
+	// Open returns the data set, byte for byte as received. Its reader
+	// checks the spool's copy as it goes and fails with an error wrapping
+	// ErrDamaged, before handing over the last bytes, when the copy is
+	// damaged: a request fed from it never completes.
+	Open              func() (io.ReadCloser, error)
+	DataSize          int64 // bytes of the data set
 	SOPClassUID       string
 	SOPInstanceUID    string
 	TransferSyntaxUID string
@@ -77,9 +131,6 @@ type Object struct {
 	CallingAE         string
 	Received          time.Time
 }
-
-// DataSize is the size of the data set.
-func (o *Object) DataSize() int64 { return o.Size - o.DataOffset }
 
 // Destination delivers objects.
 type Destination interface {
@@ -96,6 +147,12 @@ type RetryRecord struct {
 	FirstFailure time.Time
 	NextAttempt  time.Time
 	LastError    string
+	// Unconfirmed counts the answers in a row that left the object out.
+	Unconfirmed int
+	// Delay is the wait NextAttempt was set for, relative to the time of
+	// writing (backoff, or a longer Retry-After): a record written while
+	// the clock was wrong never waits longer than this from now.
+	Delay time.Duration
 }
 
 // Queue is the spool as the forwarder uses it.
@@ -103,7 +160,8 @@ type Queue interface {
 	// QueuedIDs lists the queued objects, oldest first.
 	QueuedIDs() ([]string, error)
 	// Describe loads a queued object and its failure history. An error
-	// wrapping fs.ErrNotExist means it is no longer queued.
+	// wrapping fs.ErrNotExist means it is no longer queued; one wrapping
+	// ErrDamaged, that its files are damaged (it is quarantined).
 	Describe(id string) (*Object, RetryRecord, error)
 	Delivered(id string) error
 	Retry(id string, r RetryRecord) error
@@ -123,6 +181,7 @@ type Config struct {
 	PauseMax          time.Duration
 	Window            int           // objects held in memory; more wait in the spool
 	RescanInterval    time.Duration // how often the spool is listed again (objects re-queued by an operator)
+	MaxUnconfirmed    int           // answers in a row that may leave an object out before it is dead-lettered
 }
 
 // Defaults.
@@ -138,6 +197,7 @@ const (
 	DefaultPauseMax          = 10 * time.Minute
 	DefaultWindow            = 20000
 	DefaultRescanInterval    = 30 * time.Second
+	DefaultMaxUnconfirmed    = 5
 )
 
 func (c Config) withDefaults() Config {
@@ -168,6 +228,9 @@ func (c Config) withDefaults() Config {
 	def(&c.RescanInterval, DefaultRescanInterval)
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
+	}
+	if c.MaxUnconfirmed <= 0 {
+		c.MaxUnconfirmed = DefaultMaxUnconfirmed
 	}
 	return c
 }

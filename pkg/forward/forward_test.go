@@ -2,7 +2,9 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -77,7 +79,8 @@ func (d *fakeDest) callTimes() []time.Time {
 
 // fakeObj is an object the fake destination never reads: no file.
 func fakeObj(id, study string, dataSize int64) *Object {
-	return &Object{ID: id, Path: "/nonexistent/" + id, DataOffset: 300, Size: 300 + dataSize,
+	return &Object{ID: id, DataSize: dataSize,
+		Open:        func() (io.ReadCloser, error) { return nil, errors.New("the fake destination reads nothing") },
 		SOPClassUID: ctClass, SOPInstanceUID: "1.2.9." + strings.TrimLeft(id, "0"), TransferSyntaxUID: explicitLE,
 		StudyInstanceUID: study, SeriesInstanceUID: study + ".1", Received: time.Now()}
 }

@@ -1,9 +1,11 @@
 package forward
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -83,21 +85,74 @@ func writeObject(t testing.TB, dir string, s spec) *Object {
 		t.Fatal(err)
 	}
 	return &Object{
-		ID: s.ID, Path: path, Size: int64(len(head) + len(ds)), DataOffset: int64(len(head)),
+		ID: s.ID, Open: fileOpener(path, int64(len(head)), int64(len(ds))), DataSize: int64(len(ds)),
 		SOPClassUID: ctClass, SOPInstanceUID: s.SOP, TransferSyntaxUID: explicitLE,
 		StudyInstanceUID: s.Study, SeriesInstanceUID: s.Series, CallingAE: "MODALITY",
 		Received: time.Now().Add(-time.Minute),
 	}
 }
 
-// dataSetOf reads an object's data set from its spool file.
+// fileOpener opens n bytes of the file at path from off, as the spool's
+// opener does (without its check).
+func fileOpener(path string, off, n int64) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.NewSectionReader(f, off, n), f}, nil
+	}
+}
+
+// damagedOpener is the opener of an object whose spool copy fails its
+// check: all bytes but the last are read, then an error wrapping
+// ErrDamaged, as the spool's reader does.
+func damagedOpener(data []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(data[:len(data)-1]),
+			errReader{fmt.Errorf("%w: queue/x.dcm: CRC-32C mismatch", ErrDamaged)})), nil
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// dataSetOf reads an object's data set through its opener.
 func dataSetOf(t testing.TB, o *Object) []byte {
 	t.Helper()
-	b, err := os.ReadFile(o.Path)
+	rc, err := o.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b[o.DataOffset:o.Size]
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fileDataSet reads the data set of a Part 10 file.
+func fileDataSet(t testing.TB, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	off, err := dataSetOffset(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // fakeQueue is an in-memory spool. Its retry records outlive any
@@ -119,8 +174,9 @@ type fakeQueue struct {
 	held    map[string]bool // described and not yet delivered or dead
 	maxHeld int
 
-	failDead   bool   // Dead fails (the spool cannot dead-letter)
-	onDescribe func() // called in each Describe, outside the lock
+	failDead   bool             // Dead fails (the spool cannot dead-letter)
+	onDescribe func()           // called in each Describe, outside the lock
+	damaged    map[string]error // Describe fails with this error for these IDs
 }
 
 type retryCall struct {
@@ -170,6 +226,9 @@ func (q *fakeQueue) Describe(id string) (*Object, RetryRecord, error) {
 	q.describes++
 	if q.state[id] != "queued" {
 		return nil, RetryRecord{}, fmt.Errorf("describe %s: %w", id, fs.ErrNotExist)
+	}
+	if err := q.damaged[id]; err != nil {
+		return nil, RetryRecord{}, err
 	}
 	q.held[id] = true
 	q.maxHeld = max(q.maxHeld, len(q.held))

@@ -16,6 +16,8 @@ type metrics struct {
 	batchN    prometheus.Histogram
 	batchB    prometheus.Histogram
 	up        prometheus.Gauge
+	pauses    *prometheus.CounterVec // cause
+	damaged   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
@@ -53,8 +55,19 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 			ConstLabels: prometheus.Labels{"destination": kind},
 		}),
 	}
+	m.pauses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dicomgw_forward_pauses_total",
+		Help: "Times the destination was paused (or stayed paused after a probe), by cause: not_dicom_answer (a 2xx that is not a DICOM STOW-RS response: a login page, a proxy), credentials (401 after a refresh, 403), redirect, client_error (400, 404, 415...), not_authorized (FailureReason 0124).",
+	}, []string{"cause"})
+	m.damaged = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dicomgw_spool_damaged_objects_total",
+		Help: "Objects found damaged in the spool (seal size or CRC mismatch, truncated, unreadable header or records) and quarantined as dead letters; none of them is ever sent.",
+	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up)
+		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.pauses, m.damaged)
+	}
+	for _, c := range Causes {
+		m.pauses.WithLabelValues(c.String())
 	}
 	for _, o := range []string{"delivered", "retried", "dead_lettered", "paused", "abandoned"} {
 		m.instances.WithLabelValues(o)
@@ -66,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 func (m *metrics) observe(objs []*Object, results []Result, elapsed time.Duration) {
 	var bytes int64
 	for _, o := range objs {
-		bytes += o.DataSize()
+		bytes += o.DataSize
 	}
 	m.duration.Observe(elapsed.Seconds())
 	m.batchN.Observe(float64(len(objs)))

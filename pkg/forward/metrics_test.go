@@ -11,7 +11,7 @@ import (
 func TestMetricsObserve(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m := newMetrics(reg, &Archive{Dir: "/x"})
-	objs := []*Object{{Size: 1100, DataOffset: 100}, {Size: 2100, DataOffset: 100}}
+	objs := []*Object{{DataSize: 1000}, {DataSize: 2000}}
 	m.observe(objs, []Result{{Outcome: Delivered, HTTPStatus: 202}, {Outcome: Dead, HTTPStatus: 202}}, 30*time.Millisecond)
 	m.observe(objs, []Result{{Outcome: Retry}, {Outcome: Retry}}, time.Second)
 	m.observe(objs[:1], []Result{{Outcome: Pause, HTTPStatus: 401}}, time.Millisecond)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 )
 
 // errBoundaryInPayload means the multipart boundary occurred inside an
@@ -26,12 +25,19 @@ func newBoundary() string {
 }
 
 // part is one object in a multipart/related body: a fresh file meta header
-// followed by the data set from the spool file.
+// followed by the data set from the spool.
 type part struct {
 	header []byte
-	path   string
-	off    int64 // data set offset in the file
-	n      int64 // data set length
+	open   func() (io.ReadCloser, error) // the data set (Object.Open)
+	n      int64                         // data set length
+}
+
+// partError is a part whose data set could not be read: the request is
+// abandoned (it never completes), and the caller learns which object and
+// why (an error wrapping ErrDamaged: quarantine it).
+type partError struct {
+	index int
+	err   error
 }
 
 // multipartBody streams a multipart/related body (RFC 2387, PS3.18 8.6.1.2)
@@ -44,9 +50,10 @@ type multipartBody struct {
 	parts    []part
 	pieces   []func() (io.Reader, error) // what remains to be read, in order
 	cur      io.Reader
-	file     *os.File
+	file     io.Closer
 	scan     *matcher
 	length   int64
+	failed   *partError // the first part that could not be read
 }
 
 const partHeaders = "Content-Type: application/dicom\r\n\r\n"
@@ -59,7 +66,7 @@ func newMultipartBody(boundary string, parts []part) *multipartBody {
 		if i == 0 {
 			open = delim + "\r\n" + partHeaders // no CRLF before the first delimiter
 		}
-		b.pieces = append(b.pieces, literal(open), literal(string(p.header)), b.fileSection(p))
+		b.pieces = append(b.pieces, literal(open), literal(string(p.header)), b.dataSection(i, p))
 		b.length += int64(len(open)+len(p.header)) + p.n
 	}
 	closing := "\r\n" + delim + "--\r\n"
@@ -73,17 +80,32 @@ func literal(s string) func() (io.Reader, error) {
 	return func() (io.Reader, error) { return bytes.NewReader([]byte(s)), nil }
 }
 
-func (b *multipartBody) fileSection(p part) func() (io.Reader, error) {
+func (b *multipartBody) dataSection(i int, p part) func() (io.Reader, error) {
 	return func() (io.Reader, error) {
-		f, err := os.Open(p.path)
+		rc, err := p.open()
 		if err != nil {
-			return nil, err
+			return nil, b.fail(i, err)
 		}
-		b.file = f
+		b.file = rc
 		b.scan.reset()
-		return &scanReader{r: io.NewSectionReader(f, p.off, p.n), m: b.scan, n: p.n}, nil
+		return &scanReader{r: rc, m: b.scan, n: p.n, fail: func(err error) error { return b.fail(i, err) }}, nil
 	}
 }
+
+// fail records that part i could not be read.
+func (b *multipartBody) fail(i int, err error) error {
+	if b.failed == nil {
+		b.failed = &partError{index: i, err: err}
+	}
+	return &partReadError{err}
+}
+
+// partReadError is what the body's Read returns when a part could not be
+// read, so that the HTTP client does not try the same bytes again.
+type partReadError struct{ err error }
+
+func (e *partReadError) Error() string { return "reading a spooled object: " + e.err.Error() }
+func (e *partReadError) Unwrap() error { return e.err }
 
 // Len is the exact body length, for Content-Length (retryablehttp reads it
 // through its LenReader interface).
@@ -130,22 +152,46 @@ func (b *multipartBody) Close() error {
 }
 
 // scanReader checks the bytes of a part for the boundary as they stream,
-// and that the file still has all the bytes it should.
+// and that the data set has exactly the bytes it should: the body's
+// Content-Length was promised from them.
 type scanReader struct {
 	r    io.Reader
 	m    *matcher
 	n    int64
 	read int64
+	fail func(error) error
 }
 
 func (s *scanReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
+	if rest := s.n - s.read; int64(len(p)) > rest {
+		p = p[:rest] // a longer data set is caught at the end
+	}
+	var n int
+	var err error
+	if len(p) > 0 {
+		n, err = s.r.Read(p)
+	} else {
+		// All promised bytes are read: the data set must end here.
+		var one [1]byte
+		if m, rerr := s.r.Read(one[:]); m > 0 {
+			return 0, s.fail(fmt.Errorf("%w: the data set is longer than the %d bytes recorded", ErrDamaged, s.n))
+		} else if rerr != nil && rerr != io.EOF {
+			return 0, s.fail(rerr)
+		}
+		return 0, io.EOF
+	}
 	s.read += int64(n)
 	if s.m.found(p[:n]) {
 		return n, errBoundaryInPayload
 	}
 	if err == io.EOF && s.read != s.n {
-		return n, fmt.Errorf("spool file shorter than recorded: %d of %d bytes", s.read, s.n)
+		return n, s.fail(fmt.Errorf("%w: the data set ends after %d of the %d bytes recorded", ErrDamaged, s.read, s.n))
+	}
+	if err != nil && err != io.EOF {
+		return n, s.fail(err)
+	}
+	if err == io.EOF {
+		err = nil // the end is confirmed by the next call
 	}
 	return n, err
 }

@@ -28,8 +28,8 @@ func TestMultipartBodyGolden(t *testing.T) {
 	f1 := writeFile(t, "a", "xxxxDATA-ONEyyyy")
 	f2 := writeFile(t, "b", "DATA2")
 	parts := []part{
-		{header: []byte("HDR1"), path: f1, off: 4, n: 8},
-		{header: []byte("H2"), path: f2, off: 0, n: 5},
+		{header: []byte("HDR1"), open: fileOpener(f1, 4, 8), n: 8},
+		{header: []byte("H2"), open: fileOpener(f2, 0, 5), n: 5},
 	}
 	const golden = "--BOUNDARY\r\nContent-Type: application/dicom\r\n\r\nHDR1DATA-ONE" +
 		"\r\n--BOUNDARY\r\nContent-Type: application/dicom\r\n\r\nH2DATA2" +
@@ -80,7 +80,7 @@ func TestMultipartBodyLen(t *testing.T) {
 	var parts []part
 	for i, n := range []int{0, 1, 2, 1000, 70000, 300000} {
 		o := writeObject(t, dir, spec{ID: string(rune('a' + i)), Study: "1.2", Series: "1.2.3", SOP: "1.2.3.4", Pixels: n})
-		parts = append(parts, part{header: []byte(strings.Repeat("h", i*7)), path: o.Path, off: o.DataOffset, n: o.DataSize()})
+		parts = append(parts, part{header: []byte(strings.Repeat("h", i*7)), open: o.Open, n: o.DataSize})
 		b := newMultipartBody(newBoundary(), parts)
 		n, err := io.Copy(io.Discard, b)
 		if err != nil {
@@ -101,7 +101,7 @@ func TestMultipartBoundaryInPayload(t *testing.T) {
 		strings.Repeat("z", 32*1024-5) + "--" + boundary + strings.Repeat("z", 9), // across reads
 	} {
 		p := writeFile(t, "obj", content)
-		b := newMultipartBody(boundary, []part{{header: []byte("H"), path: p, n: int64(len(content))}})
+		b := newMultipartBody(boundary, []part{{header: []byte("H"), open: fileOpener(p, 0, int64(len(content))), n: int64(len(content))}})
 		_, err := io.ReadAll(b)
 		if !errors.Is(err, errBoundaryInPayload) {
 			t.Errorf("payload of %d bytes with the delimiter: err %v, want errBoundaryInPayload", len(content), err)
@@ -113,21 +113,42 @@ func TestMultipartBoundaryInPayload(t *testing.T) {
 	}
 	// The boundary without its leading "--" is no delimiter.
 	p := writeFile(t, "ok", "-"+boundary+"\r\n"+boundary)
-	if _, err := io.ReadAll(newMultipartBody(boundary, []part{{path: p, n: int64(2*len(boundary) + 3)}})); err != nil {
+	if _, err := io.ReadAll(newMultipartBody(boundary, []part{{open: fileOpener(p, 0, int64(2*len(boundary)+3)), n: int64(2*len(boundary) + 3)}})); err != nil {
 		t.Errorf("no delimiter, yet %v", err)
 	}
 }
 
-func TestMultipartSpoolFileShorterThanRecorded(t *testing.T) {
-	p := writeFile(t, "short", "0123456789")
-	b := newMultipartBody("B", []part{{header: []byte("H"), path: p, off: 2, n: 20}})
-	_, err := io.ReadAll(b)
-	if err == nil || !strings.Contains(err.Error(), "shorter") {
-		t.Errorf("err %v, want the spool file reported shorter than recorded", err)
+// TestMultipartDataSetNotAsRecorded: a data set shorter or longer than the
+// spool recorded would make the body differ from its Content-Length: the
+// body fails with an error wrapping ErrDamaged and records which part.
+func TestMultipartDataSetNotAsRecorded(t *testing.T) {
+	p := writeFile(t, "data", "0123456789")
+	for _, c := range []struct {
+		name   string
+		n      int64 // recorded
+		reader int64 // what the opener yields
+		want   string
+	}{
+		{"shorter", 20, 8, "ends after 8 of the 20 bytes"},
+		{"longer", 5, 10, "longer than the 5 bytes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newMultipartBody("B", []part{
+				{header: []byte("H"), open: fileOpener(p, 0, 3), n: 3},
+				{header: []byte("H"), open: fileOpener(p, 0, c.reader), n: c.n},
+			})
+			_, err := io.ReadAll(b)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err %v, want ErrDamaged: %s", err, c.want)
+			}
+			if b.failed == nil || b.failed.index != 1 {
+				t.Errorf("failed part %+v, want index 1", b.failed)
+			}
+		})
 	}
-	b = newMultipartBody("B", []part{{path: filepath.Join(t.TempDir(), "missing"), n: 3}})
-	if _, err := io.ReadAll(b); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing spool file: %v", err)
+	b := newMultipartBody("B", []part{{open: fileOpener(filepath.Join(t.TempDir(), "missing"), 0, 3), n: 3}})
+	if _, err := io.ReadAll(b); !errors.Is(err, os.ErrNotExist) || b.failed == nil || errors.Is(b.failed.err, ErrDamaged) {
+		t.Errorf("missing spool file: %v (%+v)", err, b.failed)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -37,6 +38,12 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 			reachable = true
 			f.delivered(it, elapsed)
 		case Retry:
+			if r.Unconfirmed && it.retry.Unconfirmed+1 >= f.cfg.MaxUnconfirmed {
+				reachable = true
+				f.dead(it, fmt.Sprintf("the endpoint's answers left this instance out %d times in a row (neither stored nor refused): %s",
+					it.retry.Unconfirmed+1, r.Reason), it.retry.Attempts+1)
+				continue
+			}
 			if r.Alone && !it.alone {
 				f.mu.Lock()
 				it.alone, it.inflight = true, false
@@ -45,6 +52,10 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 			}
 			f.retry(it, r, now, jitter)
 		case Dead:
+			if r.Damaged {
+				f.quarantine(it.obj.ID, it.obj, r.Reason)
+				continue
+			}
 			reachable = true
 			f.dead(it, r.Reason, it.retry.Attempts+1)
 		case Pause:
@@ -59,6 +70,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 	switch {
 	case paused != nil:
 		f.m.up.Set(0)
+		f.m.pauses.WithLabelValues(paused.Cause.String()).Inc()
 		f.pauseFor = min(max(2*f.pauseFor, f.cfg.PauseMin), f.cfg.PauseMax)
 		f.pausedUntil = f.now().Add(f.pauseFor)
 		if f.pauseReason != paused.Reason || f.pauseFor == f.cfg.PauseMin {
@@ -97,22 +109,15 @@ func (f *Forwarder) delivered(it *item, elapsed time.Duration) {
 	}
 	f.forget(it)
 	f.log.Info("object delivered", "id", it.obj.ID, "destination", f.dest.String(),
-		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize(),
+		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize,
 		"attempts", it.retry.Attempts+1, "request_duration", elapsed.Round(time.Millisecond),
 		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond))
 }
 
 func (f *Forwarder) dead(it *item, reason string, attempts int) {
-	details := map[string]string{
-		"sop_class_uid":      it.obj.SOPClassUID,
-		"sop_instance_uid":   it.obj.SOPInstanceUID,
-		"study_instance_uid": it.obj.StudyInstanceUID,
-		"transfer_syntax":    it.obj.TransferSyntaxUID,
-		"calling_ae":         it.obj.CallingAE,
-		"received":           it.obj.Received.UTC().Format(time.RFC3339),
-		"destination":        f.dest.String(),
-		"attempts":           fmt.Sprint(attempts),
-	}
+	details := objectDetails(it.obj)
+	details["destination"] = f.dest.String()
+	details["attempts"] = fmt.Sprint(attempts)
 	if err := f.q.Dead(it.obj.ID, reason, details); err != nil {
 		f.log.Error("cannot dead-letter object; it stays queued", "id", it.obj.ID, "reason", reason, "err", err)
 		f.mu.Lock()
@@ -126,6 +131,51 @@ func (f *Forwarder) dead(it *item, reason string, attempts int) {
 		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "reason", reason, "attempts", attempts)
 }
 
+// objectDetails are the lines of a dead letter's reason file that say
+// which object it is.
+func objectDetails(o *Object) map[string]string {
+	return map[string]string{
+		"sop_class_uid":      o.SOPClassUID,
+		"sop_instance_uid":   o.SOPInstanceUID,
+		"study_instance_uid": o.StudyInstanceUID,
+		"transfer_syntax":    o.TransferSyntaxUID,
+		"calling_ae":         o.CallingAE,
+		"received":           o.Received.UTC().Format(time.RFC3339),
+	}
+}
+
+// quarantine dead-letters an object whose spool copy is damaged (obj is nil
+// when it could not even be described): it is never sent, and the dead
+// letter says why, so that an operator can tell it from a refusal.
+func (f *Forwarder) quarantine(id string, obj *Object, why string) {
+	details := map[string]string{"damaged": "yes"}
+	if obj != nil {
+		details = objectDetails(obj)
+		details["damaged"] = "yes"
+	}
+	reason := why
+	if !strings.HasPrefix(reason, ErrDamaged.Error()) {
+		reason = ErrDamaged.Error() + ": " + why
+	}
+	f.m.damaged.Inc()
+	err := f.q.Dead(id, reason, details)
+	f.mu.Lock()
+	if it := f.items[id]; it != nil {
+		if err != nil {
+			// Kept, and not sent: tried again after RetryMax.
+			it.inflight, it.next = false, f.now().Add(f.cfg.RetryMax)
+		} else {
+			delete(f.items, id)
+		}
+	}
+	f.mu.Unlock()
+	if err != nil {
+		f.log.Error("object damaged in the spool, and it cannot be quarantined; it is not sent", "id", id, "reason", reason, "err", err)
+		return
+	}
+	f.log.Error("object damaged in the spool: quarantined as a dead letter, never sent", "id", id, "reason", reason)
+}
+
 // retry records a failed attempt at now and schedules the next one:
 // exponential backoff with jitter (0 <= jitter < 1, drawn once per batch),
 // at least what the destination asked for, until RetryFor has passed since
@@ -137,12 +187,18 @@ func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
 	}
 	rec.Attempts++
 	rec.LastError = r.Reason
+	if r.Unconfirmed {
+		rec.Unconfirmed++
+	} else {
+		rec.Unconfirmed = 0
+	}
 	if now.Sub(rec.FirstFailure) >= f.cfg.RetryFor {
 		f.dead(it, fmt.Sprintf("still failing after %d attempts over %v: %s", rec.Attempts, now.Sub(rec.FirstFailure).Round(time.Second), r.Reason), rec.Attempts)
 		return
 	}
 	delay := backoffAt(rec.Attempts, f.cfg.RetryMin, f.cfg.RetryMax, jitter)
 	delay = max(delay, r.RetryAfter)
+	rec.Delay = delay
 	rec.NextAttempt = now.Add(delay)
 	if err := f.q.Retry(it.obj.ID, rec); err != nil {
 		f.log.Error("cannot record the failed attempt", "id", it.obj.ID, "err", err)

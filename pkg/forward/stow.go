@@ -188,15 +188,18 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 				ImplementationClassUID: s.cfg.ImplementationClassUID, ImplementationVersionName: s.cfg.ImplementationVersionName,
 				SourceAE: o.CallingAE,
 			}),
-			path: o.Path, off: o.DataOffset, n: o.DataSize(),
+			open: o.Open, n: o.DataSize,
 		}
-		size += o.DataSize()
+		size += o.DataSize
 	}
 	// One request, or a few if a boundary turns up inside an object, or
 	// once more with fresh credentials after a 401.
 	refreshed := false
 	for try := 0; ; try++ {
-		res, err := s.post(ctx, study, parts, size)
+		res, failed, err := s.post(ctx, study, parts, size)
+		if failed != nil {
+			return partFailure(objs, failed)
+		}
 		if errors.Is(err, errBoundaryInPayload) && try < 3 {
 			continue
 		}
@@ -209,8 +212,22 @@ func (s *STOW) Deliver(ctx context.Context, objs []*Object) []Result {
 			s.log.Warn("STOW-RS answered 401; trying once more with refreshed credentials", "credentials", s.cfg.Credentials.Kind())
 			continue
 		}
-		return res.results(objs, s)
+		return res.results(objs)
 	}
+}
+
+// partFailure is the outcome of a request abandoned because one of its
+// objects could not be read from the spool: that one is quarantined if
+// its copy is damaged (it was never sent whole: the request did not
+// complete) or retried; the others were not sent and go again at once.
+func partFailure(objs []*Object, pe *partError) []Result {
+	out := all(objs, Result{Outcome: Abandoned, Reason: "not sent: another object of its batch could not be read from the spool"})
+	if errors.Is(pe.err, ErrDamaged) {
+		out[pe.index] = Result{Outcome: Dead, Damaged: true, Reason: pe.err.Error()}
+	} else {
+		out[pe.index] = Result{Outcome: Retry, Reason: "cannot read the object from the spool: " + pe.err.Error()}
+	}
+	return out
 }
 
 // CredentialVersion changes whenever the credentials do (0 without
@@ -255,16 +272,21 @@ func (s *STOW) scrub(msg string) string {
 }
 
 // post sends one request (with retryablehttp's own retries) and reads the
-// answer.
-func (s *STOW) post(ctx context.Context, study string, parts []part, size int64) (*stowAnswer, error) {
+// answer. When an object could not be read from the spool, the request is
+// abandoned and post says which (failed).
+func (s *STOW) post(ctx context.Context, study string, parts []part, size int64) (*stowAnswer, *partError, error) {
 	boundary := newBoundary()
-	body := func() (io.Reader, error) { return newMultipartBody(boundary, parts), nil }
+	var last *multipartBody
+	body := func() (io.Reader, error) {
+		last = newMultipartBody(boundary, parts)
+		return last, nil
+	}
 	deadline := s.cfg.Timeout + time.Duration(size/s.cfg.MinRate)*time.Second
 	rctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	req, err := retryablehttp.NewRequestWithContext(rctx, http.MethodPost, s.url(study), retryablehttp.ReaderFunc(body))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Content-Type", mime.FormatMediaType("multipart/related", map[string]string{"type": "application/dicom", "boundary": boundary}))
 	req.Header.Set("Accept", "application/dicom+json")
@@ -272,11 +294,18 @@ func (s *STOW) post(ctx context.Context, study string, parts []part, size int64)
 		req.Header.Set("User-Agent", s.cfg.UserAgent)
 	}
 	resp, err := s.client.Do(req)
+	if last != nil && last.failed != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, last.failed, nil
+	}
 	if err != nil && resp == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
-	return readAnswer(resp)
+	a, err := readAnswer(resp, answerLimit(len(parts)))
+	return a, nil, err
 }
 
 // checkRetry decides whether retryablehttp tries again within this
@@ -288,8 +317,9 @@ func (s *STOW) checkRetry(ctx context.Context, resp *http.Response, err error) (
 		return false, ctx.Err()
 	}
 	if err != nil {
-		if errors.Is(err, errBoundaryInPayload) {
-			return false, err
+		var pe *partReadError
+		if errors.Is(err, errBoundaryInPayload) || errors.As(err, &pe) {
+			return false, err // sending the same bytes again cannot help
 		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}

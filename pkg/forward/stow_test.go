@@ -630,7 +630,7 @@ func TestSTOWRestartHonoursRetryRecord(t *testing.T) {
 	r.ep.setRespond(script(statusReply(http.StatusInternalServerError)))
 	first := time.Now().Add(-time.Minute).Round(0)
 	next := time.Now().Add(700 * time.Millisecond).Round(0)
-	r.q.records["0001"] = RetryRecord{Attempts: 3, FirstFailure: first, NextAttempt: next, LastError: "before the restart"}
+	r.q.records["0001"] = RetryRecord{Attempts: 3, FirstFailure: first, NextAttempt: next, LastError: "before the restart", Delay: time.Second}
 	stop := start(t, r.forwarder())
 	waitFor(t, 5*time.Second, "the attempt", func() bool { return r.q.record("0001").Attempts == 4 })
 	stop()

@@ -1,7 +1,10 @@
 package forward
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -11,34 +14,100 @@ import (
 	"time"
 )
 
-// maxAnswer bounds how much of a STOW-RS answer is read: a reference per
-// instance is a few hundred bytes.
-const maxAnswer = 16 << 20
+// An answer is read only up to a bound that grows with the instances of the
+// request (a reference is a few hundred bytes, a retrieve URL included)
+// and never passes maxAnswer: a proxy or a broken endpoint that answers a
+// huge body (a 10 GB download announced in Content-Length) costs each
+// worker at most that much memory, and such an answer is not a STOW-RS
+// response anyway.
+const (
+	answerBase        = 64 << 10
+	answerPerInstance = 4 << 10
+	maxAnswer         = 4 << 20
+)
+
+// answerLimit is how much of an answer to a request of n instances is read.
+func answerLimit(n int) int64 {
+	return min(int64(answerBase)+int64(n)*answerPerInstance, maxAnswer)
+}
 
 // stowAnswer is a STOW-RS response (PS3.18 10.5.3): the HTTP status and,
-// per SOP instance, whether it was stored (ReferencedSOPSequence, maybe
-// with a WarningReason) or not (FailedSOPSequence with a FailureReason).
+// when the body is a DICOM response, per SOP instance whether it was
+// stored (ReferencedSOPSequence, maybe with a WarningReason) or not
+// (FailedSOPSequence with a FailureReason).
 type stowAnswer struct {
 	status     int
 	statusText string
 	retryAfter time.Duration
-	parsed     bool              // the body was a DICOM JSON response
+	mediaType  string            // of the body, as the endpoint declared it ("" when none)
+	dicom      bool              // the body is a DICOM response (JSON or XML) we could read
+	notDICOM   string            // why the body is not one, for the reasons
 	stored     map[string]uint16 // SOP Instance UID -> warning reason (0: none)
 	failed     map[string]uint16 // SOP Instance UID -> failure reason
 }
 
-// readAnswer reads and parses the response.
-func readAnswer(resp *http.Response) (*stowAnswer, error) {
+// readAnswer reads at most limit bytes of the response and parses them.
+// The rest of an answer too large to be a STOW-RS response is not read:
+// the caller closes the body, which drops the connection.
+func readAnswer(resp *http.Response, limit int64) (*stowAnswer, error) {
 	a := &stowAnswer{status: resp.StatusCode, statusText: resp.Status, stored: map[string]uint16{}, failed: map[string]uint16{}}
 	a.retryAfter, _ = retryAfter(resp)
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	a.mediaType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.ContentLength > limit {
+		a.notDICOM = fmt.Sprintf("a body of %d bytes, more than a STOW-RS response to this request can be (%d)", resp.ContentLength, limit)
+		return a, nil
+	}
+	var buf bytes.Buffer
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength)) // at most limit: no doubling while reading
+	}
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the STOW-RS response: %w", err)
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "application/dicom+json" || mt == "application/json" || len(body) > 0 && body[0] == '{' {
-		a.parsed = a.parse(body) == nil
+	if n > limit {
+		a.notDICOM = fmt.Sprintf("a body of more than %d bytes, more than a STOW-RS response to this request can be", limit)
+		return a, nil
 	}
+	body := buf.Bytes()
+	switch a.mediaType {
+	case "application/dicom+json", "application/json":
+		err = a.parseJSON(body)
+	case "application/dicom+xml", "application/xml", "text/xml":
+		err = a.parseXML(body)
+	case "":
+		// Orthanc 1.10 answers a STOW-RS it refuses in part (HTTP 400)
+		// with a DICOM JSON body and no Content-Type: such a body counts if
+		// it parses strictly as a DICOM response.
+		switch trimmed := bytes.TrimLeft(body, " \t\r\n"); {
+		case len(trimmed) == 0:
+			a.notDICOM = "an empty body"
+			return a, nil
+		case trimmed[0] == '{':
+			err = a.parseJSON(body)
+		case trimmed[0] == '<':
+			err = a.parseXML(body)
+		default:
+			a.notDICOM = "a body without a Content-Type"
+			return a, nil
+		}
+		if err != nil {
+			a.stored, a.failed = map[string]uint16{}, map[string]uint16{}
+			a.notDICOM = fmt.Sprintf("a body without a Content-Type that is not a DICOM response (%v)", err)
+			return a, nil
+		}
+		a.dicom = true
+		return a, nil
+	default:
+		a.notDICOM = "a body of type " + strconv.Quote(a.mediaType)
+		return a, nil
+	}
+	if err != nil {
+		a.stored, a.failed = map[string]uint16{}, map[string]uint16{}
+		a.notDICOM = fmt.Sprintf("a %s body that is not a DICOM response (%v)", a.mediaType, err)
+		return a, nil
+	}
+	a.dicom = true
 	return a, nil
 }
 
@@ -48,10 +117,32 @@ type dicomJSON map[string]struct {
 	Value []json.RawMessage `json:"Value"`
 }
 
-func (a *stowAnswer) parse(body []byte) error {
+// parseJSON reads a DICOM JSON response (PS3.18 F.2). It is strict about
+// the shape of the top level — an object whose every key is a tag of
+// eight hexadecimal digits and whose every attribute has a VR — because a
+// JSON error page ({"error": "..."}) from a proxy must not read as an
+// answer that merely leaves every instance out.
+func (a *stowAnswer) parseJSON(body []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return err
+	}
+	if raw == nil {
+		return errors.New("null")
+	}
+	for tag := range raw {
+		if !isTag(tag) {
+			return fmt.Errorf("key %q is not a DICOM tag", truncate(tag, 40))
+		}
+	}
 	var top dicomJSON
 	if err := json.Unmarshal(body, &top); err != nil {
 		return err
+	}
+	for tag, attr := range top {
+		if len(attr.VR) != 2 {
+			return fmt.Errorf("attribute %s has no VR", tag)
+		}
 	}
 	items := func(tag string) []dicomJSON {
 		var out []dicomJSON
@@ -76,6 +167,26 @@ func (a *stowAnswer) parse(body []byte) error {
 	return nil
 }
 
+func isTag(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
 func (d dicomJSON) str(tag string) string {
 	v := d[tag].Value
 	if len(v) == 0 {
@@ -94,6 +205,67 @@ func (d dicomJSON) us(tag string) uint16 {
 	var n uint16
 	json.Unmarshal(v[0], &n)
 	return n
+}
+
+// nativeAttr is a DicomAttribute of the Native DICOM Model (PS3.19
+// A.1), as far as a STOW-RS response needs it.
+type nativeAttr struct {
+	Tag    string       `xml:"tag,attr"`
+	VR     string       `xml:"vr,attr"`
+	Values []string     `xml:"Value"`
+	Items  []nativeItem `xml:"Item"`
+}
+
+type nativeItem struct {
+	Attrs []nativeAttr `xml:"DicomAttribute"`
+}
+
+// parseXML reads a response in the Native DICOM Model (PS3.19 A.1, what
+// PS3.18 10.5.3 calls application/dicom+xml).
+func (a *stowAnswer) parseXML(body []byte) error {
+	var top struct {
+		XMLName xml.Name
+		Attrs   []nativeAttr `xml:"DicomAttribute"`
+	}
+	if err := xml.Unmarshal(body, &top); err != nil {
+		return err
+	}
+	if top.XMLName.Local != "NativeDicomModel" {
+		return fmt.Errorf("root element <%s>, not <NativeDicomModel>", truncate(top.XMLName.Local, 40))
+	}
+	find := func(attrs []nativeAttr, tag string) *nativeAttr {
+		for i := range attrs {
+			if strings.EqualFold(attrs[i].Tag, tag) {
+				return &attrs[i]
+			}
+		}
+		return nil
+	}
+	str := func(it nativeItem, tag string) string {
+		if at := find(it.Attrs, tag); at != nil && len(at.Values) > 0 {
+			return strings.TrimRight(strings.TrimSpace(at.Values[0]), "\x00 ")
+		}
+		return ""
+	}
+	us := func(it nativeItem, tag string) uint16 {
+		n, _ := strconv.ParseUint(str(it, tag), 10, 16)
+		return uint16(n)
+	}
+	if seq := find(top.Attrs, "00081199"); seq != nil {
+		for _, it := range seq.Items {
+			if inst := str(it, "00081155"); inst != "" {
+				a.stored[inst] = us(it, "00081196")
+			}
+		}
+	}
+	if seq := find(top.Attrs, "00081198"); seq != nil {
+		for _, it := range seq.Items {
+			if inst := str(it, "00081155"); inst != "" {
+				a.failed[inst] = us(it, "00081197")
+			}
+		}
+	}
+	return nil
 }
 
 // retryAfter reads a Retry-After header (seconds or an HTTP date).
@@ -116,23 +288,34 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 
 // results reads the answer object by object, following the forwarder's
 // rules (../shared/reference/dicom-notes.md, "A forwarder's reading of it").
-func (a *stowAnswer) results(objs []*Object, s *STOW) []Result {
-	out := a.classify(objs, s)
+func (a *stowAnswer) results(objs []*Object) []Result {
+	out := a.classify(objs)
 	for i := range out {
 		out[i].HTTPStatus = a.status
 	}
 	return out
 }
 
-func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
+func (a *stowAnswer) classify(objs []*Object) []Result {
 	c := a.status
 	switch {
-	case c == http.StatusOK || c == http.StatusAccepted || c == http.StatusConflict || a.perInstance(c):
+	case c >= 200 && c < 300 && !a.dicom:
+		// PS3.18 10.5.3: a STOW-RS answer says per instance what became of
+		// it. A 2xx without one is not the endpoint speaking: a login page
+		// of an SSO proxy whose session expired, a proxy's own page, a base
+		// URL that points at something else. Nothing is delivered on its
+		// word; the destination is paused until an operator looks.
+		return all(objs, Result{Outcome: Pause, Cause: CauseNotDICOM, Reason: fmt.Sprintf(
+			"the endpoint answered %s with %s, not a DICOM STOW-RS response: a login page or a proxy in front of it? check the base URL and the credentials",
+			a.statusText, a.notDICOM)})
+	case c >= 200 && c < 300 || c == http.StatusConflict && a.dicom || a.perInstance(c):
 		out := make([]Result, len(objs))
 		for i, o := range objs {
 			out[i] = a.instance(o.SOPInstanceUID)
 		}
 		return out
+	case c == http.StatusConflict:
+		return all(objs, Result{Outcome: Retry, Reason: fmt.Sprintf("STOW-RS answered %s with %s, which says nothing of the instances", a.statusText, a.notDICOM)})
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
 		return all(objs, Result{Outcome: Retry, Reason: "STOW-RS answered " + a.statusText, RetryAfter: a.retryAfter})
 	case c == http.StatusRequestEntityTooLarge:
@@ -142,13 +325,13 @@ func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 		return all(objs, Result{Outcome: Dead, Reason: "the endpoint refuses this object as too large (" + a.statusText + ")"})
 	case c == http.StatusUnauthorized:
 		// Deliver has already tried once more with refreshed credentials.
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + " (credentials refused even when refreshed): check the credentials"})
+		return all(objs, Result{Outcome: Pause, Cause: CauseCredentials, Reason: "the endpoint answered " + a.statusText + " (credentials refused even when refreshed): check the credentials"})
 	case c == http.StatusForbidden:
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the credentials and their rights"})
+		return all(objs, Result{Outcome: Pause, Cause: CauseCredentials, Reason: "the endpoint answered " + a.statusText + ": check the credentials and their rights"})
 	case c >= 300 && c < 400:
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint redirects (" + a.statusText + ") to another origin or with another method: check the base URL"})
+		return all(objs, Result{Outcome: Pause, Cause: CauseRedirect, Reason: "the endpoint redirects (" + a.statusText + ") to another origin or with another method: check the base URL"})
 	default: // 400, 404, 415 and other client errors: our request or configuration
-		return all(objs, Result{Outcome: Pause, Reason: "the endpoint answered " + a.statusText + ": check the base URL and the endpoint's configuration"})
+		return all(objs, Result{Outcome: Pause, Cause: CauseClientError, Reason: "the endpoint answered " + a.statusText + ": check the base URL and the endpoint's configuration"})
 	}
 }
 
@@ -158,10 +341,12 @@ func (a *stowAnswer) classify(objs []*Object, s *STOW) []Result {
 // not the configuration problem a bare 400 suggests — so it is read
 // instance by instance, like a 409.
 func (a *stowAnswer) perInstance(code int) bool {
-	return code == http.StatusBadRequest && a.parsed && len(a.stored)+len(a.failed) > 0
+	return code == http.StatusBadRequest && a.dicom && len(a.stored)+len(a.failed) > 0
 }
 
-// instance reads the answer for one SOP instance of a 200/202/409 answer.
+// instance reads the answer for one SOP instance of a DICOM answer: it is
+// delivered only when the answer lists it as stored (or refuses it as a
+// duplicate the endpoint already has).
 func (a *stowAnswer) instance(sop string) Result {
 	if w, ok := a.stored[sop]; ok {
 		if w != 0 {
@@ -172,11 +357,10 @@ func (a *stowAnswer) instance(sop string) Result {
 	if f, ok := a.failed[sop]; ok {
 		return failureResult(f)
 	}
-	if a.status == http.StatusOK {
-		// PS3.18 10.5.3: 200 means every instance was stored.
-		return Result{Outcome: Delivered}
-	}
-	return Result{Outcome: Retry, Reason: fmt.Sprintf("STOW-RS answered %s without a word on this instance", a.statusText)}
+	// Not a word on it, though the answer is well-formed: an endpoint that
+	// drops instances, or a proxy that mixes up answers. Retried; after
+	// several such answers in a row the forwarder dead-letters it.
+	return Result{Outcome: Retry, Unconfirmed: true, Reason: fmt.Sprintf("STOW-RS answered %s without listing this instance as stored or failed", a.statusText)}
 }
 
 // failureResult classifies a FailureReason (PS3.18 Table 10.5.3-1 and the
@@ -190,7 +374,7 @@ func failureResult(code uint16) Result {
 		// Duplicate SOP instance: the endpoint already has it.
 		return Result{Outcome: Delivered, Reason: reason}
 	case code == 0x0124:
-		return Result{Outcome: Pause, Reason: reason}
+		return Result{Outcome: Pause, Cause: CauseNotAuthorized, Reason: reason}
 	case code == 0xC122, code == 0x0122, code&0xFF00 == 0xA900, code&0xF000 == 0xC000:
 		return Result{Outcome: Dead, Reason: reason}
 	}

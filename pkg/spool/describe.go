@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,11 +17,14 @@ type Description struct {
 	DataOffset        int64 // where the data set starts in the file
 	StudyInstanceUID  string
 	SeriesInstanceUID string
+	seal              *sealInfo // nil: committed the simple way (no seal)
 }
 
 // Describe reads a queued object's record and walks its data set for the
 // study and series it belongs to. The walk seeks over values, so it costs
-// the same for a 4 KB and a 4 GB object.
+// the same for a 4 KB and a 4 GB object. An error wrapping ErrDamaged
+// (*DamagedError) says the object's files are damaged; one wrapping
+// fs.ErrNotExist, that it is not queued (any more).
 func (d *Dir) Describe(id string) (Description, error) {
 	it, err := d.Item(StateQueued, id)
 	if err != nil {
@@ -29,24 +33,49 @@ func (d *Dir) Describe(id string) (Description, error) {
 	return DescribeItem(it)
 }
 
-// DescribeItem is Describe for an item of any state.
+// DescribeItem is Describe for an item of any state. Whatever the files
+// hold, it returns: a *DamagedError when they are not what the spool
+// wrote (the item's retry record included).
 func DescribeItem(it Item) (Description, error) {
+	if it.Damage != nil {
+		return Description{}, it.Damage
+	}
 	f, err := os.Open(it.Path)
 	if err != nil {
 		return Description{}, fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
+	d := Description{Item: it}
+	si, sealed, err := sealOf(f)
+	switch {
+	case errors.Is(err, errBadSeal):
+		return d, damaged(it.ID, it.Path, -1, "%v", err)
+	case err != nil:
+		return d, fmt.Errorf("spool: %s: %w", filepath.Base(it.Path), err)
+	case sealed && si.id != it.ID:
+		return d, damaged(it.ID, it.Path, -1, "its seal is that of object %s", si.id)
+	case sealed && si.size != it.Size:
+		return d, damaged(it.ID, it.Path, min(si.size, it.Size), "the file has %d bytes, its seal says %d", it.Size, si.size)
+	case sealed:
+		d.seal = &si
+	}
 	m, off, err := ReadMeta(f)
 	if err != nil {
-		return Description{}, fmt.Errorf("%s: %w", filepath.Base(it.Path), err)
+		return d, damaged(it.ID, it.Path, 0, "its file meta information cannot be read: %v", err)
 	}
 	ts, ok := uid.LookupTransferSyntax(m.TransferSyntaxUID)
 	if !ok {
-		return Description{}, fmt.Errorf("spool: %s: unknown transfer syntax %q", filepath.Base(it.Path), m.TransferSyntaxUID)
+		return d, damaged(it.ID, it.Path, 0, "unknown transfer syntax %q in its file meta information", m.TransferSyntaxUID)
 	}
 	sum, err := dcmhead.Walk(f, off, it.Size-off, encodingOf(ts.Encoding))
 	if err != nil {
-		return Description{}, fmt.Errorf("spool: %s: %w", filepath.Base(it.Path), err)
+		var fe *dcmhead.FormatError
+		if errors.As(err, &fe) {
+			// It was walked whole when it was committed.
+			return d, damaged(it.ID, it.Path, off+fe.Offset, "its data set no longer parses: %s", fe.Reason)
+		}
+		return d, fmt.Errorf("spool: %s: %w", filepath.Base(it.Path), err)
 	}
-	return Description{Item: it, Meta: m, DataOffset: off, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID}, nil
+	d.Meta, d.DataOffset, d.StudyInstanceUID, d.SeriesInstanceUID = m, off, sum.StudyInstanceUID, sum.SeriesInstanceUID
+	return d, nil
 }

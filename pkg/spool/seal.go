@@ -48,40 +48,70 @@ func seal(id string, size int64, crc uint32) []byte {
 	return fmt.Appendf(nil, "%s %s %d %08x", sealMagic, id, size, crc)
 }
 
-// readSeal returns the ID of the object sealed in f when its seal is
-// present and its size and CRC match the content; ok is false otherwise
-// (no seal: a partial object or an empty slot).
-func readSeal(f *os.File) (id string, ok bool, err error) {
+// sealInfo is what a seal says: the object's ID, the file's size and the
+// CRC-32C of its bytes.
+type sealInfo struct {
+	id   string
+	size int64
+	crc  uint32
+}
+
+// errBadSeal is wrapped when a file carries a seal attribute that is not
+// a seal of ours (garbled).
+var errBadSeal = errors.New("a seal that cannot be read")
+
+// sealOf reads f's seal without checking it against the content. ok is
+// false when f has none (a partial object, an empty slot, a file
+// committed the simple way); an error wrapping errBadSeal means it has one
+// that cannot be read.
+func sealOf(f *os.File) (sealInfo, bool, error) {
 	buf := make([]byte, 128)
 	n, err := unix.Fgetxattr(int(f.Fd()), sealAttr, buf)
 	if err != nil {
 		if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
-			return "", false, nil
+			return sealInfo{}, false, nil
 		}
-		return "", false, err
+		if errors.Is(err, unix.ERANGE) {
+			return sealInfo{}, false, fmt.Errorf("%w: longer than %d bytes", errBadSeal, len(buf))
+		}
+		return sealInfo{}, false, err
 	}
 	fields := strings.Fields(string(buf[:n]))
 	if len(fields) != 4 || fields[0] != sealMagic || !idPattern.MatchString(fields[1]) {
-		return "", false, nil
+		return sealInfo{}, false, fmt.Errorf("%w: %q", errBadSeal, buf[:n])
 	}
 	size, err1 := strconv.ParseInt(fields[2], 10, 64)
 	crc, err2 := strconv.ParseUint(fields[3], 16, 32)
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil || size < 0 {
+		return sealInfo{}, false, fmt.Errorf("%w: %q", errBadSeal, buf[:n])
+	}
+	return sealInfo{id: fields[1], size: size, crc: uint32(crc)}, true, nil
+}
+
+// readSeal returns the ID of the object sealed in f when its seal is
+// present and its size and CRC match the content; ok is false otherwise
+// (no seal: a partial object or an empty slot).
+func readSeal(f *os.File) (id string, ok bool, err error) {
+	si, ok, err := sealOf(f)
+	if errors.Is(err, errBadSeal) {
 		return "", false, nil
+	}
+	if err != nil || !ok {
+		return "", false, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		return "", false, err
 	}
-	if fi.Size() != size {
+	if fi.Size() != si.size {
 		return "", false, nil
 	}
 	h := crc32.New(castagnoli)
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, si.size)); err != nil {
 		return "", false, err
 	}
-	if h.Sum32() != uint32(crc) {
+	if h.Sum32() != si.crc {
 		return "", false, nil
 	}
-	return fields[1], true, nil
+	return si.id, true, nil
 }

@@ -2,9 +2,11 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,6 +58,13 @@ type Retry struct {
 	FirstFailure time.Time `json:"first_failure"`
 	NextAttempt  time.Time `json:"next_attempt"`
 	LastError    string    `json:"last_error"`
+	// Unconfirmed counts the endpoint's answers in a row that left the
+	// object out (neither stored nor refused).
+	Unconfirmed int `json:"unconfirmed,omitempty"`
+	// DelaySeconds is the wait NextAttempt was set for when the record
+	// was written: after a clock correction, no object waits longer than
+	// that from now.
+	DelaySeconds float64 `json:"delay_seconds,omitempty"`
 }
 
 // Item is an object in some state, as the operator commands and the
@@ -66,6 +75,10 @@ type Item struct {
 	Modified time.Time // when it entered its state (file modification time for queued ones: receipt)
 	Retry    *Retry    // queued objects that have failed before
 	Reason   string    // dead objects: why
+	// Damage, when set, says that one of the object's files (its retry
+	// record) cannot be read: the object is to be quarantined, the other
+	// objects listed as usual.
+	Damage *DamagedError
 }
 
 // Items lists the objects in state st, oldest first.
@@ -95,11 +108,7 @@ func (d *Dir) Items(st State) ([]Item, error) {
 		it := Item{Entry: Entry{ID: id, Path: filepath.Join(dir, name), Size: info.Size()}, State: st, Modified: info.ModTime()}
 		switch st {
 		case StateQueued:
-			if r, err := readRetry(filepath.Join(dir, id+retryExt)); err == nil {
-				it.Retry = r
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return nil, err
-			}
+			it.Retry, it.Damage = readRetry(id, filepath.Join(dir, id+retryExt))
 		case StateDead:
 			it.Reason = readReason(filepath.Join(dir, id+reasonExt))
 		}
@@ -122,21 +131,46 @@ func (d *Dir) Item(st State, id string) (Item, error) {
 	}
 	it := Item{Entry: Entry{ID: id, Path: path, Size: info.Size()}, State: st, Modified: info.ModTime()}
 	if st == StateQueued {
-		if r, err := readRetry(filepath.Join(dir, id+retryExt)); err == nil {
-			it.Retry = r
-		}
+		it.Retry, it.Damage = readRetry(id, filepath.Join(dir, id+retryExt))
 	}
 	return it, nil
 }
 
-func readRetry(path string) (*Retry, error) {
-	b, err := os.ReadFile(path)
+// maxRetryRecord bounds what is read of a retry record: ours are a few
+// hundred bytes.
+const maxRetryRecord = 64 << 10
+
+// readRetry reads an object's retry record: nil when there is none, or a
+// DamagedError when it cannot be read as one (garbage, a directory, a
+// huge file): whatever it holds, it concerns that object alone.
+func readRetry(id, path string) (*Retry, *DamagedError) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, damaged(id, path, -1, "its retry record cannot be opened: %v", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRetryRecord+1))
+	if err != nil {
+		return nil, damaged(id, path, -1, "its retry record cannot be read: %v", err)
+	}
+	if len(b) > maxRetryRecord {
+		return nil, damaged(id, path, maxRetryRecord, "its retry record is longer than %d bytes", maxRetryRecord)
 	}
 	var r Retry
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("spool: %s: %w", filepath.Base(path), err)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&r); err != nil {
+		var se *json.SyntaxError
+		off := int64(-1)
+		if errors.As(err, &se) {
+			off = se.Offset
+		}
+		return nil, damaged(id, path, off, "its retry record is not one: %v", err)
+	}
+	if r.Attempts < 0 || r.Unconfirmed < 0 || r.DelaySeconds < 0 {
+		return nil, damaged(id, path, -1, "its retry record holds negative counts")
 	}
 	return &r, nil
 }
@@ -264,7 +298,9 @@ func (d *Dir) Dead(id, reason string, details map[string]string) error {
 	if err := durable.SyncDir(dead); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	if err := os.Remove(filepath.Join(q, id+retryExt)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// RemoveAll: whatever a damaged retry record turned out to be (a
+	// directory...), the dead letter is made; its reason says what it was.
+	if err := os.RemoveAll(filepath.Join(q, id+retryExt)); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil
