@@ -29,10 +29,14 @@ type stowFake struct {
 	// from 1): its HTTP status, Retry-After header ("" for none), and the
 	// FailureReason of instances to refuse in a 200/202 answer.
 	answer func(n int, sops []string) (status int, retryAfter string, failed map[string]uint16)
+	// raw, when set, answers every well-formed request instead of answer
+	// (a proxy's page, a lying endpoint); nothing is recorded as stored.
+	raw func(n int, sops []string, w http.ResponseWriter)
 
-	mu       sync.Mutex
-	requests []fakeRequest
-	stored   map[string][]byte // SOP Instance UID -> data set, from 200/202 answers
+	mu         sync.Mutex
+	requests   []fakeRequest
+	stored     map[string][]byte // SOP Instance UID -> data set, from 200/202 answers
+	incomplete int               // requests whose body ended early (the client abandoned them)
 }
 
 type fakeRequest struct {
@@ -72,7 +76,16 @@ func (f *stowFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ds         []byte
 	}
 	var insts []inst
-	mr := multipart.NewReader(r.Body, params["boundary"])
+	// The whole body first: a request the client abandons half-way (an
+	// object found damaged while it streamed) is counted, not parsed.
+	whole, err := io.ReadAll(r.Body)
+	if err != nil {
+		f.mu.Lock()
+		f.incomplete++
+		f.mu.Unlock()
+		return
+	}
+	mr := multipart.NewReader(bytes.NewReader(whole), params["boundary"])
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
@@ -103,6 +116,14 @@ func (f *stowFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sops[i] = in.sop
 	}
 
+	if f.raw != nil {
+		f.mu.Lock()
+		n := len(f.requests) + 1
+		f.requests = append(f.requests, fakeRequest{at: at, sops: sops})
+		f.mu.Unlock()
+		f.raw(n, sops, w)
+		return
+	}
 	f.mu.Lock()
 	n := len(f.requests) + 1
 	status, retryAfter, failed := f.answer(n, sops)

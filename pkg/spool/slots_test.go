@@ -374,6 +374,9 @@ func TestSlotsRunOut(t *testing.T) {
 		if nlink(t, filepath.Join(dir, queueDir, name)) != 1 {
 			t.Errorf("%s still has another name after Close", name)
 		}
+		// Those committed the simple way (no slot left) are sealed too:
+		// every object is checked against its CRC on its way out.
+		expectSeal(t, Entry{ID: strings.TrimSuffix(name, objectExt), Path: filepath.Join(dir, queueDir, name)}, name)
 	}
 }
 

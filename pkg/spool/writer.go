@@ -177,6 +177,15 @@ func (w *Writer) Commit() (Entry, error) {
 	if w.slot != "" {
 		return entry, w.commitSealed(final)
 	}
+	if w.s.slots != nil {
+		// No slot was ready (the pool was empty), but the file system
+		// takes seals: sealed all the same, so that every object of such
+		// a spool is checked against its CRC on its way out.
+		if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(w.id, w.dataOff+w.size, w.crc), 0); err != nil {
+			w.Abort()
+			return Entry{}, fmt.Errorf("spool: sealing: %w", err)
+		}
+	}
 	if err := w.f.Sync(); err != nil {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: fsync: %w", err)
