@@ -16,6 +16,7 @@ type metrics struct {
 	batchN    prometheus.Histogram
 	batchB    prometheus.Histogram
 	up        prometheus.Gauge
+	filed     *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
@@ -52,9 +53,16 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 			Help:        "1 while the destination takes objects, 0 while it is paused (refusing for a reason an operator must fix: configuration, credentials).",
 			ConstLabels: prometheus.Labels{"destination": kind},
 		}),
+		filed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_archive_filed_apart_total",
+			Help: "Objects the archive filed under a name other than their UIDs, by reason: no_study_instance_uid (_no-study-uid), no_series_instance_uid (_no-series-uid), duplicate_sop_instance_uid (a different object has its SOP Instance UID: <sop>+dup-<spool id>.dcm).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up)
+		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.filed)
+	}
+	for _, l := range (FiledNoStudy | FiledNoSeries | FiledDuplicate).labels() {
+		m.filed.WithLabelValues(l)
 	}
 	for _, o := range []string{"delivered", "retried", "dead_lettered", "paused", "abandoned"} {
 		m.instances.WithLabelValues(o)
