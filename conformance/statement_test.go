@@ -211,8 +211,9 @@ func diff(a, b []string) []string {
 
 // TestStatementStatuses: each row of the C-STORE status table names a
 // status the way pkg/dimse does, and each Error Comment it quotes is one
-// the code sends (cmd/dicomgw/store.go, pkg/dimse/message.go), so the
-// table cannot drift from the code unnoticed.
+// the code sends (cmd/dicomgw/store.go, pkg/dimse/message.go, and the UID
+// problems of pkg/uid/policy.go), so the table cannot drift from the code
+// unnoticed.
 func TestStatementStatuses(t *testing.T) {
 	doc := string(readStatement(t))
 	rows := regexp.MustCompile(`(?m)^\| 0x([0-9A-F]{4}) \| ([^|]+) \| [^|]+ \| ([^|]+) \|$`).FindAllStringSubmatch(doc, -1)
@@ -220,7 +221,7 @@ func TestStatementStatuses(t *testing.T) {
 		t.Fatalf("found %d status rows in the statement", len(rows))
 	}
 	var sources []byte
-	for _, f := range []string{"cmd/dicomgw/store.go", "pkg/dimse/message.go"} {
+	for _, f := range []string{"cmd/dicomgw/store.go", "pkg/dimse/message.go", "pkg/uid/policy.go"} {
 		b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), f))
 		if err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/forward"
+	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
 // serveConfig is everything `dicomgw serve` is told by its flags and flags
@@ -25,6 +26,7 @@ type serveConfig struct {
 	aeTitles        []string
 	callingAEs      []string
 	acceptUnknown   bool
+	uidPolicy       string
 	spoolDir        string
 	maxAssociations int
 	maxPDULength    uint32
@@ -105,6 +107,7 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.StringSliceVar(&c.aeTitles, "ae-title", []string{"DICOMGW"}, "AE title(s) the gateway answers to; repeat or separate with commas (live on SIGHUP)")
 	fs.StringSliceVar(&c.callingAEs, "calling-ae", nil, "who may send: AE, AE@host, AE@cidr or AE@cn=SUBJECT (TLS client certificate); repeat or separate with commas; none: anyone (live on SIGHUP)")
 	fs.BoolVar(&c.acceptUnknown, "accept-unknown-sop-classes", false, "also accept private or unknown SOP classes (any well-formed UID) as storage")
+	fs.StringVar(&c.uidPolicy, "uid-policy", "lenient", "UIDs a C-STORE may carry: lenient also accepts what breaks PS3.5 9.1 but is 1-64 bytes of [0-9A-Za-z._-] (hexadecimal, leading zeros, empty components), counted and logged; strict refuses it with C000")
 	fs.StringVar(&c.spoolDir, "spool-dir", "./var/spool", "durable spool directory, on the slow data disk")
 	fs.IntVar(&c.maxAssociations, "max-associations", dimse.DefaultMaxAssociations, "simultaneous associations; more are rejected transient (A-ASSOCIATE-RJ 2/3/2)")
 	fs.IntVar(&c.maxPerHost, "max-associations-per-host", 0, "simultaneous associations from one peer address (0: only --max-associations); more are rejected transient (2/3/2)")
@@ -192,8 +195,13 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
+	uidPolicy, err := uid.ParsePolicy(c.uidPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("--uid-policy: %w", err)
+	}
 	s := &settings{policy: pol}
 	s.dimse = dimse.Config{
+		UIDPolicy:                 uidPolicy,
 		AETitles:                  pol.AETitles,
 		CallingAEs:                pol.CallingAEs,
 		AcceptUnknownSOPClasses:   c.acceptUnknown,

@@ -75,9 +75,10 @@ func TestFlagFileErrors(t *testing.T) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	good := writeFile(t, "good.flags", "--ae-title=KAAPANA\n--calling-ae=CT1@127.0.0.1\n--stow-url=https://kheops.example/api?album=x\n")
+	good := writeFile(t, "good.flags", "--ae-title=KAAPANA\n--calling-ae=CT1@127.0.0.1\n--stow-url=https://kheops.example/api?album=x\n--uid-policy=strict\n")
 	code, out, errs := runCmd(t, "check-config", "--flagfile", good)
-	if code != 0 || !strings.Contains(out, "configuration OK") || !strings.Contains(out, "--ae-title=KAAPANA") || !strings.Contains(out, "--calling-ae=CT1@127.0.0.1") {
+	if code != 0 || !strings.Contains(out, "configuration OK") || !strings.Contains(out, "--ae-title=KAAPANA") || !strings.Contains(out, "--calling-ae=CT1@127.0.0.1") ||
+		!strings.Contains(out, "--uid-policy=strict") {
 		t.Fatalf("%d\n%s\n%s", code, out, errs)
 	}
 	for content, want := range map[string]string{
@@ -86,6 +87,7 @@ func TestCheckConfig(t *testing.T) {
 		"--stow-url=ftp://x/\n":             "not an http(s) URL",
 		"--max-pdu-length=100\n":            "below 4096",
 		"--log-format=xml\n":                "neither text nor json",
+		"--uid-policy=lax\n":                "--uid-policy: UID policy \"lax\": want lenient or strict",
 		"--no-such=1\n":                     "unknown flag --no-such",
 	} {
 		p := writeFile(t, "c.flags", content)

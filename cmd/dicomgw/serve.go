@@ -48,6 +48,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		KeepDelivered:             c.keepDelivered > 0,
 		Limits:                    spool.Limits{MaxBytes: int64(c.spoolMaxBytes), MinFree: int64(c.spoolMinFree)},
 		MaxObjectSize:             int64(c.maxObjectSize),
+		UIDPolicy:                 set.dimse.UIDPolicy,
 	}, log.With("component", "spool"))
 	if err != nil {
 		return err

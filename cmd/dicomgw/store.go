@@ -48,10 +48,10 @@ func (s *storeWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *storeWriter) Commit() error {
+func (s *storeWriter) Commit() (dimse.Committed, error) {
 	e, err := s.w.Commit()
 	if err != nil {
-		return statusFor(err)
+		return dimse.Committed{}, statusFor(err)
 	}
 	s.h.log.Info("object spooled", "id", e.ID, "assoc", s.req.AssociationID, "calling_ae", s.req.CallingAE,
 		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "study", e.StudyInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
@@ -59,7 +59,7 @@ func (s *storeWriter) Commit() error {
 	if s.h.notify != nil {
 		s.h.notify(e.ID)
 	}
-	return nil
+	return dimse.Committed{Nonconforming: e.Nonconforming}, nil
 }
 
 func (s *storeWriter) Abort() { s.w.Abort() }
@@ -67,7 +67,11 @@ func (s *storeWriter) Abort() { s.w.Abort() }
 // statusFor maps a spool commit failure to the status the sender gets.
 func statusFor(err error) error {
 	var mm *spool.MismatchError
+	var ue *spool.UIDError
 	switch {
+	case errors.As(err, &ue):
+		// PS3.4 B.2.3: a UID the policy refuses cannot be understood.
+		return &dimse.StatusError{Status: dimse.StatusCannotUnderstand, Comment: ue.Attribute.String() + " " + ue.Problem.String(), Err: err}
 	case errors.As(err, &mm):
 		comment := mm.Attribute + " mismatch"
 		if mm.DataSet == "" {

@@ -109,6 +109,7 @@ type assoc struct {
 	wbuf  []byte
 	stats struct {
 		echoes, stores, failed int
+		nonconforming          int // objects stored with UIDs that break PS3.5 9.1
 		bytes                  int64
 	}
 }
@@ -480,6 +481,9 @@ func (a *assoc) teardown() {
 		"calling_ae", a.calling, "called_ae", a.called,
 		"stores", a.stats.stores, "store_failures", a.stats.failed, "echoes", a.stats.echoes,
 		"bytes", a.stats.bytes,
+	}
+	if a.stats.nonconforming > 0 {
+		attrs = append(attrs, "nonconforming_uid_objects", a.stats.nonconforming)
 	}
 	if a.endDetail != "" {
 		attrs = append(attrs, "detail", a.endDetail)

@@ -211,7 +211,7 @@ func TestStoreStatuses(t *testing.T) {
 	}
 	store.beginErr = nil
 
-	if st := send("1..3", ds); st != StatusCannotUnderstand {
+	if st := send("1/3", ds); st != StatusCannotUnderstand {
 		t.Fatalf("malformed instance UID: %v", st)
 	}
 	if st := send("1.2.3", ds); st != StatusSuccess {

@@ -28,6 +28,8 @@ type memStore struct {
 	beginErr  error
 	failAfter int // fail Write once this many bytes arrived; 0 = never
 	commitErr error
+	// nonconforming is what Commit reports of the data set's UIDs.
+	nonconforming []uid.Finding
 }
 
 func newMemStore() *memStore { return &memStore{objects: map[string][]byte{}} }
@@ -64,15 +66,15 @@ func (w *memWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-func (w *memWriter) Commit() error {
+func (w *memWriter) Commit() (Committed, error) {
 	w.m.mu.Lock()
 	defer w.m.mu.Unlock()
 	if w.m.commitErr != nil {
-		return w.m.commitErr
+		return Committed{}, w.m.commitErr
 	}
 	w.m.objects[w.req.SOPInstanceUID] = bytes.Clone(w.buf.Bytes())
 	w.m.committed++
-	return nil
+	return Committed{Nonconforming: w.m.nonconforming}, nil
 }
 
 func (w *memWriter) Abort() {

@@ -26,6 +26,10 @@ type message struct {
 	status  Status
 	comment string
 	err     error
+
+	// nonconforming are the UIDs of the message that break PS3.5 9.1 but
+	// pass the UID policy, counted once the object is stored.
+	nonconforming []uid.Finding
 }
 
 // protocolError is a DIMSE-level violation found in a P-DATA-TF: the
@@ -176,10 +180,26 @@ func (a *assoc) beginStore(m *message) {
 		m.status, m.comment = StatusSOPClassNotSupported, "SOP class differs from context abstract syntax"
 		return
 	}
-	if err := uid.Valid(cmd.AffectedSOPInstanceUID); err != nil {
-		m.status, m.comment = StatusCannotUnderstand, "bad affected SOP instance UID"
-		m.err = err
-		return
+	// PS3.4 B.2.3: C000 for a UID the policy refuses. The affected SOP
+	// class passed negotiation (uid.Valid), so only a leading zero can
+	// make it non-conforming.
+	for _, u := range []struct {
+		attr uid.Attribute
+		name string
+		v    string
+	}{
+		{uid.SOPClassUID, "affected SOP class UID", cmd.AffectedSOPClassUID},
+		{uid.SOPInstanceUID, "affected SOP instance UID", cmd.AffectedSOPInstanceUID},
+	} {
+		p := uid.Check(u.v)
+		if !a.srv.cfg.UIDPolicy.Accepts(p) {
+			m.status, m.comment = StatusCannotUnderstand, u.name+" "+p.String()
+			m.err = fmt.Errorf("%s %.64q %v (UID policy %v)", u.name, u.v, p, a.srv.cfg.UIDPolicy)
+			return
+		}
+		if p != uid.NoProblem {
+			m.nonconforming = append(m.nonconforming, uid.Finding{Attribute: u.attr, Problem: p})
+		}
 	}
 	m.req = &StoreRequest{
 		AssociationID:           a.id,
@@ -215,10 +235,11 @@ func (a *assoc) dataSetComplete(m *message) {
 		return
 	}
 	if m.w != nil {
-		if err := m.w.Commit(); err != nil {
+		if c, err := m.w.Commit(); err != nil {
 			m.fail(err)
 		} else {
 			m.status, m.comment = StatusSuccess, ""
+			m.nonconforming = append(m.nonconforming, c.Nonconforming...)
 		}
 		m.w = nil
 	}
@@ -228,6 +249,7 @@ func (a *assoc) dataSetComplete(m *message) {
 			"status", m.status, "comment", m.comment, "err", m.err, "bytes", m.bytes)
 	} else {
 		a.srv.m.storeDur.WithLabelValues(a.callingLabel()).Observe(time.Since(m.started).Seconds())
+		a.countNonconforming(m)
 		a.log.Debug("C-STORE stored", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
 			"bytes", m.bytes, "duration", time.Since(m.started))
 	}
@@ -292,4 +314,29 @@ func fragment(b []byte, ctxID uint8, cmd []byte, max uint32) []byte {
 		cmd = cmd[n:]
 	}
 	return b
+}
+
+// countNonconforming counts the non-conforming UIDs of a stored object and
+// logs the first object that has any, once per association: a sender that
+// uses hexadecimal UIDs uses them for every object. The line names the
+// attributes and what is wrong with them; of the values, only the SOP
+// instance UID's, which passed the policy (so it is 1 to 64 bytes of
+// [0-9A-Za-z._-]), and the association end line says how many objects had
+// such UIDs.
+func (a *assoc) countNonconforming(m *message) {
+	if len(m.nonconforming) == 0 {
+		return
+	}
+	for _, f := range m.nonconforming {
+		a.srv.m.nonconforming.WithLabelValues(f.Attribute.Label()).Inc()
+	}
+	a.stats.nonconforming++
+	if a.stats.nonconforming > 1 {
+		return
+	}
+	attrs := []any{"policy", a.srv.cfg.UIDPolicy.String(), "sop_instance", m.cmd.AffectedSOPInstanceUID}
+	for _, f := range m.nonconforming {
+		attrs = append(attrs, f.Attribute.Label(), f.Problem.String())
+	}
+	a.log.Warn("accepted UIDs that break PS3.5 9.1; later objects of this association are counted, not logged", attrs...)
 }

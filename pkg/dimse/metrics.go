@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicomgw/dicomgw/pkg/pdu"
+	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
 // metrics are the server's Prometheus metrics. Every label has a bounded set
@@ -22,8 +23,9 @@ type metrics struct {
 	storeDur *prometheus.HistogramVec // calling_ae
 	refused  prometheus.Counter
 
-	tlsFailures  prometheus.Counter
-	authFailures *prometheus.CounterVec // reason
+	tlsFailures   prometheus.Counter
+	authFailures  *prometheus.CounterVec // reason
+	nonconforming *prometheus.CounterVec // attribute
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -64,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dicomgw_user_identity_failures_total",
 			Help: "Associations refused (A-ASSOCIATE-RJ 1/1/1) for their user identity, by reason (missing, bad-credentials, insecure-transport, unsupported-type, expired, invalid-token, refused).",
 		}, []string{"reason"}),
+		nonconforming: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_nonconforming_uids_total",
+			Help: "UIDs that break PS3.5 9.1 (hexadecimal, leading zeros, empty components...) in objects stored under --uid-policy lenient, by attribute (sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid).",
+		}, []string{"attribute"}),
 		storeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dicomgw_cstore_duration_seconds",
 			Help:    "Time from a C-STORE request's command to its object being durable in the spool (successful stores).",
@@ -71,11 +77,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"calling_ae"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused, m.tlsFailures, m.authFailures)
+		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused, m.tlsFailures, m.authFailures, m.nonconforming)
 	}
 	// Series that alerts and dashboards expect to exist from the start.
 	for r := EndReleased; r <= EndConnectionLost; r++ {
 		m.ended.WithLabelValues(r.String())
+	}
+	for _, a := range uid.Attributes() {
+		m.nonconforming.WithLabelValues(a.Label())
 	}
 	for _, st := range []Status{StatusSuccess, StatusOutOfResources, StatusDataSetDoesNotMatchClass, StatusCannotUnderstand} {
 		m.requests.WithLabelValues("C-STORE", statusLabel(st), "other")

@@ -77,6 +77,10 @@ type Config struct {
 	PDUTimeout time.Duration
 	// WriteTimeout bounds each write to the peer.
 	WriteTimeout time.Duration
+	// UIDPolicy decides which Affected SOP Class and Instance UIDs a
+	// C-STORE-RQ may carry (the rest get C000); the zero value is
+	// uid.Lenient. The handler applies the same policy to the data set.
+	UIDPolicy uid.Policy
 
 	ImplementationClassUID    string
 	ImplementationVersionName string
@@ -130,6 +134,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if err := uid.Valid(out.ImplementationClassUID); err != nil {
 		return out, fmt.Errorf("dimse: implementation class UID: %w", err)
+	}
+	if out.UIDPolicy != uid.Lenient && out.UIDPolicy != uid.Strict {
+		return out, fmt.Errorf("dimse: unknown UID policy %v", out.UIDPolicy)
 	}
 	if out.ImplementationVersionName == "" {
 		out.ImplementationVersionName = "DICOMGW"

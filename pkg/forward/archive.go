@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/dicomgw/dicomgw/internal/durable"
@@ -18,10 +19,24 @@ import (
 )
 
 // Archive is the destination used when no DICOMweb endpoint is configured:
-// a directory laid out <StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm.
-// The UIDs come from the peer, so each is checked to be a UID (digits and
-// dots, at most 64 characters: PS3.5 9.1) before it names anything; an
-// object whose UIDs fail goes to the dead letters.
+// a directory laid out <study>/<series>/<sop>.dcm, each name made from the
+// object's UID by archiveName:
+//
+//   - a UID of digits and dots without empty components (uid.Valid; leading
+//     zeros included) is its own name, as it always was;
+//   - a UID the lenient policy accepted (hexadecimal, '-', '_', empty
+//     components, a leading or trailing dot: 1 to 64 bytes of
+//     [0-9A-Za-z._-]) is named "_uid-" and the UID: never ".", "..", hidden
+//     or option-like, never a valid UID's name;
+//   - a missing Study or Series Instance UID is "_no-study-uid" or
+//     "_no-series-uid": a leading '_' is in no UID;
+//   - a different object with the SOP Instance UID of one already archived
+//     is kept beside it as <sop>+dup-<spool ID>.dcm ('+' is in no UID name,
+//     and the spool ID is the gateway's).
+//
+// Any other UID (a slash, a space, a control character, more than 64
+// bytes: refused when received, under either policy) names nothing: such
+// an object goes to the dead letters.
 //
 // Each file is written by the archive: a fresh file meta header, as a
 // STOW-RS part has (our implementation, the calling AE as source; not the
@@ -59,7 +74,8 @@ func (a *Archive) Prepare() error {
 // and given its name (never replacing another file); then the directories
 // are fsynced. An object already archived with identical content counts as
 // delivered; a different object under the same SOP Instance UID is not
-// overwritten but dead-lettered for an operator to decide.
+// overwritten but filed beside it under a duplicate's name, for an
+// operator to decide (Result.Filed says so).
 //
 // The directories that got new entries are fsynced once per batch, after
 // the links: an object is Delivered only once its entry is durable.
@@ -95,30 +111,98 @@ func (a *Archive) Deliver(ctx context.Context, objs []*Object) []Result {
 	return out
 }
 
+// Names of the archive for what is not named by a conforming UID.
+const (
+	lenientPrefix = "_uid-"          // + a UID the lenient policy accepted
+	noStudy       = "_no-study-uid"  // objects without a Study Instance UID
+	noSeries      = "_no-series-uid" // objects without a Series Instance UID
+	dupInfix      = "+dup-"          // <sop>+dup-<spool ID>.dcm
+)
+
+// archiveName is the file name for a UID of the object: the UID itself when
+// it is digits and dots without empty components, lenientPrefix and the UID
+// when it is 1 to 64 bytes of [0-9A-Za-z._-] (what uid.Lenient tolerates),
+// placeholder when it is missing; any other UID is an error. The names of
+// the three kinds never meet: only the first starts with a digit, and the
+// prefix and the placeholders differ from their second byte.
+func archiveName(what uid.Attribute, v, placeholder string) (string, error) {
+	switch {
+	case v == "" && placeholder != "":
+		return placeholder, nil
+	case uid.Valid(v) == nil:
+		return v, nil
+	}
+	if p := uid.Check(v); !p.Tolerable() {
+		return "", fmt.Errorf("%v %.64q %v", what, v, p)
+	}
+	return lenientPrefix + v, nil
+}
+
+// spoolIDName reports whether a spool ID is fit to be part of a file name
+// (the spool makes them of hexadecimal digits and '-'; this only guards
+// against a file put into the queue by hand).
+func spoolIDName(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // deliver files one object and returns the directories whose new entries
 // must be fsynced before it counts as delivered.
 func (a *Archive) deliver(o *Object) (Result, []string) {
-	for _, u := range []struct{ name, v string }{
-		{"Study Instance UID", o.StudyInstanceUID},
-		{"Series Instance UID", o.SeriesInstanceUID},
-		{"SOP Instance UID", o.SOPInstanceUID},
-	} {
-		if err := uid.Valid(u.v); err != nil {
-			return Result{Outcome: Dead, Reason: fmt.Sprintf("cannot file in the archive: %s: %v", u.name, err)}, nil
-		}
+	var filed Filing
+	if o.StudyInstanceUID == "" {
+		filed |= FiledNoStudy
 	}
-	study := filepath.Join(a.Dir, o.StudyInstanceUID)
-	series := filepath.Join(study, o.SeriesInstanceUID)
-	dst := filepath.Join(series, o.SOPInstanceUID+".dcm")
+	if o.SeriesInstanceUID == "" {
+		filed |= FiledNoSeries
+	}
+	var names [3]string
+	for i, u := range []struct {
+		what        uid.Attribute
+		v           string
+		placeholder string
+	}{
+		{uid.StudyInstanceUID, o.StudyInstanceUID, noStudy},
+		{uid.SeriesInstanceUID, o.SeriesInstanceUID, noSeries},
+		{uid.SOPInstanceUID, o.SOPInstanceUID, ""},
+	} {
+		n, err := archiveName(u.what, u.v, u.placeholder)
+		if err != nil {
+			return Result{Outcome: Dead, Reason: fmt.Sprintf("cannot file in the archive: %v", err)}, nil
+		}
+		names[i] = n
+	}
+	study := filepath.Join(a.Dir, names[0])
+	series := filepath.Join(study, names[1])
+	dst := filepath.Join(series, names[2]+".dcm")
 	if same, err := sameDataSet(o, dst); errors.Is(err, ErrDamaged) {
 		return Result{Outcome: Dead, Damaged: true, Reason: err.Error()}, nil
 	} else if err == nil {
 		if same {
 			// Filed before (a retry after a crash, or a resend): its
 			// entry may not have been fsynced yet.
-			return Result{Outcome: Delivered}, []string{series}
+			return a.delivered(dst, filed), []string{series}
 		}
-		return Result{Outcome: Dead, Reason: fmt.Sprintf("the archive already holds a different object with SOP Instance UID %s (%s)", o.SOPInstanceUID, dst)}, nil
+		// Another object holds the name: keep this one beside it.
+		filed |= FiledDuplicate
+		dst, same, err = a.duplicate(o, series, names[2])
+		switch {
+		case errors.Is(err, ErrDamaged):
+			return Result{Outcome: Dead, Damaged: true, Reason: err.Error()}, nil
+		case errors.Is(err, errNoDuplicateName):
+			return Result{Outcome: Dead, Reason: fmt.Sprintf("the archive already holds a different object with SOP Instance UID %q: %v", o.SOPInstanceUID, err)}, nil
+		case err != nil:
+			return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
+		case same:
+			return a.delivered(dst, filed), []string{series}
+		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Result{Outcome: Retry, Reason: fmt.Sprintf("archive: %v", err)}, nil
 	}
@@ -133,7 +217,54 @@ func (a *Archive) deliver(o *Object) (Result, []string) {
 	}
 	// The new entry, and every directory created for it, must be durable
 	// before the spool lets go of the object.
-	return Result{Outcome: Delivered}, append([]string{series}, created...)
+	return a.delivered(dst, filed), append([]string{series}, created...)
+}
+
+// errNoDuplicateName is wrapped when a duplicate cannot be given its name:
+// retrying would not mend it.
+var errNoDuplicateName = errors.New("no name to keep it under")
+
+// duplicate finds where to keep o, whose SOP Instance UID names a different
+// archived object: a duplicate already filed with the same data set (same
+// is true: a resend, or a retry after a crash), else <sop>+dup-<o.ID>.dcm,
+// to be created.
+func (a *Archive) duplicate(o *Object, series, sop string) (dst string, same bool, err error) {
+	des, err := os.ReadDir(series)
+	if err != nil {
+		return "", false, err
+	}
+	for _, de := range des {
+		n := de.Name()
+		if !strings.HasPrefix(n, sop+dupInfix) || !strings.HasSuffix(n, ".dcm") || !de.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(series, n)
+		if same, err := sameDataSet(o, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", false, err
+		} else if same {
+			return p, true, nil
+		}
+	}
+	if !spoolIDName(o.ID) {
+		return "", false, fmt.Errorf("%w: spool ID %.64q", errNoDuplicateName, o.ID)
+	}
+	dst = filepath.Join(series, sop+dupInfix+o.ID+".dcm")
+	if _, err := os.Lstat(dst); err == nil {
+		// A regular file there was compared above, and differs.
+		return "", false, fmt.Errorf("%w: %s holds something else", errNoDuplicateName, dst)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, err
+	}
+	return dst, false, nil
+}
+
+// delivered is the result of filing an object at dst.
+func (a *Archive) delivered(dst string, filed Filing) Result {
+	rel, err := filepath.Rel(a.Dir, dst)
+	if err != nil {
+		rel = dst
+	}
+	return Result{Outcome: Delivered, Location: rel, Filed: filed}
 }
 
 // mkdirs creates study and series under root as needed and returns the

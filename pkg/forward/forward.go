@@ -73,6 +73,41 @@ type Result struct {
 	// (Object.Open's reader failed with ErrDamaged): it was not sent, and
 	// is quarantined as a dead letter.
 	Damaged bool
+	// Location, with Delivered, is where the destination keeps the object
+	// when it says: the archive gives the file's path in its directory.
+	Location string
+	// Filed, with Delivered, says why the archive did not file the object
+	// under its own UIDs alone.
+	Filed Filing
+}
+
+// Filing says why the archive filed an object under a name other than its
+// UIDs; a set of flags.
+type Filing uint8
+
+// Filings.
+const (
+	FiledNoStudy   Filing = 1 << iota // no Study Instance UID: under the placeholder _no-study-uid
+	FiledNoSeries                     // no Series Instance UID: under the placeholder _no-series-uid
+	FiledDuplicate                    // a different object holds its SOP Instance UID's name: <sop>+dup-<spool ID>.dcm
+)
+
+// labels are the metric label values of the flags in f.
+func (f Filing) labels() []string {
+	var out []string
+	for _, l := range []struct {
+		f     Filing
+		label string
+	}{
+		{FiledNoStudy, "no_study_instance_uid"},
+		{FiledNoSeries, "no_series_instance_uid"},
+		{FiledDuplicate, "duplicate_sop_instance_uid"},
+	} {
+		if f&l.f != 0 {
+			out = append(out, l.label)
+		}
+	}
+	return out
 }
 
 // Cause is why a destination was paused.

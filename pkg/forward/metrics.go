@@ -18,6 +18,7 @@ type metrics struct {
 	up        prometheus.Gauge
 	pauses    *prometheus.CounterVec // cause
 	damaged   prometheus.Counter
+	filed     *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 			Help:        "1 while the destination takes objects, 0 while it is paused (refusing for a reason an operator must fix: configuration, credentials).",
 			ConstLabels: prometheus.Labels{"destination": kind},
 		}),
+		filed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicomgw_archive_filed_apart_total",
+			Help: "Objects the archive filed under a name other than their UIDs, by reason: no_study_instance_uid (_no-study-uid), no_series_instance_uid (_no-series-uid), duplicate_sop_instance_uid (a different object has its SOP Instance UID: <sop>+dup-<spool id>.dcm).",
+		}, []string{"reason"}),
 	}
 	m.pauses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dicomgw_forward_pauses_total",
@@ -64,10 +69,13 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 		Help: "Objects found damaged in the spool (seal size or CRC mismatch, truncated, unreadable header or records) and quarantined as dead letters; none of them is ever sent.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.pauses, m.damaged)
+		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.pauses, m.damaged, m.filed)
 	}
 	for _, c := range Causes {
 		m.pauses.WithLabelValues(c.String())
+	}
+	for _, l := range (FiledNoStudy | FiledNoSeries | FiledDuplicate).labels() {
+		m.filed.WithLabelValues(l)
 	}
 	for _, o := range []string{"delivered", "retried", "dead_lettered", "paused", "abandoned"} {
 		m.instances.WithLabelValues(o)

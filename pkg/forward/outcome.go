@@ -36,7 +36,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		switch r.Outcome {
 		case Delivered:
 			reachable = true
-			f.delivered(it, elapsed)
+			f.delivered(it, r, elapsed)
 		case Retry:
 			if r.Unconfirmed && it.retry.Unconfirmed+1 >= f.cfg.MaxUnconfirmed {
 				reachable = true
@@ -101,17 +101,31 @@ func (f *Forwarder) forget(it *item) {
 	f.mu.Unlock()
 }
 
-func (f *Forwarder) delivered(it *item, elapsed time.Duration) {
+func (f *Forwarder) delivered(it *item, r Result, elapsed time.Duration) {
 	if err := f.q.Delivered(it.obj.ID); err != nil {
 		// The destination has it; if the spool cannot forget it, it is sent
 		// again after a restart, which a DICOMweb store takes as a duplicate.
 		f.log.Error("delivered, but cannot remove it from the spool", "id", it.obj.ID, "err", err)
 	}
 	f.forget(it)
-	f.log.Info("object delivered", "id", it.obj.ID, "destination", f.dest.String(),
+	attrs := []any{"id", it.obj.ID, "destination", f.dest.String(),
 		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize,
-		"attempts", it.retry.Attempts+1, "request_duration", elapsed.Round(time.Millisecond),
-		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond))
+		"attempts", it.retry.Attempts + 1, "request_duration", elapsed.Round(time.Millisecond),
+		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond)}
+	if r.Location != "" {
+		attrs = append(attrs, "location", r.Location)
+	}
+	if r.Filed != 0 {
+		attrs = append(attrs, "filed_apart", strings.Join(r.Filed.labels(), ","))
+		for _, l := range r.Filed.labels() {
+			f.m.filed.WithLabelValues(l).Inc()
+		}
+	}
+	f.log.Info("object delivered", attrs...)
+	if r.Filed&FiledDuplicate != 0 {
+		f.log.Warn("the archive holds a different object with this SOP Instance UID: this one is kept beside it, for an operator to decide",
+			"id", it.obj.ID, "sop_instance", it.obj.SOPInstanceUID, "location", r.Location)
+	}
 }
 
 func (f *Forwarder) dead(it *item, reason string, attempts int) {

@@ -136,6 +136,8 @@ func TestSTOWDeliversByStudyKeepingQuery(t *testing.T) {
 		obj("0006", "", "9.3"),
 		obj("0007", "1.2/3", "9.4"),
 		obj("0008", "1..2", "9.5"),
+		obj("0009", "0123456789abcdef", "9.6"), // hexadecimal: accepted under --uid-policy lenient, never in the path
+		obj("0010", "1.2.", "9.7"),
 	}
 	specs[0].Private, specs[2].Private, specs[3].Private = true, true, true
 	r := newRig(t, specs...)
@@ -161,16 +163,16 @@ func TestSTOWDeliversByStudyKeepingQuery(t *testing.T) {
 	if got := byPath["/dicom-web/studies/1.2.4"]; len(got) != 1 || !slices.Equal(got[0], []string{"1.2.4.1.1"}) {
 		t.Errorf("study 1.2.4: requests %v, want one", got)
 	}
-	// The malformed and missing study UIDs: one request each (one batch per
-	// study value), all to /studies.
-	if got := byPath["/dicom-web/studies"]; len(got) != 5 {
-		t.Errorf("/studies: requests %v, want 5", got)
+	// The malformed, non-conforming and missing study UIDs: one request
+	// each (one batch per study value), all to /studies.
+	if got := byPath["/dicom-web/studies"]; len(got) != 7 {
+		t.Errorf("/studies: requests %v, want 7", got)
 	}
-	if n := r.ep.count(); n != 7 {
-		t.Errorf("%d requests, want 7", n)
+	if n := r.ep.count(); n != 9 {
+		t.Errorf("%d requests, want 9", n)
 	}
-	if d, re, de := r.q.counts(); d != 8 || re != 0 || de != 0 {
-		t.Errorf("delivered %d, retries %d, dead %d; want 8, 0, 0", d, re, de)
+	if d, re, de := r.q.counts(); d != 10 || re != 0 || de != 0 {
+		t.Errorf("delivered %d, retries %d, dead %d; want 10, 0, 0", d, re, de)
 	}
 	r.q.checkAccounted(t, nil)
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dicomgw/dicomgw/internal/durable"
+	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
 // Config configures a Spool.
@@ -42,6 +43,11 @@ type Config struct {
 	// MaxObjectSize refuses larger objects (ErrTooLarge) as soon as they
 	// pass it; 0: no limit.
 	MaxObjectSize int64
+	// UIDPolicy decides which Study and Series Instance UIDs a data set may
+	// carry (the others are a *UIDError: the sender gets C000); the zero
+	// value is uid.Lenient. A data set without them is accepted: the
+	// forwarder decides what to do with it.
+	UIDPolicy uid.Policy
 }
 
 // Directory layout under Config.Dir.
@@ -107,6 +113,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	}
 	if cfg.ImplementationClassUID == "" || cfg.ImplementationVersionName == "" {
 		return nil, errors.New("spool: implementation class UID and version name are required")
+	}
+	if cfg.UIDPolicy != uid.Lenient && cfg.UIDPolicy != uid.Strict {
+		return nil, fmt.Errorf("spool: unknown UID policy %v", cfg.UIDPolicy)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -246,6 +255,10 @@ type Entry struct {
 	// StudyInstanceUID and SeriesInstanceUID, when Commit returns the
 	// entry: what the data set says (for the audit log).
 	StudyInstanceUID, SeriesInstanceUID string
+	// Nonconforming, when Commit returns the entry, lists the data set's
+	// Study and Series Instance UIDs that break PS3.5 9.1 in a way
+	// Config.UIDPolicy tolerates.
+	Nonconforming []uid.Finding
 }
 
 // List returns the queued objects in arrival order.

@@ -38,6 +38,18 @@ func (e *MismatchError) Error() string {
 	return fmt.Sprintf("spool: data set %s %s differs from the command's %s", e.Attribute, e.DataSet, e.Command)
 }
 
+// UIDError says that a UID of the data set is one Config.UIDPolicy refuses
+// (the sender should be told "cannot understand", C000).
+type UIDError struct {
+	Attribute uid.Attribute
+	Problem   uid.Problem
+	Value     string
+}
+
+func (e *UIDError) Error() string {
+	return fmt.Sprintf("spool: data set %v %.64q %v", e.Attribute, e.Value, e.Problem)
+}
+
 // Writer receives one object. It is used by one goroutine.
 type Writer struct {
 	s       *Spool
@@ -167,13 +179,13 @@ func (w *Writer) Commit() (Entry, error) {
 		w.Abort()
 		return Entry{}, w.err
 	}
-	sum, err := w.check()
+	sum, nonconforming, err := w.check()
 	if err != nil {
 		w.Abort()
 		return Entry{}, err
 	}
 	final := filepath.Join(w.s.queue, w.id+objectExt)
-	entry := Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID}
+	entry := Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID, Nonconforming: nonconforming}
 	if w.slot != "" {
 		return entry, w.commitSealed(final)
 	}
@@ -244,23 +256,42 @@ func (w *Writer) commitSealed(final string) error {
 }
 
 // check walks the data set as written and compares its SOP Class and
-// Instance UIDs with the command's (PS3.4 B.2.3: A900 when they differ).
-func (w *Writer) check() (dcmhead.Summary, error) {
+// Instance UIDs with the command's (PS3.4 B.2.3: A900 when they differ),
+// whose UIDs the caller has put through the policy. Its Study and Series
+// Instance UIDs, when present, must pass Config.UIDPolicy (C000 otherwise);
+// it returns those that pass although they break PS3.5 9.1.
+func (w *Writer) check() (dcmhead.Summary, []uid.Finding, error) {
 	sum, err := dcmhead.Walk(w.f, w.dataOff, w.size, w.enc)
 	if err != nil {
 		var fe *dcmhead.FormatError
 		if errors.As(err, &fe) {
-			return sum, fmt.Errorf("%w: %v", ErrMalformed, err)
+			return sum, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		return sum, fmt.Errorf("spool: reading back: %w", err)
+		return sum, nil, fmt.Errorf("spool: reading back: %w", err)
 	}
 	if sum.SOPClassUID != w.meta.SOPClassUID {
-		return sum, &MismatchError{Attribute: "SOP Class UID", Command: w.meta.SOPClassUID, DataSet: sum.SOPClassUID}
+		return sum, nil, &MismatchError{Attribute: "SOP Class UID", Command: w.meta.SOPClassUID, DataSet: sum.SOPClassUID}
 	}
 	if sum.SOPInstanceUID != w.meta.SOPInstanceUID {
-		return sum, &MismatchError{Attribute: "SOP Instance UID", Command: w.meta.SOPInstanceUID, DataSet: sum.SOPInstanceUID}
+		return sum, nil, &MismatchError{Attribute: "SOP Instance UID", Command: w.meta.SOPInstanceUID, DataSet: sum.SOPInstanceUID}
 	}
-	return sum, nil
+	var found []uid.Finding
+	for _, u := range []struct {
+		attr uid.Attribute
+		v    string
+	}{{uid.StudyInstanceUID, sum.StudyInstanceUID}, {uid.SeriesInstanceUID, sum.SeriesInstanceUID}} {
+		if u.v == "" {
+			continue // absent (or empty): filed under a placeholder, never refused
+		}
+		p := uid.Check(u.v)
+		if !w.s.cfg.UIDPolicy.Accepts(p) {
+			return sum, nil, &UIDError{Attribute: u.attr, Problem: p, Value: u.v}
+		}
+		if p != uid.NoProblem {
+			found = append(found, uid.Finding{Attribute: u.attr, Problem: p})
+		}
+	}
+	return sum, found, nil
 }
 
 // Abort discards the object. It is safe to call more than once.

@@ -169,8 +169,11 @@ var ErrInvalid = errors.New("invalid UID")
 //
 // PS3.5 9.1 also forbids a leading zero in a multi-digit component ("1.02"),
 // but such UIDs occur in real data from long-deployed equipment. They are
-// still unambiguous, safe identifiers, and refusing them would make the
-// gateway reject storable instances it could forward, so Valid accepts them.
+// still unambiguous identifiers made of digits and dots, so Valid accepts
+// them. Valid is the test for a UID that names something: an abstract or
+// transfer syntax in negotiation, a URL path segment, an archive directory.
+// Which UIDs a C-STORE may carry is decided by a Policy, with Check, which
+// counts the leading zero as a (tolerable) problem.
 func Valid(uid string) error {
 	switch {
 	case uid == "":
