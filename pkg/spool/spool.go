@@ -21,8 +21,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/dicomgw/dicomgw/internal/durable"
 )
 
 // Config configures a Spool.
@@ -42,6 +40,11 @@ type Config struct {
 	// MaxObjectSize refuses larger objects (ErrTooLarge) as soon as they
 	// pass it; 0: no limit.
 	MaxObjectSize int64
+	// Commit is how objects are committed: CommitAuto (the zero value)
+	// for sealed slots where the file system allows them.
+	Commit CommitMode
+	// Syncer does every fsync of the spool; nil: fsync(2).
+	Syncer Syncer
 }
 
 // Directory layout under Config.Dir.
@@ -92,6 +95,7 @@ type Spool struct {
 	incoming string
 	slotDir  string
 	queue    string
+	sync     Syncer
 	lock     *os.File
 	seq      atomic.Uint32
 	slots    *slots   // nil: every object committed the simple way
@@ -108,6 +112,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	if cfg.ImplementationClassUID == "" || cfg.ImplementationVersionName == "" {
 		return nil, errors.New("spool: implementation class UID and version name are required")
 	}
+	if cfg.Commit != CommitAuto && cfg.Commit != CommitRename {
+		return nil, fmt.Errorf("spool: unknown commit mode %d", cfg.Commit)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -118,6 +125,10 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		incoming: filepath.Join(cfg.Dir, incomingDir),
 		slotDir:  filepath.Join(cfg.Dir, slotsDir),
 		queue:    filepath.Join(cfg.Dir, queueDir),
+		sync:     cfg.Syncer,
+	}
+	if s.sync == nil {
+		s.sync = fsyncer{}
 	}
 	for _, d := range []string{cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -139,7 +150,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
-		if err := durable.SyncDir(d); err != nil {
+		if err := s.sync.SyncDir(d); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -151,7 +162,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	}
 	s.cap = newCapacity(cfg.Dir, cfg.Limits, st.Bytes(), log)
 	commit := "sealed slots"
-	if simpleCommits {
+	if cfg.Commit == CommitRename {
 		commit = "rename"
 	} else if err := sealsSupported(s.slotDir); err != nil {
 		commit = "rename"
@@ -173,10 +184,6 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit, "slots_adopted", adopted)
 	return s, nil
 }
-
-// simpleCommits turns the slots off, as on a file system without extended
-// attributes (tests of that way).
-var simpleCommits = false
 
 // Admit says whether a new object (or association) may start: an error
 // wrapping ErrFull when the spool is above its high-water mark.
