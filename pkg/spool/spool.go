@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -54,7 +53,7 @@ const (
 	queueDir     = "queue"     // committed objects, waiting to be forwarded
 	deadDir      = "dead"      // objects that cannot be delivered, each with a reason file
 	deliveredDir = "delivered" // delivered objects, when they are kept
-	lockFile     = ".lock"
+	lockFile     = ".lock"     // the PID of the daemon holding the spool; see lock
 	objectExt    = ".dcm"
 	partialExt   = ".part"
 	retryExt     = ".retry"  // beside a queued object: its failed attempts
@@ -96,7 +95,7 @@ type Spool struct {
 	slotDir  string
 	queue    string
 	sync     Syncer
-	lock     *os.File
+	locks    []*os.File // the spool directory and .lock, flocked: see lock
 	seq      atomic.Uint32
 	slots    *slots   // nil: every object committed the simple way
 	adopted  []string // ready slots Open found in slots/
@@ -135,15 +134,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, lockFile), os.O_CREATE|os.O_RDWR, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if err := s.lock(); err != nil {
+		return nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool: %s is in use by another process: %w", cfg.Dir, err)
-	}
-	s.lock = lock
 	recovered, removed, err := s.recoverIncoming()
 	if err != nil {
 		s.Close()
@@ -228,14 +221,19 @@ func (s *Spool) Resync() error {
 // Close makes the last commits' queue entries durable, removes the unused
 // slots and releases the spool's lock. No Writer may be in use.
 func (s *Spool) Close() error {
-	if s.lock == nil {
+	if s.locks == nil {
 		return nil
 	}
 	if s.slots != nil {
 		s.slots.close()
 	}
-	err := s.lock.Close()
-	s.lock = nil
+	var err error
+	for _, f := range s.locks {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	s.locks = nil
 	return err
 }
 
