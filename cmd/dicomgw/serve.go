@@ -71,7 +71,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if err != nil {
 		return err
 	}
-	ready := &readiness{dir: sp.Dir, full: sp.Full, probeEvery: 5 * time.Second}
+	ready := &readiness{commit: sp.CheckCommit, full: sp.Full, probeEvery: 5 * time.Second}
 	if c.metricsListen != "" {
 		addr, stopOps, err := startOps(context.Background(), c.metricsListen, opsHandler(reg, ready), log)
 		if err != nil {

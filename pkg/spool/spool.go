@@ -142,6 +142,10 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.removeProbes(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := s.sync.SyncDir(d); err != nil {
 			s.Close()

@@ -9,10 +9,11 @@ import (
 // Syncer makes what the spool wrote durable: a file's data, or the entries
 // created, renamed or removed in a directory. Every fsync a Spool does
 // (commits, the queue directory's in the background, slots, recovery,
-// Open) goes through the one in Config, so that a test can see which were
-// done, and in what order with the links, renames and answers around them:
-// a missing fsync cannot be seen any other way (a killed process leaves
-// the page cache to the kernel, which writes it out all the same). The
+// Open, the readiness probe) goes through the one in Config, so that a
+// test can see which were done, and in what order with the links, renames
+// and answers around them: a missing fsync cannot be seen any other way (a
+// killed process leaves the page cache to the kernel, which writes it out
+// all the same). The
 // state changes of Dir, which the operator commands make too (dead
 // letters, retry records, requeueing), use internal/durable directly.
 type Syncer interface {

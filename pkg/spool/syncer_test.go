@@ -21,6 +21,7 @@ type syncRecorder struct {
 
 	mu      sync.Mutex
 	events  []syncEvent
+	failing string // SyncDir of this directory fails
 	held    string // SyncDir of this directory waits for gate
 	gate    chan struct{}
 	entered chan syncEvent // each held SyncDir, as it begins
@@ -60,8 +61,11 @@ func (r *syncRecorder) SyncDir(dir string) error {
 	}
 	r.note(ev)
 	r.mu.Lock()
-	held, gate := r.held == dir, r.gate
+	held, gate, failing := r.held == dir, r.gate, r.failing == dir
 	r.mu.Unlock()
+	if failing {
+		return syscall.EIO
+	}
 	if held {
 		select {
 		case r.entered <- ev:
@@ -269,4 +273,78 @@ func TestRenameCommitSyncs(t *testing.T) {
 	if j := dirSync(evs, i, filepath.Join(dir, queueDir), e.ID+objectExt); j < 0 {
 		t.Fatal("Commit returned without an fsync of queue/ holding the object's entry")
 	}
+}
+
+// TestProbeSyncs: the readiness probe does what a commit does (an fsynced
+// file linked into queue/, queue/ fsynced) and leaves nothing behind;
+// where queue/ cannot take the link, or its fsync fails, it says so,
+// naming queue/, and still leaves nothing.
+func TestProbeSyncs(t *testing.T) {
+	dir := t.TempDir()
+	rec := newSyncRecorder(dir)
+	s, _ := openWith(t, Config{Dir: dir, Syncer: rec})
+	if err := s.CheckCommit(); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.snapshot()
+	i := -1
+	for k, ev := range evs {
+		if ev.file != "" && strings.HasPrefix(filepath.Base(ev.file), probePrefix) && filepath.Dir(ev.file) == filepath.Join(dir, incomingDir) {
+			i = k
+		}
+	}
+	if i < 0 {
+		t.Fatal("the probe fsynced no file in incoming/")
+	}
+	if j := dirSync(evs, i, filepath.Join(dir, queueDir), filepath.Base(evs[i].file)); j < 0 {
+		t.Fatal("the probe did not fsync queue/ with its file linked in")
+	}
+	noProbes := func() {
+		t.Helper()
+		for _, d := range []string{incomingDir, queueDir, "."} {
+			for _, de := range mustReadDir(t, filepath.Join(dir, d)) {
+				if strings.HasPrefix(de.Name(), probePrefix) {
+					t.Errorf("the probe left %s/%s", d, de.Name())
+				}
+			}
+		}
+	}
+	noProbes()
+
+	rec.mu.Lock()
+	rec.failing = filepath.Join(dir, queueDir)
+	rec.mu.Unlock()
+	if err := s.CheckCommit(); err == nil || !strings.Contains(err.Error(), "queue/") {
+		t.Errorf("probe with queue/'s fsync failing: %v, want an error naming queue/", err)
+	}
+	noProbes()
+	rec.mu.Lock()
+	rec.failing = ""
+	rec.mu.Unlock()
+
+	// queue/ gone from under the spool: the link fails.
+	if err := os.Rename(filepath.Join(dir, queueDir), filepath.Join(dir, "queue.away")); err != nil {
+		t.Fatal(err)
+	}
+	err := s.CheckCommit()
+	if err == nil || !strings.Contains(err.Error(), "cannot link into queue/") {
+		t.Errorf("probe without queue/: %v, want an error naming queue/", err)
+	}
+	if err := os.Rename(filepath.Join(dir, "queue.away"), filepath.Join(dir, queueDir)); err != nil {
+		t.Fatal(err)
+	}
+	noProbes()
+	if err := s.CheckCommit(); err != nil {
+		t.Fatalf("probe with queue/ back: %v", err)
+	}
+
+	// What a crash in the middle of a probe leaves, Open removes.
+	s.Close()
+	for _, d := range []string{incomingDir, queueDir, "."} {
+		if err := os.WriteFile(filepath.Join(dir, d, probePrefix+"left"), []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openWith(t, Config{Dir: dir})
+	noProbes()
 }
