@@ -15,8 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
 // opsMetrics are the metrics of the daemon itself (the packages register
@@ -57,11 +55,13 @@ func newRegistry() (*prometheus.Registry, *opsMetrics) {
 	return reg, m
 }
 
-// readiness decides /readyz: the DICOM port is listening, the spool can be
-// written, and it is below its high-water mark.
+// readiness decides /readyz: the DICOM port is listening, the spool can
+// commit an object (what a commit does, done with a probe file: a spool
+// whose queue/ is not writable refuses every object), and it is below its
+// high-water mark.
 type readiness struct {
 	listening atomic.Bool
-	dir       *spool.Dir
+	commit    func() error          // spool.Spool.CheckCommit
 	full      func() (bool, string) // the spool above its high-water mark
 
 	mu         sync.Mutex
@@ -82,7 +82,7 @@ func (r *readiness) checks() (bool, map[string]check) {
 	}
 	r.mu.Lock()
 	if time.Since(r.probed) > r.probeEvery {
-		r.probeErr, r.probed = r.dir.CheckWritable(), time.Now()
+		r.probeErr, r.probed = r.commit(), time.Now()
 	}
 	werr := r.probeErr
 	r.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,7 +73,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if err != nil {
 		return err
 	}
-	ready := &readiness{dir: sp.Dir, full: sp.Full, probeEvery: 5 * time.Second}
+	ready := &readiness{commit: sp.CheckCommit, full: sp.Full, probeEvery: 5 * time.Second}
 	if c.metricsListen != "" {
 		addr, stopOps, err := startOps(context.Background(), c.metricsListen, opsHandler(reg, ready), log)
 		if err != nil {
@@ -117,17 +118,9 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 
 	// The forwarder runs until the receiving side has stopped; then its
 	// requests in flight finish or are abandoned, objects staying queued.
-	fwdCtx, stopForwarding := context.WithCancel(context.Background())
-	forwarding := make(chan struct{})
-	go func() {
-		defer close(forwarding)
-		fwd.Run(fwdCtx)
-	}()
-	defer func() {
-		stopForwarding()
-		<-forwarding
-	}()
-	go spoolJanitor(fwdCtx, sp, c.keepDelivered, log.With("component", "spool"))
+	// Both it and the janitor are done before the spool is closed.
+	stopBackground := startBackground(fwd.Run, sp, c.keepDelivered, log.With("component", "spool"))
+	defer stopBackground()
 
 	for waiting := true; waiting; {
 		select {
@@ -272,10 +265,30 @@ func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.De
 	return dest, creds, err
 }
 
+// startBackground runs the forwarder and the spool janitor until stop is
+// called, which waits for both: what they use (the spool) is closed only
+// once neither runs.
+func startBackground(forward func(context.Context) error, sp janitorSpool, keep time.Duration, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { forward(ctx) }) // it ends when ctx does: nothing to report
+	wg.Go(func() { spoolJanitor(ctx, sp, keep, log) })
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// janitorSpool is what spoolJanitor does to the spool (*spool.Spool).
+type janitorSpool interface {
+	Purge(st spool.State, cutoff time.Time) (int, int64, error)
+	Resync() error
+}
+
 // spoolJanitor keeps the spool's byte count true to what is on disk
 // (operator commands in other processes change it too) and, when delivered
 // objects are kept, removes them once they have been kept long enough.
-func spoolJanitor(ctx context.Context, sp *spool.Spool, keep time.Duration, log *slog.Logger) {
+func spoolJanitor(ctx context.Context, sp janitorSpool, keep time.Duration, log *slog.Logger) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	lastPurge := time.Now()

@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/dicomgw/dicomgw/internal/durable"
 )
 
 // The queue directory's fsync, in the background: see slots.go.
@@ -79,7 +77,7 @@ func (p *slots) flush() {
 		p.mu.Unlock()
 		return
 	}
-	err := durable.SyncDir(p.s.queue)
+	err := p.s.sync.SyncDir(p.s.queue)
 	p.mu.Lock()
 	p.flushing = nil
 	if err != nil {

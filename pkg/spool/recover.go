@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/dicomgw/dicomgw/internal/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,7 +61,7 @@ func (s *Spool) recoverDir(dir string) (recovered, partials int, err error) {
 		s.log.Warn("queued an object committed before a crash (it may be delivered twice)", "id", id, "file", filepath.Join(filepath.Base(dir), de.Name()))
 	}
 	if recovered > 0 {
-		if err := durable.SyncDir(s.queue); err != nil {
+		if err := s.sync.SyncDir(s.queue); err != nil {
 			return 0, 0, fmt.Errorf("spool: %w", err)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/dicomgw/dicomgw/internal/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,7 +81,7 @@ func (p *slots) recycle() (int, error) {
 		}
 		return 0, err
 	}
-	if err := durable.SyncDir(p.s.queue); err != nil {
+	if err := p.s.sync.SyncDir(p.s.queue); err != nil {
 		return fail(err)
 	}
 	for _, path := range batch {
@@ -90,7 +89,7 @@ func (p *slots) recycle() (int, error) {
 			return fail(err)
 		}
 	}
-	if err := durable.SyncDir(p.s.slotDir); err != nil {
+	if err := p.s.sync.SyncDir(p.s.slotDir); err != nil {
 		return fail(err)
 	}
 	// 0 when the pool filled meanwhile (hand removed them): the loop's

@@ -103,6 +103,12 @@ func readSeal(f *os.File) (id string, ok bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
+	// A size other than the sealed one fails, longer as well as shorter,
+	// even when the sealed bytes' CRC checks out: shorter, the data did
+	// not all reach the disk (the fsync after the seal was cut short, so
+	// the object was never acknowledged); longer, something wrote to the
+	// file after it was sealed, and it is no longer what was sealed.
+	// Recovery removes either, as any slot whose seal does not check out.
 	if fi.Size() != si.size {
 		return "", false, nil
 	}

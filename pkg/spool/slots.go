@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/dicomgw/dicomgw/internal/durable"
 )
 
 // Committing an object the simple way takes two cache flushes of the disk,
@@ -46,7 +44,8 @@ import (
 // is queued again: it may be delivered twice, never lost.
 //
 // File systems without user extended attributes or hard links (some
-// network file systems) get the simple way for every object.
+// network file systems) get the simple way for every object, as does a
+// spool opened with Config.Commit = CommitRename.
 
 const (
 	slotPrefix = ".slot-"
@@ -95,7 +94,6 @@ type slots struct {
 	adopted  int
 	filled   bool
 	failing  bool         // the last refill failed (logged once until one succeeds)
-	hold     sync.Mutex   // held by the refill loop while it prepares (tests pause it)
 	lastTake atomic.Int64 // when a slot was last taken, Unix nanoseconds
 	closed   sync.Once
 }
@@ -187,9 +185,7 @@ func (p *slots) refillLoop() {
 			if p.filled && urgent && len(p.ready) >= slotsLow+slotsBatch {
 				break // enough to go on with; the rest when quiet
 			}
-			p.hold.Lock()
 			n, err := p.prepare()
-			p.hold.Unlock()
 			if err != nil {
 				if !p.failing {
 					p.s.log.Warn("cannot prepare spool slots; objects are committed the slower way meanwhile", "err", err)
@@ -253,7 +249,7 @@ func (p *slots) prepare() (int, error) {
 		f.Close()
 		batch = append(batch, path)
 	}
-	if err := durable.SyncDir(p.s.slotDir); err != nil {
+	if err := p.s.sync.SyncDir(p.s.slotDir); err != nil {
 		drop()
 		return 0, err
 	}

@@ -20,8 +20,16 @@ import (
 // openLogged opens the spool in dir with its log captured.
 func openLogged(t *testing.T, dir string) (*Spool, *logBuffer) {
 	t.Helper()
+	return openWith(t, Config{Dir: dir})
+}
+
+// openWith opens the spool cfg describes (with the test's implementation
+// UID and version name) with its log captured.
+func openWith(t *testing.T, cfg Config) (*Spool, *logBuffer) {
+	t.Helper()
+	cfg.ImplementationClassUID, cfg.ImplementationVersionName = implUID, "TEST_1"
 	buf := &logBuffer{}
-	s, err := Open(Config{Dir: dir, ImplementationClassUID: implUID, ImplementationVersionName: "TEST_1"}, slog.New(slog.NewJSONHandler(buf, nil)))
+	s, err := Open(cfg, slog.New(slog.NewJSONHandler(buf, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,10 +103,10 @@ func waitSlots(t *testing.T, s *Spool) {
 // gone shortly after; a closed spool leaves nothing in incoming/ and only
 // empty slots in slots/, which the next Open takes over.
 func TestSealedCommit(t *testing.T) {
-	dir := t.TempDir()
+	dir := xattrDir(t)
 	s, log := openLogged(t, dir)
 	if got := opened(t, log)["commit"]; got != "sealed slots" {
-		t.Skipf("the test file system has no user extended attributes (commit %v)", got)
+		t.Fatalf("commit %v on a file system with user extended attributes, want sealed slots", got)
 	}
 	waitSlots(t, s)
 	if n := len(mustReadDir(t, filepath.Join(dir, slotsDir))); n != slotsWanted {
@@ -161,7 +169,7 @@ func onlyEmptySlots(t *testing.T, dir string) int {
 
 // TestSealedAbort: an aborted object leaves only ready slots.
 func TestSealedAbort(t *testing.T) {
-	dir := t.TempDir()
+	dir := xattrDir(t)
 	s := open(t, dir)
 	waitSlots(t, s)
 	w, err := s.Create(meta("1.2.3.2"))
@@ -187,13 +195,12 @@ func TestSealedAbort(t *testing.T) {
 	}
 }
 
-// TestSimpleCommits: without slots (a file system without extended
-// attributes), objects are committed by rename and directory fsync.
+// TestSimpleCommits: without slots (CommitRename, as on a file system
+// without extended attributes), objects are committed by rename and
+// directory fsync.
 func TestSimpleCommits(t *testing.T) {
-	simpleCommits = true
-	defer func() { simpleCommits = false }()
-	dir := t.TempDir()
-	s, log := openLogged(t, dir)
+	dir := xattrDir(t) // where slots would be used, if not told otherwise
+	s, log := openWith(t, Config{Dir: dir, Commit: CommitRename})
 	if got := opened(t, log)["commit"]; got != "rename" {
 		t.Fatalf("commit = %v", got)
 	}
@@ -213,7 +220,7 @@ func TestSimpleCommits(t *testing.T) {
 // (where earlier versions kept their slots): Open queues the objects whose
 // seal checks out, once, and removes everything else.
 func TestRecoverSealed(t *testing.T) {
-	dir := t.TempDir()
+	dir := xattrDir(t)
 	s := open(t, dir)
 	// An object as the spool writes it, to copy into the crash's leftovers.
 	e, err := store(t, s, meta("1.2.3.4"), dataSet(ctClass, "1.2.3.4", 3000))
@@ -243,7 +250,7 @@ func TestRecoverSealed(t *testing.T) {
 		}
 		if sealValue != nil {
 			if err := unix.Setxattr(p, sealAttr, sealValue, 0); err != nil {
-				t.Skipf("no user extended attributes here: %v", err)
+				t.Fatal(err)
 			}
 		}
 	}
@@ -253,6 +260,7 @@ func TestRecoverSealed(t *testing.T) {
 		idB = "0000000000000002-00020002" // sealed, already queued: not twice
 		idC = "0000000000000003-00030003" // sealed, content torn: CRC differs
 		idD = "0000000000000004-00040004" // sealed, shorter on disk than sealed
+		idJ = "000000000000000a-000a000a" // sealed, longer on disk than sealed: junk appended
 	)
 	put(".slot-a", good, seal(idA, int64(len(good)), crc(good)))
 	if err := os.Link(filepath.Join(sl, ".slot-a"), filepath.Join(in, idA+partialExt)); err != nil {
@@ -266,6 +274,9 @@ func TestRecoverSealed(t *testing.T) {
 	torn[len(torn)-10] ^= 0xff
 	put(".slot-c", torn, seal(idC, int64(len(good)), crc(good)))
 	put("legacy.slot-d", good[:len(good)-100], seal(idD, int64(len(good)), crc(good)))
+	// The sealed bytes intact, more after them: not the object that was
+	// sealed, whose size is part of its seal (removed: see readSeal).
+	put(".slot-j", append(bytes.Clone(good), "written after the seal"...), seal(idJ, int64(len(good)), crc(good)))
 	put(".slot-e", good, seal("../../etc/x", int64(len(good)), crc(good)))          // not an ID of ours
 	put(".slot-f", good, []byte("dicomgw-seal-v1 0000000000000006-00060006 12 zz")) // not a seal
 	put(".slot-g", nil, nil)                                                        // a ready slot
@@ -276,7 +287,25 @@ func TestRecoverSealed(t *testing.T) {
 	const idI = "0000000000000009-00090009"
 	put("legacy.slot-i", good, seal(idI, int64(len(good)), crc(good)))
 
-	s, log := openLogged(t, dir)
+	// A recovered object's slot goes only once its queue/ entry is durable:
+	// at the first fsync of queue/ holding it, the slot is still there.
+	syncs := newSyncRecorder(dir)
+	covered := map[string]bool{}
+	syncs.onSync = func(ev syncEvent) {
+		for _, c := range []struct{ id, slot string }{{idA, filepath.Join(sl, ".slot-a")}, {idI, filepath.Join(in, ".slot-i")}} {
+			if ev.dir != filepath.Join(dir, queueDir) || !ev.names[c.id+objectExt] || covered[c.id] {
+				continue
+			}
+			covered[c.id] = true
+			if _, err := os.Lstat(c.slot); err != nil {
+				t.Errorf("%s was removed before queue/ was fsynced with %s in it: %v", filepath.Base(c.slot), c.id, err)
+			}
+		}
+	}
+	s, log := openWith(t, Config{Dir: dir, Syncer: syncs})
+	if !covered[idA] || !covered[idI] {
+		t.Errorf("Open returned without an fsync of queue/ holding the recovered objects (%v)", covered)
+	}
 	rec := opened(t, log)
 	if rec["recovered"] != 2.0 || rec["partials_removed"] != 1.0 {
 		t.Errorf("recovered %v, partials removed %v; want 2 and 1", rec["recovered"], rec["partials_removed"])
@@ -292,7 +321,7 @@ func TestRecoverSealed(t *testing.T) {
 	if des := mustReadDir(t, in); len(des) != 0 {
 		t.Errorf("left in incoming/: %d entries", len(des))
 	}
-	for _, name := range []string{".slot-a", ".slot-b", ".slot-c", ".slot-e", ".slot-f"} {
+	for _, name := range []string{".slot-a", ".slot-b", ".slot-c", ".slot-e", ".slot-f", ".slot-j"} {
 		if _, err := os.Lstat(filepath.Join(sl, name)); err == nil {
 			t.Errorf("left in slots/: %s", name)
 		}
@@ -321,10 +350,14 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 // TestSlotsRunOut: more objects at once than there are slots; those
 // without one are committed the simple way, and all are queued once.
 func TestSlotsRunOut(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir)
+	dir := xattrDir(t)
+	rec := newSyncRecorder(dir)
+	s, _ := openWith(t, Config{Dir: dir, Syncer: rec})
 	waitSlots(t, s)
-	s.slots.hold.Lock() // no refill until all are written
+	// No refill until all are written: the refill loop may make files, but
+	// hands out none before the fsync of slots/ that makes them durable.
+	release := rec.hold(filepath.Join(dir, slotsDir))
+	defer release()
 	const n = slotsWanted + 20
 	ws := make([]*Writer, n)
 	slotted := 0
@@ -342,7 +375,7 @@ func TestSlotsRunOut(t *testing.T) {
 		}
 		ws[i] = w
 	}
-	s.slots.hold.Unlock()
+	release()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for _, w := range ws {
@@ -361,6 +394,18 @@ func TestSlotsRunOut(t *testing.T) {
 	}
 	if got := len(listDir(t, filepath.Join(dir, queueDir))); got != n {
 		t.Fatalf("%d objects queued, want %d", got, n)
+	}
+	// Each fsynced before it was queued; those committed by rename with
+	// queue/ fsynced after (before Commit returned).
+	evs := rec.snapshot()
+	for _, w := range ws {
+		i := fileSync(evs, w.id)
+		if i < 0 || evs[i].queued {
+			t.Fatalf("object %s (slot %q): fsync of its file at %d, queued before it: %v", w.id, w.slot, i, i >= 0 && evs[i].queued)
+		}
+		if w.slot == "" && dirSync(evs, i, filepath.Join(dir, queueDir), w.id+objectExt) < 0 {
+			t.Fatalf("object %s was committed by rename without an fsync of queue/ holding it", w.id)
+		}
 	}
 	if slotted != slotsWanted {
 		t.Fatalf("%d of %d objects got a slot; the pool holds %d", slotted, n, slotsWanted)
@@ -385,11 +430,8 @@ func TestSlotsRunOut(t *testing.T) {
 // written into; a file with another name (the archive's hard link) is left
 // to that name, untouched.
 func TestDeliveredFileReused(t *testing.T) {
-	dir := t.TempDir()
-	s, log := openLogged(t, dir)
-	if got := opened(t, log)["commit"]; got != "sealed slots" {
-		t.Skipf("the test file system has no user extended attributes (commit %v)", got)
-	}
+	dir := xattrDir(t)
+	s, _ := openLogged(t, dir)
 	waitSlots(t, s)
 	inode := func(path string) uint64 {
 		t.Helper()
@@ -488,7 +530,7 @@ func TestDeliveredFileReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := os.ReadFile(e2.Path)
-	archived := filepath.Join(t.TempDir(), "kept.dcm")
+	archived := filepath.Join(dir, "kept.dcm") // another name on the same file system, outside the spool's directories
 	if err := os.Link(e2.Path, archived); err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
@@ -48,6 +46,11 @@ type Config struct {
 	// value is uid.Lenient. A data set without them is accepted: the
 	// forwarder decides what to do with it.
 	UIDPolicy uid.Policy
+	// Commit is how objects are committed: CommitAuto (the zero value)
+	// for sealed slots where the file system allows them.
+	Commit CommitMode
+	// Syncer does every fsync of the spool; nil: fsync(2).
+	Syncer Syncer
 }
 
 // Directory layout under Config.Dir.
@@ -57,7 +60,7 @@ const (
 	queueDir     = "queue"     // committed objects, waiting to be forwarded
 	deadDir      = "dead"      // objects that cannot be delivered, each with a reason file
 	deliveredDir = "delivered" // delivered objects, when they are kept
-	lockFile     = ".lock"
+	lockFile     = ".lock"     // the PID of the daemon holding the spool; see lock
 	objectExt    = ".dcm"
 	partialExt   = ".part"
 	retryExt     = ".retry"  // beside a queued object: its failed attempts
@@ -98,7 +101,8 @@ type Spool struct {
 	incoming string
 	slotDir  string
 	queue    string
-	lock     *os.File
+	sync     Syncer
+	locks    []*os.File // the spool directory and .lock, flocked: see lock
 	seq      atomic.Uint32
 	slots    *slots   // nil: every object committed the simple way
 	adopted  []string // ready slots Open found in slots/
@@ -117,6 +121,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	if cfg.UIDPolicy != uid.Lenient && cfg.UIDPolicy != uid.Strict {
 		return nil, fmt.Errorf("spool: unknown UID policy %v", cfg.UIDPolicy)
 	}
+	if cfg.Commit != CommitAuto && cfg.Commit != CommitRename {
+		return nil, fmt.Errorf("spool: unknown commit mode %d", cfg.Commit)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -127,28 +134,30 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		incoming: filepath.Join(cfg.Dir, incomingDir),
 		slotDir:  filepath.Join(cfg.Dir, slotsDir),
 		queue:    filepath.Join(cfg.Dir, queueDir),
+		sync:     cfg.Syncer,
+	}
+	if s.sync == nil {
+		s.sync = fsyncer{}
 	}
 	for _, d := range []string{cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, lockFile), os.O_CREATE|os.O_RDWR, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if err := s.lock(); err != nil {
+		return nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool: %s is in use by another process: %w", cfg.Dir, err)
-	}
-	s.lock = lock
 	recovered, removed, err := s.recoverIncoming()
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
+	if err := s.removeProbes(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	for _, d := range []string{filepath.Dir(cfg.Dir), cfg.Dir, s.incoming, s.slotDir, s.queue, filepath.Join(cfg.Dir, deadDir), filepath.Join(cfg.Dir, deliveredDir)} {
-		if err := durable.SyncDir(d); err != nil {
+		if err := s.sync.SyncDir(d); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -160,7 +169,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	}
 	s.cap = newCapacity(cfg.Dir, cfg.Limits, st.Bytes(), log)
 	commit := "sealed slots"
-	if simpleCommits {
+	if cfg.Commit == CommitRename {
 		commit = "rename"
 	} else if err := sealsSupported(s.slotDir); err != nil {
 		commit = "rename"
@@ -182,10 +191,6 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit, "slots_adopted", adopted)
 	return s, nil
 }
-
-// simpleCommits turns the slots off, as on a file system without extended
-// attributes (tests of that way).
-var simpleCommits = false
 
 // Admit says whether a new object (or association) may start: an error
 // wrapping ErrFull when the spool is above its high-water mark.
@@ -230,14 +235,19 @@ func (s *Spool) Resync() error {
 // Close makes the last commits' queue entries durable, removes the unused
 // slots and releases the spool's lock. No Writer may be in use.
 func (s *Spool) Close() error {
-	if s.lock == nil {
+	if s.locks == nil {
 		return nil
 	}
 	if s.slots != nil {
 		s.slots.close()
 	}
-	err := s.lock.Close()
-	s.lock = nil
+	var err error
+	for _, f := range s.locks {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	s.locks = nil
 	return err
 }
 

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -270,5 +272,80 @@ func TestCreateChecks(t *testing.T) {
 	}
 	if _, err := Open(Config{}, nil); err == nil {
 		t.Fatal("Open without a directory")
+	}
+}
+
+// TestLockIsTheDirectory: the spool's lock is an flock on its directory, so
+// removing .lock lets no second Open in, whichever path it takes to the
+// directory (the same, a symlink, a relative path, a bind mount when run
+// as root), and the refusal names the holder's PID, which .lock records
+// for operators. A daemon of an earlier version, which locks only .lock,
+// is refused as well. Once closed, the spool opens again.
+func TestLockIsTheDirectory(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "spool")
+	s := open(t, dir)
+	pid := strconv.Itoa(os.Getpid())
+	if b, err := os.ReadFile(filepath.Join(dir, lockFile)); err != nil || strings.TrimSpace(string(b)) != pid {
+		t.Errorf(".lock holds %q (%v), want the PID %s", b, err, pid)
+	}
+	if err := os.Remove(filepath.Join(dir, lockFile)); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{dir, filepath.Join(base, "symlink")}
+	if err := os.Symlink(dir, paths[1]); err != nil {
+		t.Fatal(err)
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, dir); err == nil {
+			paths = append(paths, rel)
+		}
+	}
+	bind := filepath.Join(base, "bind")
+	if err := os.Mkdir(bind, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(dir, bind, "", syscall.MS_BIND, ""); err == nil {
+		t.Cleanup(func() { syscall.Unmount(bind, syscall.MNT_DETACH) })
+		paths = append(paths, bind)
+	} else {
+		t.Logf("no bind mount (%v): that path is not tried", err)
+	}
+	want := "is in use by another dicomgw (pid " + pid + ")"
+	for _, p := range paths {
+		s2, err := Open(Config{Dir: p, ImplementationClassUID: implUID, ImplementationVersionName: "X"}, nil)
+		if err == nil {
+			s2.Close()
+			t.Errorf("a second Open by %s succeeded with .lock removed", p)
+		} else if !strings.Contains(err.Error(), want) {
+			t.Errorf("second Open by %s: %v, want %q", p, err, want)
+		}
+	}
+	// The first still works, and its objects are where they were.
+	e, err := store(t, s, meta("1.2.9"), dataSet(ctClass, "1.2.9", 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// An earlier version holding .lock.
+	old, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(old.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(Config{Dir: dir, ImplementationClassUID: implUID, ImplementationVersionName: "X"}, nil); err == nil {
+		s2.Close()
+		t.Error("Open succeeded while an earlier version's lock on .lock is held")
+	} else if !strings.Contains(err.Error(), "in use by another dicomgw") {
+		t.Errorf("Open with .lock held: %v", err)
+	}
+	old.Close()
+
+	s = open(t, dir)
+	if _, err := s.Item(StateQueued, e.ID); err != nil {
+		t.Errorf("the object stored while a second Open was refused: %v", err)
 	}
 }

@@ -104,29 +104,6 @@ func eachFile(dir string, fn func(name string, info fs.FileInfo)) error {
 	return nil
 }
 
-// CheckWritable proves the spool can take an object now: it creates,
-// writes, fsyncs and removes a small file on the spool's file system (in
-// its top directory, so that incoming/ holds only objects).
-func (d *Dir) CheckWritable() error {
-	f, err := os.CreateTemp(d.root, ".probe-*")
-	if err != nil {
-		return fmt.Errorf("spool: not writable: %w", err)
-	}
-	name := f.Name()
-	defer os.Remove(name)
-	_, err = f.Write([]byte("dicomgw readiness probe\n"))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("spool: not writable: %w", err)
-	}
-	return nil
-}
-
 // StatsCache takes Stats at most once per maxAge, so that frequent readers
 // (scrapes, readiness probes) do not each list the spool.
 type StatsCache struct {

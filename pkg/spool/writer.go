@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/dicomgw/dicomgw/pkg/dcmhead"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
@@ -198,7 +197,7 @@ func (w *Writer) Commit() (Entry, error) {
 			return Entry{}, fmt.Errorf("spool: sealing: %w", err)
 		}
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.s.sync.SyncFile(w.f); err != nil {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: fsync: %w", err)
 	}
@@ -212,7 +211,7 @@ func (w *Writer) Commit() (Entry, error) {
 		w.Abort()
 		return Entry{}, fmt.Errorf("spool: %w", err)
 	}
-	if err := durable.SyncDir(w.s.queue); err != nil {
+	if err := w.s.sync.SyncDir(w.s.queue); err != nil {
 		// The rename may or may not survive a crash: take it back, so that
 		// an object we could not promise is never forwarded.
 		os.Remove(final)
@@ -233,7 +232,7 @@ func (w *Writer) commitSealed(final string) error {
 		w.Abort()
 		return fmt.Errorf("spool: sealing: %w", err)
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.s.sync.SyncFile(w.f); err != nil {
 		w.Abort()
 		return fmt.Errorf("spool: fsync: %w", err)
 	}
