@@ -68,17 +68,28 @@ func (d *Description) Open() (io.ReadCloser, error) {
 		return fail(damaged(d.ID, d.Path, min(fi.Size(), d.Size), "the file has %d bytes, %d when it was described", fi.Size(), d.Size))
 	}
 	r := &checkedReader{id: d.ID, path: d.Path, f: f, sec: io.NewSectionReader(f, d.DataOffset, d.Size-d.DataOffset), left: d.Size - d.DataOffset}
-	if d.seal != nil {
-		if fi.Size() != d.seal.size {
-			return fail(damaged(d.ID, d.Path, min(fi.Size(), d.seal.size), "the file has %d bytes, its seal says %d", fi.Size(), d.seal.size))
+	if si := d.seal; si != nil {
+		if fi.Size() != si.size {
+			return fail(damaged(d.ID, d.Path, min(fi.Size(), si.size), "the file has %d bytes, its seal says %d", fi.Size(), si.size))
 		}
-		// The seal's CRC covers the file meta information too.
-		r.sealed, r.want = true, d.seal.crc
-		h := crc32.New(castagnoli)
-		if _, err := io.Copy(h, io.NewSectionReader(f, 0, d.DataOffset)); err != nil {
-			return fail(fmt.Errorf("spool: reading %s: %w", filepath.Base(d.Path), err))
+		r.sealed = true
+		switch {
+		case si.headLen == 0:
+			// A version 1 seal: one CRC over the file meta information and
+			// the data set.
+			h := crc32.New(castagnoli)
+			if _, err := io.Copy(h, io.NewSectionReader(f, 0, d.DataOffset)); err != nil {
+				return fail(fmt.Errorf("spool: reading %s: %w", filepath.Base(d.Path), err))
+			}
+			r.crc, r.want = h.Sum32(), si.crc
+		case si.headLen != d.DataOffset:
+			return fail(damaged(d.ID, d.Path, 0, "its file meta information has %d bytes, its seal says %d", d.DataOffset, si.headLen))
+		default:
+			// The data set's CRC is checked as it is read; the head, which
+			// is not sent, only when the object was described (a record
+			// that still reads is what matters of it).
+			r.want = si.dataCRC
 		}
-		r.crc = h.Sum32()
 	}
 	return r, nil
 }

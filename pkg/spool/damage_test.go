@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,11 +86,12 @@ func TestOpenChecksTheSeal(t *testing.T) {
 		})
 	}
 
-	// The file meta information is covered too.
+	// The file meta information is covered too, checked when the object
+	// is described.
 	f, _ := os.OpenFile(e.Path, os.O_RDWR, 0)
 	f.WriteAt([]byte{'X'}, 0) // the preamble
 	f.Close()
-	if _, err := readAllChecked(t, s, e.ID); !errors.Is(err, ErrDamaged) {
+	if _, err := s.Describe(e.ID); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "file meta information's CRC-32C") {
 		t.Errorf("preamble changed: err %v", err)
 	}
 }
@@ -112,7 +114,7 @@ func TestDescribeFindsDamage(t *testing.T) {
 			f.Close()
 		}, "its seal says"},
 		{"seal of another object", func(t *testing.T, e Entry) {
-			unix.Setxattr(e.Path, sealAttr, seal("0000000000000001-00000001", e.Size, 0), 0)
+			unix.Setxattr(e.Path, sealAttr, seal("0000000000000001-00000001", e.Size, 500, 0, 0), 0)
 		}, "seal is that of object"},
 		{"garbled seal", func(t *testing.T, e Entry) { unix.Setxattr(e.Path, sealAttr, []byte("dicomgw-seal-v1 ???"), 0) }, "seal that cannot be read"},
 	} {
@@ -204,5 +206,82 @@ func TestBadRetryRecordConcernsOneObject(t *testing.T) {
 	}
 	if _, err := os.Lstat(bad); !os.IsNotExist(err) {
 		t.Errorf("the bad retry record is still there: %v", err)
+	}
+}
+
+// TestCommitToRecordsDestinations: the destinations an object is routed to
+// are written into its record before the fsync that makes it durable (in
+// the space reserved at Create), read back by ReadMeta and Describe, and
+// covered by the seal; what CommitTo returns is what Describe finds, so
+// the forwarder need not read the file again.
+func TestCommitToRecordsDestinations(t *testing.T) {
+	for _, sealed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "sealed", false: "rename"}[sealed], func(t *testing.T) {
+			cfg := Config{Dir: t.TempDir(), RecordReserve: 64}
+			if sealed {
+				cfg.Dir = xattrDir(t)
+			} else {
+				cfg.Commit = CommitRename
+			}
+			s, _ := openWith(t, cfg)
+			ds := dataSet(ctClass, "1.2.3.6", 10_000)
+			w, err := s.Create(meta("1.2.3.6"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write(ds)
+			if _, err := w.Examine(); err != nil {
+				t.Fatal(err)
+			}
+			dests := []string{"pacs", "research-copy", "kheops_ct"}
+			got, err := w.CommitTo(dests)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(got.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, off, err := ReadMeta(f)
+			f.Close()
+			if err != nil || !slices.Equal(m.Destinations, dests) || off != got.DataOffset {
+				t.Fatalf("record: %v %v, offset %d (CommitTo said %d)", m.Destinations, err, off, got.DataOffset)
+			}
+			d, err := s.Describe(got.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(d.Destinations, dests) || d.DataOffset != got.DataOffset || d.Size != got.Size ||
+				d.StudyInstanceUID != got.StudyInstanceUID || (d.seal == nil) != (got.seal == nil) || sealed != (d.seal != nil) {
+				t.Errorf("Describe %+v\nCommitTo %+v", d, got)
+			}
+			if d.seal != nil && *d.seal != *got.seal {
+				t.Errorf("seal %+v, CommitTo said %+v", *d.seal, *got.seal)
+			}
+			for _, desc := range []Description{got, d} {
+				rc, err := desc.Open()
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || !bytes.Equal(b, ds) {
+					t.Errorf("data set read back: %d bytes, %v", len(b), err)
+				}
+			}
+		})
+	}
+	// More destinations than the reserve holds: refused, nothing left.
+	s, _ := openWith(t, Config{Dir: t.TempDir(), RecordReserve: 8})
+	w, err := s.Create(meta("1.2.3.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(dataSet(ctClass, "1.2.3.5", 100))
+	if _, err := w.CommitTo([]string{"a-destination-with-a-long-name", "another-one"}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("err %v, want the reserve named", err)
+	}
+	if q, _ := s.Items(StateQueued); len(q) != 0 {
+		t.Errorf("%d queued after a refused commit", len(q))
 	}
 }

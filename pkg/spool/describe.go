@@ -3,6 +3,8 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -56,6 +58,17 @@ func DescribeItem(it Item) (Description, error) {
 		return d, damaged(it.ID, it.Path, -1, "its seal is that of object %s", si.id)
 	case sealed && si.size != it.Size:
 		return d, damaged(it.ID, it.Path, min(si.size, it.Size), "the file has %d bytes, its seal says %d", it.Size, si.size)
+	case sealed && si.headLen > 0:
+		// A version 2 seal: the head (read here anyway) is checked now,
+		// the data set as it is read (Open).
+		h := crc32.New(castagnoli)
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, si.headLen)); err != nil {
+			return d, fmt.Errorf("spool: %s: %w", filepath.Base(it.Path), err)
+		}
+		if h.Sum32() != si.headCRC {
+			return d, damaged(it.ID, it.Path, 0, "its file meta information's CRC-32C is %08x, its seal says %08x", h.Sum32(), si.headCRC)
+		}
+		d.seal = &si
 	case sealed:
 		d.seal = &si
 	}

@@ -24,6 +24,10 @@ type Meta struct {
 	RemoteAddr        string    `json:"remote_addr"`
 	AssociationID     string    `json:"association_id"`
 	Received          time.Time `json:"received"`
+	// Destinations are where the object was routed when it was committed:
+	// written into the record by the commit, before the fsync that makes
+	// the object durable, so routing survives with the object.
+	Destinations []string `json:"destinations,omitempty"`
 }
 
 // recordVersion is the version of the JSON record in (0002,0102).
@@ -48,13 +52,19 @@ const preambleLen = part10.PreambleLen
 // C-STORE command, the transfer syntax of the presentation context, our
 // implementation class UID and version name, the calling AE as source AE
 // title, and our record as private information whose creator is our
-// implementation class UID.
-func appendMeta(b []byte, m *Meta, implUID, implVersion string) ([]byte, error) {
+// implementation class UID. The record is padded with reserve spaces, room
+// for what the commit adds to it (recordAt). It returns where the record's
+// value lies in b.
+func appendMeta(b []byte, m *Meta, implUID, implVersion string, reserve int) ([]byte, recordAt, error) {
 	rec, err := json.Marshal(record{Version: recordVersion, Meta: *m})
 	if err != nil {
-		return nil, err
+		return nil, recordAt{}, err
 	}
-	return part10.AppendMeta(b, &part10.Meta{
+	padded := append(rec, bytes.Repeat([]byte{' '}, reserve)...)
+	if len(padded)%2 == 1 {
+		padded = append(padded, ' ') // what part10 would add
+	}
+	b = part10.AppendMeta(b, &part10.Meta{
 		SOPClassUID:               m.SOPClassUID,
 		SOPInstanceUID:            m.SOPInstanceUID,
 		TransferSyntaxUID:         m.TransferSyntaxUID,
@@ -62,8 +72,30 @@ func appendMeta(b []byte, m *Meta, implUID, implVersion string) ([]byte, error) 
 		ImplementationVersionName: implVersion,
 		SourceAE:                  m.CallingAE,
 		PrivateCreator:            implUID,
-		Private:                   rec,
-	}), nil
+		Private:                   padded,
+	})
+	// The record is the last element of the group.
+	return b, recordAt{off: len(b) - len(padded), n: len(padded)}, nil
+}
+
+// recordAt is where a record's value lies in a head: it may be rewritten
+// in place with a record of at most n bytes, padded with spaces.
+type recordAt struct{ off, n int }
+
+// rewriteRecord writes m's record over the one at r in head.
+func rewriteRecord(head []byte, r recordAt, m *Meta) error {
+	rec, err := json.Marshal(record{Version: recordVersion, Meta: *m})
+	if err != nil {
+		return err
+	}
+	if len(rec) > r.n {
+		return fmt.Errorf("spool: the record needs %d bytes, %d were reserved for it", len(rec), r.n)
+	}
+	copy(head[r.off:], rec)
+	for i := r.off + len(rec); i < r.off+r.n; i++ {
+		head[i] = ' '
+	}
+	return nil
 }
 
 // ErrNotSpoolFile is wrapped by ReadMeta errors for files the spool did not

@@ -262,22 +262,22 @@ func TestRecoverSealed(t *testing.T) {
 		idD = "0000000000000004-00040004" // sealed, shorter on disk than sealed
 		idJ = "000000000000000a-000a000a" // sealed, longer on disk than sealed: junk appended
 	)
-	put(".slot-a", good, seal(idA, int64(len(good)), crc(good)))
+	put(".slot-a", good, sealV1(idA, int64(len(good)), crc(good)))
 	if err := os.Link(filepath.Join(sl, ".slot-a"), filepath.Join(in, idA+partialExt)); err != nil {
 		t.Fatal(err)
 	}
-	put(".slot-b", good, seal(idB, int64(len(good)), crc(good)))
+	put(".slot-b", good, sealV1(idB, int64(len(good)), crc(good)))
 	if err := os.WriteFile(filepath.Join(dir, queueDir, idB+objectExt), good, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	torn := bytes.Clone(good)
 	torn[len(torn)-10] ^= 0xff
-	put(".slot-c", torn, seal(idC, int64(len(good)), crc(good)))
-	put("legacy.slot-d", good[:len(good)-100], seal(idD, int64(len(good)), crc(good)))
+	put(".slot-c", torn, sealV1(idC, int64(len(good)), crc(good)))
+	put("legacy.slot-d", good[:len(good)-100], sealV1(idD, int64(len(good)), crc(good)))
 	// The sealed bytes intact, more after them: not the object that was
 	// sealed, whose size is part of its seal (removed: see readSeal).
-	put(".slot-j", append(bytes.Clone(good), "written after the seal"...), seal(idJ, int64(len(good)), crc(good)))
-	put(".slot-e", good, seal("../../etc/x", int64(len(good)), crc(good)))          // not an ID of ours
+	put(".slot-j", append(bytes.Clone(good), "written after the seal"...), sealV1(idJ, int64(len(good)), crc(good)))
+	put(".slot-e", good, sealV1("../../etc/x", int64(len(good)), crc(good)))        // not an ID of ours
 	put(".slot-f", good, []byte("dicomgw-seal-v1 0000000000000006-00060006 12 zz")) // not a seal
 	put(".slot-g", nil, nil)                                                        // a ready slot
 	put("legacy.slot-h", nil, nil)                                                  // an old version's ready slot
@@ -285,7 +285,21 @@ func TestRecoverSealed(t *testing.T) {
 	put("legacy.probe-1", []byte("x"), nil)
 	// An old version's sealed slot in incoming/: recovered from there.
 	const idI = "0000000000000009-00090009"
-	put("legacy.slot-i", good, seal(idI, int64(len(good)), crc(good)))
+	put("legacy.slot-i", good, sealV1(idI, int64(len(good)), crc(good)))
+	// Version 2 seals (the head and the data set apart), as this version
+	// writes them: intact is recovered; a torn head or data set is not.
+	hl := len(good) - len(dataSet(ctClass, "1.2.3.4", 3000))
+	const (
+		idK = "000000000000000b-000b000b" // version 2, intact: recovered
+		idL = "000000000000000c-000c000c" // version 2, head torn
+		idM = "000000000000000d-000d000d" // version 2, data set torn
+	)
+	v2 := func(id string) []byte { return seal(id, int64(len(good)), int64(hl), crc(good[:hl]), crc(good[hl:])) }
+	put(".slot-k", good, v2(idK))
+	headTorn := bytes.Clone(good)
+	headTorn[hl-3] ^= 0x20
+	put(".slot-l", headTorn, v2(idL))
+	put(".slot-m", torn, v2(idM))
 
 	// A recovered object's slot goes only once its queue/ entry is durable:
 	// at the first fsync of queue/ holding it, the slot is still there.
@@ -307,11 +321,11 @@ func TestRecoverSealed(t *testing.T) {
 		t.Errorf("Open returned without an fsync of queue/ holding the recovered objects (%v)", covered)
 	}
 	rec := opened(t, log)
-	if rec["recovered"] != 2.0 || rec["partials_removed"] != 1.0 {
-		t.Errorf("recovered %v, partials removed %v; want 2 and 1", rec["recovered"], rec["partials_removed"])
+	if rec["recovered"] != 3.0 || rec["partials_removed"] != 1.0 {
+		t.Errorf("recovered %v, partials removed %v; want 3 and 1", rec["recovered"], rec["partials_removed"])
 	}
 	queued := listDir(t, filepath.Join(dir, queueDir))
-	want := []string{idA + objectExt, idB + objectExt, idI + objectExt}
+	want := []string{idA + objectExt, idB + objectExt, idI + objectExt, idK + objectExt}
 	if strings.Join(queued, " ") != strings.Join(want, " ") {
 		t.Fatalf("queue/ holds %v, want %v", queued, want)
 	}
@@ -321,7 +335,7 @@ func TestRecoverSealed(t *testing.T) {
 	if des := mustReadDir(t, in); len(des) != 0 {
 		t.Errorf("left in incoming/: %d entries", len(des))
 	}
-	for _, name := range []string{".slot-a", ".slot-b", ".slot-c", ".slot-e", ".slot-f", ".slot-j"} {
+	for _, name := range []string{".slot-a", ".slot-b", ".slot-c", ".slot-e", ".slot-f", ".slot-j", ".slot-k", ".slot-l", ".slot-m"} {
 		if _, err := os.Lstat(filepath.Join(sl, name)); err == nil {
 			t.Errorf("left in slots/: %s", name)
 		}
@@ -333,7 +347,7 @@ func TestRecoverSealed(t *testing.T) {
 		t.Error("the recovered object still has other names")
 	}
 	items, err := s.Items(StateQueued)
-	if err != nil || len(items) != 3 {
+	if err != nil || len(items) != 4 {
 		t.Fatalf("Items: %d, %v", len(items), err)
 	}
 }

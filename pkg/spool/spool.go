@@ -51,6 +51,10 @@ type Config struct {
 	Commit CommitMode
 	// Syncer does every fsync of the spool; nil: fsync(2).
 	Syncer Syncer
+	// RecordReserve is the room (bytes) left in each object's record for
+	// the destinations its commit writes into it (SetRecordReserve
+	// changes it for the objects that begin after).
+	RecordReserve int
 }
 
 // Directory layout under Config.Dir.
@@ -104,8 +108,9 @@ type Spool struct {
 	sync     Syncer
 	locks    []*os.File // the spool directory and .lock, flocked: see lock
 	seq      atomic.Uint32
-	slots    *slots   // nil: every object committed the simple way
-	adopted  []string // ready slots Open found in slots/
+	reserve  atomic.Int64 // Config.RecordReserve, then SetRecordReserve
+	slots    *slots       // nil: every object committed the simple way
+	adopted  []string     // ready slots Open found in slots/
 }
 
 // Open opens (creating if need be) the spool in cfg.Dir, takes its lock so
@@ -168,6 +173,7 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		return nil, err
 	}
 	s.cap = newCapacity(cfg.Dir, cfg.Limits, st.Bytes(), log)
+	s.reserve.Store(int64(max(cfg.RecordReserve, 0)))
 	commit := "sealed slots"
 	if cfg.Commit == CommitRename {
 		commit = "rename"
@@ -191,6 +197,11 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		"bytes_held", st.Bytes(), "partials_removed", removed, "recovered", recovered, "commit", commit, "slots_adopted", adopted)
 	return s, nil
 }
+
+// SetRecordReserve sets the room left in the record of objects that begin
+// from now on for the destinations their commit writes: enough for the
+// longest list of destinations an object can be routed to.
+func (s *Spool) SetRecordReserve(n int) { s.reserve.Store(int64(max(n, 0))) }
 
 // Admit says whether a new object (or association) may start: an error
 // wrapping ErrFull when the spool is above its high-water mark.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -120,7 +121,7 @@ func TestCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m != meta("1.2.3.4.5") {
+	if !reflect.DeepEqual(m, meta("1.2.3.4.5")) {
 		t.Fatalf("meta %+v", m)
 	}
 	if !bytes.Equal(b[off:], ds) {

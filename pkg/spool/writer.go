@@ -59,12 +59,23 @@ type Writer struct {
 	slot    string // the slot written into; "": tmp is the only name
 	pool    *slots // the slot's pool
 	f       *os.File
-	crc     uint32 // CRC-32C of the file so far (the seal's)
+	head    []byte   // the file meta information as written
+	record  recordAt // where the record lies in head
+	crc     uint32   // CRC-32C of the data set so far (the seal's)
 	dataOff int64
 	size    int64
 	counted int64 // bytes added to the spool's accounting
 	err     error // first write error; the object is lost
 	done    bool
+	seen    *Examined // what the walk found, once Examine has run
+}
+
+// Examined is what the walk at commit found in the data set.
+type Examined struct {
+	Summary dcmhead.Summary
+	// Nonconforming are the data set's UIDs that the policy let through
+	// although they break PS3.5 9.1.
+	Nonconforming []uid.Finding
 }
 
 // Create starts receiving an object described by m (whose UIDs the caller
@@ -83,10 +94,11 @@ func (s *Spool) Create(m Meta) (*Writer, error) {
 	m.Received = m.Received.UTC()
 	w := &Writer{s: s, meta: m, enc: encodingOf(ts.Encoding), id: s.newID(m.Received)}
 	w.tmp = filepath.Join(s.incoming, w.id+partialExt)
-	head, err := appendMeta(nil, &m, s.cfg.ImplementationClassUID, s.cfg.ImplementationVersionName)
+	head, rec, err := appendMeta(nil, &m, s.cfg.ImplementationClassUID, s.cfg.ImplementationVersionName, int(s.reserve.Load()))
 	if err != nil {
 		return nil, err
 	}
+	w.head, w.record = head, rec
 	if err := w.open(); err != nil {
 		return nil, err
 	}
@@ -94,7 +106,6 @@ func (s *Spool) Create(m Meta) (*Writer, error) {
 		w.Abort()
 		return nil, fmt.Errorf("spool: writing file meta information: %w", err)
 	}
-	w.crc = crc32.Update(0, castagnoli, head)
 	w.dataOff = int64(len(head))
 	w.count(w.dataOff)
 	return w, nil
@@ -168,48 +179,94 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Commit checks the data set, makes the object durable and queues it. On
-// any error the object is removed: a nil error is the only "stored".
-func (w *Writer) Commit() (Entry, error) {
+// Examine walks the data set as written (its structure, its SOP Class
+// and Instance UIDs against the command's, its Study and Series UIDs
+// against the policy) and returns what it found, for the caller to route
+// the object before it commits it. On an error the object is removed: the
+// sender is told why.
+func (w *Writer) Examine() (Examined, error) {
 	if w.done {
-		return Entry{}, errors.New("spool: writer already finished")
+		return Examined{}, errors.New("spool: writer already finished")
 	}
 	if w.err != nil {
 		w.Abort()
-		return Entry{}, w.err
+		return Examined{}, w.err
 	}
-	sum, nonconforming, err := w.check()
+	if w.seen == nil {
+		sum, nonconforming, err := w.check()
+		if err != nil {
+			w.Abort()
+			return Examined{}, err
+		}
+		w.seen = &Examined{Summary: sum, Nonconforming: nonconforming}
+	}
+	return *w.seen, nil
+}
+
+// Commit is CommitTo without destinations (objects of a spool whose
+// caller does not route).
+func (w *Writer) Commit() (Entry, error) {
+	d, err := w.CommitTo(nil)
+	return d.Entry, err
+}
+
+// CommitTo checks the data set (Examine, if the caller has not), records
+// the destinations the object was routed to in its record, makes the
+// object durable and queues it. On any error the object is removed: a nil
+// error is the only "stored". What it returns is the queued object as the
+// forwarder needs it: nothing has to be read again.
+func (w *Writer) CommitTo(dests []string) (Description, error) {
+	seen, err := w.Examine()
 	if err != nil {
-		w.Abort()
-		return Entry{}, err
+		return Description{}, err
 	}
+	if len(dests) > 0 {
+		w.meta.Destinations = dests
+		if err := rewriteRecord(w.head, w.record, &w.meta); err != nil {
+			w.Abort()
+			return Description{}, err
+		}
+		if _, err := w.f.WriteAt(w.head[w.record.off:w.record.off+w.record.n], int64(w.record.off)); err != nil {
+			w.Abort()
+			return Description{}, fmt.Errorf("spool: writing the record: %w", err)
+		}
+	}
+	sum := seen.Summary
 	final := filepath.Join(w.s.queue, w.id+objectExt)
-	entry := Entry{ID: w.id, Path: final, Size: w.dataOff + w.size, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID, Nonconforming: nonconforming}
+	total := w.dataOff + w.size
+	si := sealInfo{id: w.id, size: total, headLen: w.dataOff, headCRC: crc32.Checksum(w.head, castagnoli), dataCRC: w.crc}
+	d := Description{
+		Item: Item{Entry: Entry{ID: w.id, Path: final, Size: total, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID,
+			Nonconforming: seen.Nonconforming}, State: StateQueued, Modified: w.meta.Received},
+		Meta: w.meta, DataOffset: w.dataOff, StudyInstanceUID: sum.StudyInstanceUID, SeriesInstanceUID: sum.SeriesInstanceUID,
+	}
 	if w.slot != "" {
-		return entry, w.commitSealed(final)
+		d.seal = &si
+		return d, w.commitSealed(final, si)
 	}
 	if w.s.slots != nil {
 		// No slot was ready (the pool was empty), but the file system
 		// takes seals: sealed all the same, so that every object of such
 		// a spool is checked against its CRC on its way out.
-		if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(w.id, w.dataOff+w.size, w.crc), 0); err != nil {
+		if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(si.id, si.size, si.headLen, si.headCRC, si.dataCRC), 0); err != nil {
 			w.Abort()
-			return Entry{}, fmt.Errorf("spool: sealing: %w", err)
+			return Description{}, fmt.Errorf("spool: sealing: %w", err)
 		}
+		d.seal = &si
 	}
 	if err := w.s.sync.SyncFile(w.f); err != nil {
 		w.Abort()
-		return Entry{}, fmt.Errorf("spool: fsync: %w", err)
+		return Description{}, fmt.Errorf("spool: fsync: %w", err)
 	}
 	if err := w.f.Close(); err != nil {
 		w.f = nil
 		w.Abort()
-		return Entry{}, fmt.Errorf("spool: %w", err)
+		return Description{}, fmt.Errorf("spool: %w", err)
 	}
 	w.f = nil
 	if err := os.Rename(w.tmp, final); err != nil {
 		w.Abort()
-		return Entry{}, fmt.Errorf("spool: %w", err)
+		return Description{}, fmt.Errorf("spool: %w", err)
 	}
 	if err := w.s.sync.SyncDir(w.s.queue); err != nil {
 		// The rename may or may not survive a crash: take it back, so that
@@ -217,18 +274,17 @@ func (w *Writer) Commit() (Entry, error) {
 		os.Remove(final)
 		w.done = true
 		w.count(-w.counted)
-		return Entry{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
+		return Description{}, fmt.Errorf("spool: fsync of queue directory: %w", err)
 	}
 	w.done = true
-	return entry, nil
+	return d, nil
 }
 
 // commitSealed commits an object written into a slot: seal and fsync (the
 // object is durable under the slot's name), link into queue/, and leave
 // the queue directory's fsync and the slot's removal to the background.
-func (w *Writer) commitSealed(final string) error {
-	total := w.dataOff + w.size
-	if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(w.id, total, w.crc), 0); err != nil {
+func (w *Writer) commitSealed(final string, si sealInfo) error {
+	if err := unix.Fsetxattr(int(w.f.Fd()), sealAttr, seal(si.id, si.size, si.headLen, si.headCRC, si.dataCRC), 0); err != nil {
 		w.Abort()
 		return fmt.Errorf("spool: sealing: %w", err)
 	}
