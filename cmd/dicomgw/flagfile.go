@@ -112,7 +112,18 @@ func applyFlagFiles(fs *pflag.FlagSet, paths []string) error {
 			if err := fs.Set(l.name, value); err != nil {
 				return fmt.Errorf("%s: invalid value %q for --%s: %v", l.where(), value, l.name, err)
 			}
+			if o, ok := f.Value.(originRecorder); ok {
+				o.setOrigin(l.where())
+			}
 		}
 	}
 	return nil
+}
+
+// originRecorder is a repeatable flag whose values remember where each
+// came from ("file:line", or "command line"), so that a check made once
+// every flag is read (a route naming a destination that does not exist)
+// can still name the line.
+type originRecorder interface {
+	setOrigin(where string)
 }
