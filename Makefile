@@ -21,7 +21,8 @@ FUZZ_TARGETS := \
 	./pkg/dimse:FuzzAssociation \
 	./pkg/dcmhead:FuzzWalk \
 	./pkg/forward:FuzzSTOWAnswer \
-	./pkg/forward:FuzzMatcher
+	./pkg/forward:FuzzMatcher \
+	./pkg/route:FuzzRoute
 # Targets whose coverage depends on goroutine scheduling (a live
 # association): minimizing their inputs would chase coverage that does not
 # reproduce, so it is off for them.

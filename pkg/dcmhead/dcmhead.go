@@ -8,7 +8,9 @@
 // reading it. It never allocates memory sized by a length read from the data:
 // apart from a fixed read window (and, for the deflated transfer syntax, the
 // inflater's fixed state) the only allocations are the four UID strings of
-// the Summary, each bounded by MaxUIDLength.
+// the Summary, each bounded by MaxUIDLength, and, for WalkCollect, the
+// values asked for, each bounded by MaxValueLength (a few times that for a
+// multi-valued binary value written in decimal).
 //
 // The encoding rules come from DICOM PS3.5:
 //   - 7.1 (Data Elements): element header layouts for implicit and explicit
@@ -103,6 +105,11 @@ type Summary struct {
 	// error it says how far the walk got (for the deflated encoding, how much
 	// compressed input the inflater had consumed, read-ahead included).
 	Size int64
+	// Values holds, by tag, the value of each element WalkCollect was asked
+	// for and found in the top-level data set; nil when none was (and always
+	// for Walk). See WalkCollect for which values are collected and how
+	// they are written.
+	Values map[uint32]string
 }
 
 // FormatError says why and where the data set is malformed.
@@ -207,14 +214,51 @@ func (m mode) tag(b []byte) uint32 { return uint32(m.u16(b))<<16 | uint32(m.u16(
 // returned Summary holds what was found before the fault, which may help a
 // log line, but must not be trusted.
 func Walk(r io.ReaderAt, off, size int64, enc Encoding) (Summary, error) {
-	return walk(r, off, size, enc, windowSize)
+	return walk(r, off, size, enc, windowSize, nil)
 }
 
-// walk is Walk with a chosen window size, at least MaxUIDLength (tests vary
-// it to check that results do not depend on where window boundaries fall).
-func walk(r io.ReaderAt, off, size int64, enc Encoding, window int) (Summary, error) {
-	if window < MaxUIDLength {
-		panic("dcmhead: window smaller than MaxUIDLength")
+// WalkCollect is Walk that also collects, into Summary.Values, the values of
+// the top-level elements whose tags are in want (as the routes of issue 13
+// need them). What it accepts or rejects, and every other field of the
+// Summary, are exactly Walk's: collecting changes what is read, never the
+// verdict. Nested elements (in sequence items) are not looked at.
+//
+// A value is collected, as a string, when its VR is one of
+//   - AE, AS, CS, DA, DS, DT, IS, LO, LT, PN, SH, ST, TM, UC, UI, UR, UT: the
+//     value's bytes with trailing spaces and NULs trimmed; a multi-valued
+//     value keeps its backslashes ("ORIGINAL\PRIMARY"). The bytes are not
+//     converted from the Specific Character Set nor checked: they may hold
+//     any byte, and must be escaped before they are logged or shown;
+//   - US, SS, UL, SL, UV, SV, FL, FD: each number in decimal (floats in the
+//     shortest form that reads back exactly, strconv 'g' -1), several joined
+//     with backslashes, in the byte order of the encoding.
+//
+// The VR is the element's own in explicit VR. In implicit VR it is the
+// dictionary's (pkg/dict): elements the dictionary does not know (private
+// ones) or gives a choice of VR for ("US or SS") are not collected. An
+// explicit element of VR UN (PS3.5 6.2.2: a sender that did not know it) is
+// decoded by the dictionary's VR when that is a text VR, or a binary one in
+// little endian. Not collected: elements of any other VR (OB, OD, OF, OL, OV,
+// OW, SQ, AT, UN without a usable dictionary VR), values longer than
+// MaxValueLength, undefined-length elements, binary values whose length is
+// not a multiple of their size; and a value already collected is not
+// replaced by a later element with the same tag. The four UIDs of the
+// Summary, when wanted, are collected as the Summary has them.
+//
+// Values are read through the same read window as element headers, so
+// collecting costs at most one read per wanted value that is not already in
+// the window; bulk values (pixel data and the like) are still skipped by
+// offset, never read. With nothing wanted, WalkCollect is Walk.
+func WalkCollect(r io.ReaderAt, off, size int64, enc Encoding, want []uint32) (Summary, error) {
+	return walk(r, off, size, enc, windowSize, newWants(want))
+}
+
+// walk is WalkCollect with a chosen window size, at least MaxUIDLength and
+// MaxValueLength (tests vary it to check that results do not depend on where
+// window boundaries fall).
+func walk(r io.ReaderAt, off, size int64, enc Encoding, window int, want []wanted) (Summary, error) {
+	if window < max(MaxUIDLength, MaxValueLength) {
+		panic("dcmhead: window smaller than MaxUIDLength or MaxValueLength")
 	}
 	if r == nil {
 		return Summary{}, errors.New("dcmhead: nil reader")
@@ -230,23 +274,23 @@ func walk(r io.ReaderAt, off, size int64, enc Encoding, window int) (Summary, er
 	case ExplicitVRBigEndian:
 		m = mode{explicit: true, bigEndian: true}
 	case DeflatedExplicitVRLittleEndian:
-		return walkDeflated(r, off, size, window)
+		return walkDeflated(r, off, size, window, want)
 	default:
 		return Summary{}, fmt.Errorf("dcmhead: unknown encoding %d", uint8(enc))
 	}
-	w := walker{ra: r, base: off, end: size, buf: make([]byte, min(size, int64(window)))}
+	w := walker{ra: r, base: off, end: size, buf: make([]byte, min(size, int64(window))), want: want}
 	err := w.dataset(m, 0, -1)
 	w.sum.Size = w.pos
 	return w.sum, err
 }
 
 // walkDeflated walks a Deflated Explicit VR Little Endian data set (PS3.5 A.5).
-func walkDeflated(r io.ReaderAt, off, size int64, window int) (Summary, error) {
+func walkDeflated(r io.ReaderAt, off, size int64, window int, want []wanted) (Summary, error) {
 	src := &countingReader{br: bufio.NewReaderSize(&sectionReader{r: r, off: off, end: off + size, size: size}, 16<<10)}
 	fr := flate.NewReader(src)
 	defer fr.Close()
 	zr := &crcReader{r: fr}
-	w := walker{zr: zr, zsrc: src, end: -1, buf: make([]byte, window), inflated: true}
+	w := walker{zr: zr, zsrc: src, end: -1, buf: make([]byte, window), inflated: true, want: want}
 	err := w.dataset(mode{explicit: true}, 0, -1)
 	w.sum.Size = src.n
 	if err != nil {

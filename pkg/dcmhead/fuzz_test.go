@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,13 @@ import (
 //   - gives the same result, error text included, with the smallest window
 //     and at another offset (the summary is stable);
 //   - for a valid Explicit VR Little Endian data set, gives the same summary
-//     when the data set is deflated and walked as Deflated Explicit VR LE.
+//     when the data set is deflated and walked as Deflated Explicit VR LE;
+//   - with WalkCollect, asked for fixed tags of every collected VR and for
+//     the tags read at the even offsets of the data's first 256 bytes (so
+//     the fuzzer's own elements get collected), gives Walk's verdict, error
+//     text and summary, reads and allocates within the same bounds, collects
+//     only wanted tags with bounded values, and gives the same values with
+//     the smallest window and once deflated.
 //
 // Seeds are in testdata/fuzz/FuzzWalk (regenerate with
 // DCMHEAD_WRITE_SEEDS=1 go test -run TestWriteFuzzSeeds ./pkg/dcmhead).
@@ -67,11 +74,11 @@ func FuzzWalk(f *testing.F) {
 			}
 		}
 
-		sum2, err2 := walk(bytes.NewReader(data), 0, size, enc, MaxUIDLength)
+		sum2, err2 := walk(bytes.NewReader(data), 0, size, enc, MaxUIDLength, nil)
 		if err != nil && enc == DeflatedExplicitVRLittleEndian {
 			sum2.Size = sum.Size // depends on the inflater's read-ahead
 		}
-		if sum2 != sum || errText(err2) != errText(err) {
+		if !sameSummary(sum2, sum) || errText(err2) != errText(err) {
 			t.Fatalf("unstable: window %d at offset %d: %+v, %v; window %d at offset 0: %+v, %v",
 				windowSize, off, sum, err, MaxUIDLength, sum2, err2)
 		}
@@ -80,11 +87,84 @@ func FuzzWalk(f *testing.F) {
 			z := deflateBytes(t, data)
 			dsum, derr := Walk(bytes.NewReader(z), 0, int64(len(z)), DeflatedExplicitVRLittleEndian)
 			dsum.Size = sum.Size
-			if derr != nil || dsum != sum {
+			if derr != nil || !sameSummary(dsum, sum) {
 				t.Fatalf("deflated: %+v, %v; plain: %+v", dsum, derr, sum)
 			}
 		}
+
+		fuzzCollect(t, enc, data, sum, err)
 	})
+}
+
+// fuzzCollect checks WalkCollect on data against Walk's result.
+func fuzzCollect(t *testing.T, enc Encoding, data []byte, sum Summary, err error) {
+	want := append([]uint32(nil), allTags...)
+	m := mode{bigEndian: enc == ExplicitVRBigEndian}
+	for i := 0; i+4 <= min(len(data), 256); i += 2 {
+		want = append(want, m.tag(data[i:]))
+	}
+	const off = 5
+	buf := make([]byte, off+len(data)+7)
+	copy(buf[off:], data)
+	size := int64(len(data))
+	cr := &countingReaderAt{r: bytes.NewReader(buf), lo: off, hi: off + size}
+
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	csum, cerr := WalkCollect(cr, off, size, enc, want)
+	runtime.ReadMemStats(&ms1)
+	if a := ms1.TotalAlloc - ms0.TotalAlloc; a > 1<<20 {
+		t.Fatalf("WalkCollect allocated %d bytes for %d input bytes", a, len(data))
+	}
+	if cr.bad != nil {
+		t.Fatal(cr.bad)
+	}
+	if errText(cerr) != errText(err) {
+		t.Fatalf("WalkCollect: %v; Walk: %v", cerr, err)
+	}
+	for tag, v := range csum.Values {
+		if !slices.Contains(want, tag) {
+			t.Fatalf("collected %s, not wanted", fmtTag(tag))
+		}
+		// Text: at most MaxValueLength bytes; numbers: at most 512
+		// values of at most 24 characters and a separator.
+		if len(v) > MaxValueLength*25/2 {
+			t.Fatalf("%s: value of %d bytes", fmtTag(tag), len(v))
+		}
+	}
+	for i, u := range []string{csum.SOPClassUID, csum.SOPInstanceUID, csum.StudyInstanceUID, csum.SeriesInstanceUID} {
+		tag := []uint32{tagSOPClass, tagSOPInstance, tagStudy, tagSeries}[i]
+		if v, ok := csum.Values[tag]; ok && v != u {
+			t.Fatalf("%s: Values %q, summary %q", fmtTag(tag), v, u)
+		}
+	}
+	if csum.Values != nil && len(csum.Values) == 0 {
+		t.Fatal("empty, non-nil Values")
+	}
+	values := csum.Values
+	csum.Values = nil
+	if !sameSummary(csum, sum) {
+		t.Fatalf("WalkCollect %+v; Walk %+v", csum, sum)
+	}
+	csum.Values = values
+
+	csum2, cerr2 := walk(bytes.NewReader(data), 0, size, enc, MaxValueLength, newWants(want))
+	if cerr != nil && enc == DeflatedExplicitVRLittleEndian {
+		csum2.Size = csum.Size // depends on the inflater's read-ahead
+	}
+	if !sameSummary(csum2, csum) || errText(cerr2) != errText(cerr) {
+		t.Fatalf("unstable collection: window %d: %+v, %v; window %d: %+v, %v",
+			windowSize, csum, cerr, MaxValueLength, csum2, cerr2)
+	}
+
+	if cerr == nil && enc == ExplicitVRLittleEndian {
+		z := deflateBytes(t, data)
+		dsum, derr := WalkCollect(bytes.NewReader(z), 0, int64(len(z)), DeflatedExplicitVRLittleEndian, want)
+		dsum.Size = csum.Size
+		if derr != nil || !sameSummary(dsum, csum) {
+			t.Fatalf("deflated collection: %+v, %v; plain: %+v", dsum, derr, csum)
+		}
+	}
 }
 
 // TestWriteFuzzSeeds (re)writes the committed FuzzWalk seed corpus: small

@@ -30,6 +30,8 @@ type walker struct {
 	sum     Summary
 	seen    [4]bool
 	seenOff [4]int64
+
+	want []wanted // sorted by tag; nil when nothing is to be collected
 }
 
 // where formats an offset for an error message.
@@ -309,6 +311,16 @@ func (w *walker) dataset(m mode, depth int, open int64) error {
 				}
 				continue
 			}
+			if w.want != nil && vl <= MaxValueLength {
+				if j := findWant(w.want, tag); j >= 0 {
+					if cvr := collectVR(m, w.want[j], vr); cvr != 0 {
+						if err := w.collect(tag, cvr, start, vl, m.bigEndian); err != nil {
+							return err
+						}
+						continue
+					}
+				}
+			}
 		}
 		if err := w.skip(ofElement, tag, start, int64(vl)); err != nil {
 			return err
@@ -446,6 +458,9 @@ func (w *walker) readUID(i int, tag uint32, start int64, vl uint32) error {
 	}
 	s := string(bytes.Trim(b, "\x00 "))
 	w.pos += int64(vl)
+	if w.want != nil && findWant(w.want, tag) >= 0 {
+		w.setValue(tag, s)
+	}
 	switch i {
 	case 0:
 		w.sum.SOPClassUID = s
