@@ -321,7 +321,7 @@ func New(cfg Config, q Queue, dest Destination, log *slog.Logger, reg prometheus
 		cfg: cfg.withDefaults(), q: q, dest: dest, log: log, now: time.Now,
 		kick:  make(chan struct{}, 1),
 		items: make(map[string]*item),
-		m:     newMetrics(reg, dest),
+		m:     newMetrics(reg),
 	}
 	f.m.up.Set(1)
 	return f
@@ -333,6 +333,23 @@ func (f *Forwarder) Notify(id string) {
 	f.mu.Lock()
 	if f.held() < f.cfg.Window {
 		f.pending = append(f.pending, id)
+	} else {
+		f.overflow = true
+	}
+	f.mu.Unlock()
+	f.wake()
+}
+
+// Offer hands the forwarder an object just committed, already described
+// (what the commit learned travels with it: nothing is read again). Like
+// Notify, it never blocks; beyond the window the object waits on disk for
+// a rescan.
+func (f *Forwarder) Offer(obj *Object) {
+	f.mu.Lock()
+	if f.held() < f.cfg.Window {
+		if f.items[obj.ID] == nil {
+			f.items[obj.ID] = &item{obj: obj, added: f.now()}
+		}
 	} else {
 		f.overflow = true
 	}

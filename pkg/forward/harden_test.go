@@ -150,9 +150,6 @@ func TestSTOWDamagedObjectNeverSent(t *testing.T) {
 	if incomplete != 1 {
 		t.Errorf("%d incomplete requests, want 1 (the one abandoned on the damage)", incomplete)
 	}
-	if got := testutil.ToFloat64(f.m.damaged); got != 1 {
-		t.Errorf("damaged objects counted: %v", got)
-	}
 	if _, re, _ := r.q.counts(); re != 0 {
 		t.Errorf("%d retries recorded: the others were not attempted", re)
 	}
@@ -174,9 +171,6 @@ func TestForwarderQuarantinesDamagedRecords(t *testing.T) {
 	q.checkAccounted(t, map[string]string{"0001": "delivered", "0002": "dead", "0003": "delivered"})
 	if why := q.reason("0002"); !strings.Contains(why, "damaged in the spool: queue/0002.retry") {
 		t.Errorf("reason %q", why)
-	}
-	if got := testutil.ToFloat64(f.m.damaged); got != 1 {
-		t.Errorf("damaged objects counted: %v", got)
 	}
 }
 

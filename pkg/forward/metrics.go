@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,15 +16,13 @@ type metrics struct {
 	batchB    prometheus.Histogram
 	up        prometheus.Gauge
 	pauses    *prometheus.CounterVec // cause
-	damaged   prometheus.Counter
 	filed     *prometheus.CounterVec // reason
 }
 
-func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
-	kind := "other"
-	if dest != nil {
-		kind, _, _ = strings.Cut(dest.String(), ":")
-	}
+// newMetrics makes a forwarder's metrics. A gateway with several
+// destinations registers each forwarder's through a Registerer that adds
+// the destination's name as a label (prometheus.WrapRegistererWith).
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicomgw_forward_requests_total",
@@ -51,9 +48,8 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 			Buckets: prometheus.ExponentialBuckets(64<<10, 4, 10), // 64 KiB .. 16 GiB
 		}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "dicomgw_forward_destination_up",
-			Help:        "1 while the destination takes objects, 0 while it is paused (refusing for a reason an operator must fix: configuration, credentials).",
-			ConstLabels: prometheus.Labels{"destination": kind},
+			Name: "dicomgw_forward_destination_up",
+			Help: "1 while the destination takes objects, 0 while it is paused (refusing for a reason an operator must fix: configuration, credentials).",
 		}),
 		filed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicomgw_archive_filed_apart_total",
@@ -64,12 +60,8 @@ func newMetrics(reg prometheus.Registerer, dest Destination) *metrics {
 		Name: "dicomgw_forward_pauses_total",
 		Help: "Times the destination was paused (or stayed paused after a probe), by cause: not_dicom_answer (a 2xx that is not a DICOM STOW-RS response: a login page, a proxy), credentials (401 after a refresh, 403), redirect, client_error (400, 404, 415...), not_authorized (FailureReason 0124).",
 	}, []string{"cause"})
-	m.damaged = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "dicomgw_spool_damaged_objects_total",
-		Help: "Objects found damaged in the spool (seal size or CRC mismatch, truncated, unreadable header or records) and quarantined as dead letters; none of them is ever sent.",
-	})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.pauses, m.damaged, m.filed)
+		reg.MustRegister(m.requests, m.instances, m.duration, m.batchN, m.batchB, m.up, m.pauses, m.filed)
 	}
 	for _, c := range Causes {
 		m.pauses.WithLabelValues(c.String())

@@ -10,7 +10,7 @@ import (
 
 func TestMetricsObserve(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := newMetrics(reg, &Archive{Dir: "/x"})
+	m := newMetrics(reg)
 	objs := []*Object{{DataSize: 1000}, {DataSize: 2000}}
 	m.observe(objs, []Result{{Outcome: Delivered, HTTPStatus: 202}, {Outcome: Dead, HTTPStatus: 202}}, 30*time.Millisecond)
 	m.observe(objs, []Result{{Outcome: Retry}, {Outcome: Retry}}, time.Second)

@@ -2,7 +2,9 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -132,7 +134,10 @@ func (f *Forwarder) dead(it *item, reason string, attempts int) {
 	details := objectDetails(it.obj)
 	details["destination"] = f.dest.String()
 	details["attempts"] = fmt.Sprint(attempts)
-	if err := f.q.Dead(it.obj.ID, reason, details); err != nil {
+	if err := f.q.Dead(it.obj.ID, reason, details); errors.Is(err, fs.ErrNotExist) {
+		f.forget(it)
+		return
+	} else if err != nil {
 		f.log.Error("cannot dead-letter object; it stays queued", "id", it.obj.ID, "reason", reason, "err", err)
 		f.mu.Lock()
 		it.inflight = false
@@ -171,7 +176,6 @@ func (f *Forwarder) quarantine(id string, obj *Object, why string) {
 	if !strings.HasPrefix(reason, ErrDamaged.Error()) {
 		reason = ErrDamaged.Error() + ": " + why
 	}
-	f.m.damaged.Inc()
 	err := f.q.Dead(id, reason, details)
 	f.mu.Lock()
 	if it := f.items[id]; it != nil {
@@ -214,7 +218,12 @@ func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
 	delay = max(delay, r.RetryAfter)
 	rec.Delay = delay
 	rec.NextAttempt = now.Add(delay)
-	if err := f.q.Retry(it.obj.ID, rec); err != nil {
+	if err := f.q.Retry(it.obj.ID, rec); errors.Is(err, fs.ErrNotExist) {
+		// No longer queued for this destination (quarantined through
+		// another, or dead-lettered by an operator): not ours any more.
+		f.forget(it)
+		return
+	} else if err != nil {
 		f.log.Error("cannot record the failed attempt", "id", it.obj.ID, "err", err)
 	}
 	f.mu.Lock()
