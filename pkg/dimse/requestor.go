@@ -343,14 +343,32 @@ func (c *Client) Store(sopClass, sopInstance, transferSyntax string, data io.Rea
 	return c.readResponse(id)
 }
 
+// maxDataChunk bounds the data set bytes of one PDU we send, whatever the
+// peer's maximum length: it sizes two buffers, and a peer may advertise
+// up to 4 GiB.
+const maxDataChunk = 1 << 20
+
+// dataChunk is how many data set bytes go into one PDU to a peer whose
+// maximum length is peerMax (0: no limit): at most maxDataChunk, and even,
+// so that every fragment but the last of an odd data set has an even
+// length (dcmtk aborts the association on an odd fragment; a data set's
+// elements have even lengths, PS3.5 7.1.1).
+func dataChunk(peerMax uint32) int {
+	chunk := maxDataChunk
+	if peerMax != 0 && int64(peerMax)-pdu.PDVHeaderLen < maxDataChunk {
+		chunk = int(peerMax) - pdu.PDVHeaderLen
+	}
+	if chunk > 1 {
+		chunk &^= 1
+	}
+	return chunk
+}
+
 // sendDataSet streams data as data set PDVs, one per PDU, each PDU at most
 // the peer's maximum length. It reads one chunk ahead to know which
 // fragment is the last.
 func (c *Client) sendDataSet(id uint8, data io.Reader) error {
-	chunk := 1 << 20
-	if c.peerMax != 0 {
-		chunk = int(c.peerMax) - pdu.PDVHeaderLen
-	}
+	chunk := dataChunk(c.peerMax)
 	hdr := pdu.HeaderLen + pdu.PDVHeaderLen
 	cur := make([]byte, hdr+chunk)
 	next := make([]byte, hdr+chunk)

@@ -281,3 +281,107 @@ func TestRequestorMessageID(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestorFragmentLengths: the data set goes out in PDUs no longer
+// than the peer's maximum length and never longer than maxDataChunk
+// whatever it advertises (a 4 GiB maximum must not size our buffers), and
+// every fragment but the last has an even length, even when the peer's
+// maximum is odd (dcmtk's storescp aborts the association on an odd
+// fragment). The data set arrives whole.
+func TestRequestorFragmentLengths(t *testing.T) {
+	data := make([]byte, 3<<20+1)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for _, maxLen := range []uint32{4097, 16384, 0xFFFFFFFF, 0} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		type frag struct {
+			pduLen, n int
+			command   bool
+		}
+		got := make(chan []frag, 1)
+		var recv bytes.Buffer
+		go func() {
+			var frags []frag
+			defer func() { got <- frags }()
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(time.Minute))
+			r := pdu.NewReader(conn, pdu.Limits{MaxPDataLength: 8 << 20}, nil)
+			p, err := r.ReadPDU()
+			if err != nil {
+				return
+			}
+			b, _ := pdu.Encode(acceptAll(p.(*pdu.AssociateRQ), maxLen))
+			conn.Write(b)
+			var cmd []byte
+			for {
+				p, err := r.ReadPDU()
+				if err != nil {
+					return
+				}
+				pd, ok := p.(*pdu.PDataTF)
+				if !ok {
+					return
+				}
+				size := pdu.HeaderLen
+				for _, v := range pd.PDVs {
+					size += pdu.PDVHeaderLen + len(v.Data)
+				}
+				for _, v := range pd.PDVs {
+					frags = append(frags, frag{pduLen: size - pdu.HeaderLen, n: len(v.Data), command: v.Command})
+					if v.Command {
+						cmd = append(cmd, v.Data...)
+						continue
+					}
+					recv.Write(v.Data)
+					if v.Last {
+						rq, _ := DecodeCommand(cmd)
+						rsp := &Command{CommandField: CStoreRSP, MessageIDBeingRespondedTo: rq.MessageID, CommandDataSetType: NoDataSet,
+							Has: HasMessageIDBeingRespondedTo | HasStatus}
+						b, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: v.ContextID, Command: true, Last: true, Data: AppendCommand(nil, rsp)}}})
+						conn.Write(b)
+						return
+					}
+				}
+			}
+		}()
+		c, err := Dial(context.Background(), ln.Addr().String(), DialConfig{CallingAE: "TESTSCU", CalledAE: "ANY", Contexts: []ProposedContext{ctCT}, Timeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rsp, err := c.Store(ctCT.AbstractSyntax, "1.2.3.4", uid.ExplicitVRLittleEndian, bytes.NewReader(data))
+		if err != nil || rsp.Status != StatusSuccess {
+			t.Fatalf("max length %d: Store: %v %v", maxLen, rsp, err)
+		}
+		c.Close()
+		frags := <-got
+		ln.Close()
+		if !bytes.Equal(recv.Bytes(), data) {
+			t.Errorf("max length %d: the data set arrived altered (%d bytes of %d)", maxLen, recv.Len(), len(data))
+		}
+		var dataFrags []frag
+		for _, f := range frags {
+			if maxLen != 0 && uint32(f.pduLen) > maxLen {
+				t.Errorf("max length %d: a PDU of %d bytes", maxLen, f.pduLen)
+			}
+			if !f.command {
+				dataFrags = append(dataFrags, f)
+			}
+		}
+		for i, f := range dataFrags {
+			if f.n > maxDataChunk {
+				t.Errorf("max length %d: a fragment of %d bytes, more than %d", maxLen, f.n, maxDataChunk)
+			}
+			if f.n%2 == 1 && i != len(dataFrags)-1 {
+				t.Errorf("max length %d: fragment %d of %d has odd length %d", maxLen, i+1, len(dataFrags), f.n)
+			}
+		}
+	}
+}
