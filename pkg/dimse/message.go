@@ -306,6 +306,9 @@ func fragment(b []byte, ctxID uint8, cmd []byte, max uint32) []byte {
 	chunk := len(cmd)
 	if max != 0 && int(max)-pdu.PDVHeaderLen < chunk {
 		chunk = int(max) - pdu.PDVHeaderLen
+		if chunk > 1 {
+			chunk &^= 1 // even fragments, as for data sets (dataChunk)
+		}
 	}
 	for len(cmd) > 0 {
 		n := min(chunk, len(cmd))

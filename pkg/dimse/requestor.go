@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicomgw/dicomgw/pkg/pdu"
@@ -52,9 +53,14 @@ func (e *AbortedError) Error() string {
 	return fmt.Sprintf("association aborted by peer: source %v, reason %v", e.Source, e.Reason)
 }
 
+// ErrInterrupted is wrapped by the error of an operation cut short by
+// Client.Interrupt (or by the end of Dial's context during negotiation).
+var ErrInterrupted = errors.New("dimse: interrupted")
+
 // Client is the requestor side of one association. It is not safe for
 // concurrent use: DIMSE operations run one at a time (no asynchronous
-// operations window is negotiated).
+// operations window is negotiated). Only Interrupt may be called from
+// another goroutine.
 type Client struct {
 	conn    net.Conn
 	rd      *pdu.Reader
@@ -64,6 +70,10 @@ type Client struct {
 	ctxs    map[uint8]acceptedContext
 	msgID   uint16
 	closed  bool
+	// writeCut: a write failed, maybe half way through a PDU, so nothing
+	// more can be framed on this connection (Abort only closes it).
+	writeCut    bool
+	interrupted atomic.Bool
 }
 
 type acceptedContext struct {
@@ -129,20 +139,26 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 			ID: uint8(2*i + 1), AbstractSyntax: p.AbstractSyntax, TransferSyntaxes: p.TransferSyntaxes,
 		})
 	}
-	if err := c.write(rq); err != nil {
-		conn.Close()
-		return nil, err
+	// ctx bounds the negotiation too: a peer that takes the connection
+	// and never answers holds the caller only until ctx ends.
+	stop := context.AfterFunc(ctx, c.Interrupt)
+	p, err := c.negotiate(rq)
+	if !stop() {
+		if _, ok := p.(*pdu.AssociateAC); ok {
+			c.Abort()
+		} else {
+			c.Close()
+		}
+		return nil, fmt.Errorf("%w: association with %s: %w", ErrInterrupted, addr, ctx.Err())
 	}
-	p, err := c.read()
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	switch p := p.(type) {
 	case *pdu.AssociateAC:
 		c.ac = p
 	case *pdu.AssociateRJ:
-		conn.Close()
+		c.Close()
 		return nil, &RejectedError{*p}
 	default:
 		c.Abort()
@@ -150,6 +166,12 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 	}
 	if c.ac.UserInfo.HasMaxLength {
 		c.peerMax = c.ac.UserInfo.MaxLength
+	}
+	if c.peerMax != 0 && c.peerMax <= pdu.PDVHeaderLen {
+		// PS3.8 D.1: the maximum length bounds the PDVs we send; one this
+		// small cannot carry a byte of a command or data set.
+		c.Abort()
+		return nil, fmt.Errorf("dimse: the acceptor's maximum length %d cannot carry a presentation data value", c.peerMax)
 	}
 	c.ctxs = make(map[uint8]acceptedContext)
 	for _, pc := range c.ac.PresentationContexts {
@@ -160,6 +182,61 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 	}
 	return c, nil
 }
+
+// negotiate sends the A-ASSOCIATE-RQ and reads the answer; on failure the
+// connection is closed.
+func (c *Client) negotiate(rq *pdu.AssociateRQ) (pdu.PDU, error) {
+	if err := c.write(rq); err != nil {
+		c.Close()
+		return nil, err
+	}
+	p, err := c.read()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Interrupt makes the operation in progress (a Store blocked on a slow
+// peer, a Release waiting for its answer) and every later one fail at once
+// with an error wrapping ErrInterrupted. It is the one method that may be
+// called from another goroutine, e.g. with context.AfterFunc; the caller
+// then aborts the association (Abort).
+func (c *Client) Interrupt() {
+	c.interrupted.Store(true)
+	c.conn.SetDeadline(time.Unix(1, 0))
+}
+
+// deadline puts the exchange timeout on the next read or write, unless the
+// client was interrupted. Interrupt stores its flag before it sets its
+// deadline and this sets its deadline before it loads the flag, so
+// whichever runs second, the past deadline wins.
+func (c *Client) deadline(read bool) {
+	d := time.Now().Add(c.timeout)
+	if read {
+		c.conn.SetReadDeadline(d)
+	} else {
+		c.conn.SetWriteDeadline(d)
+	}
+	if c.interrupted.Load() {
+		c.conn.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// interruptErr wraps err with ErrInterrupted when the client was
+// interrupted (the error is then the deadline Interrupt set).
+func (c *Client) interruptErr(err error) error {
+	if err != nil && c.interrupted.Load() && !errors.Is(err, ErrInterrupted) {
+		return fmt.Errorf("%w: %w", ErrInterrupted, err)
+	}
+	return err
+}
+
+// MessageID is the Message ID (0000,0110) of the last request sent: the
+// response to it must carry it as Message ID Being Responded To
+// (0000,0120) (PS3.7 9.3.1.2).
+func (c *Client) MessageID() uint16 { return c.msgID }
 
 // Accepted returns the A-ASSOCIATE-AC the acceptor sent.
 func (c *Client) Accepted() *pdu.AssociateAC { return c.ac }
@@ -193,19 +270,22 @@ func (c *Client) write(p pdu.PDU) error {
 }
 
 func (c *Client) writeRaw(b []byte) error {
-	c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.deadline(false)
 	_, err := c.conn.Write(b)
-	return err
+	if err != nil {
+		c.writeCut = true
+	}
+	return c.interruptErr(err)
 }
 
 func (c *Client) read() (pdu.PDU, error) {
-	c.conn.SetReadDeadline(time.Now().Add(c.timeout))
+	c.deadline(true)
 	p, err := c.rd.ReadPDU()
 	if err != nil {
 		if _, ok := pdu.AbortReasonOf(err); ok {
 			c.Abort()
 		}
-		return nil, err
+		return nil, c.interruptErr(err)
 	}
 	if ab, ok := p.(*pdu.Abort); ok {
 		c.conn.Close()
@@ -263,14 +343,32 @@ func (c *Client) Store(sopClass, sopInstance, transferSyntax string, data io.Rea
 	return c.readResponse(id)
 }
 
+// maxDataChunk bounds the data set bytes of one PDU we send, whatever the
+// peer's maximum length: it sizes two buffers, and a peer may advertise
+// up to 4 GiB.
+const maxDataChunk = 1 << 20
+
+// dataChunk is how many data set bytes go into one PDU to a peer whose
+// maximum length is peerMax (0: no limit): at most maxDataChunk, and even,
+// so that every fragment but the last of an odd data set has an even
+// length (dcmtk aborts the association on an odd fragment; a data set's
+// elements have even lengths, PS3.5 7.1.1).
+func dataChunk(peerMax uint32) int {
+	chunk := maxDataChunk
+	if peerMax != 0 && int64(peerMax)-pdu.PDVHeaderLen < maxDataChunk {
+		chunk = int(peerMax) - pdu.PDVHeaderLen
+	}
+	if chunk > 1 {
+		chunk &^= 1
+	}
+	return chunk
+}
+
 // sendDataSet streams data as data set PDVs, one per PDU, each PDU at most
 // the peer's maximum length. It reads one chunk ahead to know which
 // fragment is the last.
 func (c *Client) sendDataSet(id uint8, data io.Reader) error {
-	chunk := 1 << 20
-	if c.peerMax != 0 {
-		chunk = int(c.peerMax) - pdu.PDVHeaderLen
-	}
+	chunk := dataChunk(c.peerMax)
 	hdr := pdu.HeaderLen + pdu.PDVHeaderLen
 	cur := make([]byte, hdr+chunk)
 	next := make([]byte, hdr+chunk)
@@ -370,12 +468,24 @@ func (c *Client) Release() error {
 	}
 }
 
-// Abort sends an A-ABORT (service-user) and closes the connection.
+// abortTimeout bounds the write of an A-ABORT: the association is being
+// given up, a peer that does not read is not waited for.
+const abortTimeout = 2 * time.Second
+
+// Abort sends an A-ABORT (service-user) and closes the connection. After a
+// write failed (maybe half way through a PDU: an A-ABORT after it would be
+// read as part of it) it only closes the connection, which the peer takes
+// as an abort too (PS3.8 9.2.1, Evt17). It is sent after Interrupt too.
 func (c *Client) Abort() error {
 	if c.closed {
 		return nil
 	}
-	_ = c.write(&pdu.Abort{Source: pdu.AbortSourceUser})
+	if !c.writeCut {
+		if b, err := pdu.Encode(&pdu.Abort{Source: pdu.AbortSourceUser}); err == nil {
+			c.conn.SetWriteDeadline(time.Now().Add(min(c.timeout, abortTimeout)))
+			c.conn.Write(b)
+		}
+	}
 	return c.Close()
 }
 

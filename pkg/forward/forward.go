@@ -121,10 +121,11 @@ const (
 	CauseRedirect            // a redirect to another origin or with another method
 	CauseClientError         // 400, 404, 415 and other 4xx: the base URL or the endpoint's configuration
 	CauseNotAuthorized       // FailureReason 0124
+	CauseRejected            // A-ASSOCIATE-RJ, permanent: called or calling AE title not recognized...
 )
 
 // Causes lists every cause of a pause (the metric's label values).
-var Causes = []Cause{CauseNotDICOM, CauseCredentials, CauseRedirect, CauseClientError, CauseNotAuthorized}
+var Causes = []Cause{CauseNotDICOM, CauseCredentials, CauseRedirect, CauseClientError, CauseNotAuthorized, CauseRejected}
 
 func (c Cause) String() string {
 	switch c {
@@ -138,6 +139,8 @@ func (c Cause) String() string {
 		return "client_error"
 	case CauseNotAuthorized:
 		return "not_authorized"
+	case CauseRejected:
+		return "association_rejected"
 	}
 	return "other"
 }
