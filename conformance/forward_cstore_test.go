@@ -481,3 +481,62 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// TestForwardCStoreDamagedNeverReachesStorescp: an object whose spool copy
+// fails its check part way (as the spool's reader does: an error wrapping
+// forward.ErrDamaged before the last bytes) is dead-lettered as damaged,
+// and storescp keeps no file of it, whole or partial: the association was
+// aborted before its last fragment. The object before it is delivered,
+// the one after it goes again at once and is delivered.
+func TestForwardCStoreDamagedNeverReachesStorescp(t *testing.T) {
+	t.Parallel()
+	big := corpusFile(t, "dx-jpeg-lossless-un-vr-3mb.dcm")
+	mk := func(name string) cstoreObject {
+		cf := corpusFile(t, name)
+		return cstoreObject{name: name, obj: fileObject(t, cf.Path, &forward.Object{
+			ID: name, SOPClassUID: cf.SOPClassUID, SOPInstanceUID: cf.SOPInstanceUID, TransferSyntaxUID: cf.TransferSyntaxUID,
+			StudyInstanceUID: cf.StudyInstanceUID, CallingAE: "MODALITY_A",
+		})}
+	}
+	before, damaged, after := mk("ct-explicit-le.dcm"), mk(big.Name), mk("mr-explicit-le.dcm")
+	good := damaged.obj.Open
+	damaged.obj.Open = func() (io.ReadCloser, error) {
+		rc, err := good()
+		if err != nil {
+			return nil, err
+		}
+		// Two thirds of the data set, then the spool's verdict.
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(io.LimitReader(rc, damaged.obj.DataSize*2/3), failing{fmt.Errorf("%w: queue/x.dcm: CRC-32C mismatch", forward.ErrDamaged)}), rc}, nil
+	}
+	scp := startStorescp(t, "STORESCP", "+B", "-xf", scpProfile(t, t.TempDir(), []string{before.obj.SOPClassUID, big.SOPClassUID, after.obj.SOPClassUID}), "P")
+	res := cstoreDeliver(t, newCStore(t, scp.Addr(), "STORESCP", false), []cstoreObject{before, damaged, after})
+	if r := res[damaged.obj]; r.Outcome != forward.Dead || !r.Damaged || !strings.Contains(r.Reason, "CRC-32C mismatch") {
+		t.Errorf("damaged object: %+v", r)
+	}
+	for _, o := range []cstoreObject{before, after} {
+		if r := res[o.obj]; r.Outcome != forward.Delivered {
+			t.Errorf("%s: %+v", o.name, r)
+		}
+	}
+	entries, err := os.ReadDir(scp.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+		if strings.Contains(e.Name(), damaged.obj.SOPInstanceUID) {
+			t.Errorf("storescp keeps %s, a file of the damaged object", e.Name())
+		}
+	}
+	if len(files) != 2 {
+		t.Errorf("storescp holds %v, want the two good objects", files)
+	}
+}
+
+type failing struct{ err error }
+
+func (f failing) Read([]byte) (int, error) { return 0, f.err }
