@@ -18,6 +18,7 @@ type FileMeta struct {
 	TransferSyntaxUID          string // (0002,0010)
 	ImplementationClassUID     string // (0002,0012); writing: ImplementationClassUID when empty
 	ImplementationVersionName  string // (0002,0013); writing: omitted when empty
+	SourceAETitle              string // (0002,0016); read only (never written)
 }
 
 // Part10Header is the start of a Part 10 file (PS3.10 7.1): the 128-byte

@@ -101,6 +101,8 @@ func readMeta(r io.ReaderAt) (FileMeta, int64, error) {
 			dst = &fm.ImplementationClassUID
 		case 0x0013:
 			dst = &fm.ImplementationVersionName
+		case 0x0016:
+			dst = &fm.SourceAETitle
 		}
 		if dst != nil && n <= 1024 {
 			v := make([]byte, n)

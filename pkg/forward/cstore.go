@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -296,7 +297,16 @@ func (c *CStore) store(ctx context.Context, cl *dimse.Client, o *Object) (r Resu
 			return r, &r
 		}
 		why := c.connFailure(err)
-		return Result{Outcome: Retry, Reason: why}, &Result{Outcome: Retry, Reason: "not sent: the association ended before its turn: " + why}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A peer that stopped answering is not sent the rest at once.
+			return Result{Outcome: Retry, Reason: why}, &Result{Outcome: Retry, Reason: "not sent: the association ended before its turn: " + why}
+		}
+		// The peer aborted or dropped the association under this object
+		// (dcmtk aborts on a data set it cannot take): it waits its
+		// backoff, and the others, never sent, go again at once without
+		// it, so that one object a peer chokes on does not hold back its
+		// batch.
+		return Result{Outcome: Retry, Reason: why}, &Result{Outcome: Abandoned, Reason: "not sent: the association ended under another object of its batch: " + why}
 	}
 	if why := checkResponse(rsp, cl.MessageID(), o); why != "" {
 		c.log.Warn("C-STORE destination broke the protocol; association aborted", "destination", c.String(), "sop_instance", o.SOPInstanceUID, "problem", why)

@@ -327,8 +327,9 @@ func waitForEvents(t *testing.T, scp *rawSCP, want ...string) {
 }
 
 // TestCStorePeerAbortsMidBatch: a peer that aborts the association while
-// an object is under way: that object and those not yet sent are
-// retried; what it answered before stays delivered.
+// an object is under way: that object is retried, those not yet sent are
+// abandoned (sent again at once, without it); what it answered before
+// stays delivered.
 func TestCStorePeerAbortsMidBatch(t *testing.T) {
 	scp := startRawSCP(t, func(n int, rq *dimse.Command) rawAction {
 		if n == 2 {
@@ -345,9 +346,35 @@ func TestCStorePeerAbortsMidBatch(t *testing.T) {
 	if rs[1].Outcome != Retry || rs[1].Reason != aborted {
 		t.Errorf("object 2: %v %q, want retry %q", rs[1].Outcome, rs[1].Reason, aborted)
 	}
-	if rs[2].Outcome != Retry || rs[2].Reason != "not sent: the association ended before its turn: "+aborted {
+	if rs[2].Outcome != Abandoned || rs[2].Reason != "not sent: the association ended under another object of its batch: "+aborted {
 		t.Errorf("object 3: %v %q", rs[2].Outcome, rs[2].Reason)
 	}
+}
+
+// TestCStorePeerStopsAnswering: a peer that takes an object and never
+// answers: after the exchange timeout that object and those not yet sent
+// are retried (a peer that stopped answering is not sent the rest at
+// once), and the association is aborted.
+func TestCStorePeerStopsAnswering(t *testing.T) {
+	scp := startRawSCP(t, func(n int, rq *dimse.Command) rawAction {
+		if n == 2 {
+			return rawAction{hang: true}
+		}
+		return rawAction{rsp: okResponse(rq)}
+	})
+	objs := []*Object{ctObject("1", "1.2.826.0.1.99.9.11", 8), ctObject("2", "1.2.826.0.1.99.9.12", 8), ctObject("3", "1.2.826.0.1.99.9.13", 8)}
+	rs := deliver(t, newTestCStore(t, scp.addr, func(c *CStoreConfig) { c.Timeout = 300 * time.Millisecond }), objs...)
+	if rs[0].Outcome != Delivered {
+		t.Errorf("object 1: %+v", rs[0])
+	}
+	const silent = "the destination did not answer within 300ms"
+	if rs[1].Outcome != Retry || rs[1].Reason != silent {
+		t.Errorf("object 2: %v %q, want retry %q", rs[1].Outcome, rs[1].Reason, silent)
+	}
+	if rs[2].Outcome != Retry || rs[2].Reason != "not sent: the association ended before its turn: "+silent {
+		t.Errorf("object 3: %v %q", rs[2].Outcome, rs[2].Reason)
+	}
+	waitForEvents(t, scp, "associate DICOMGW", "store 1.2.826.0.1.99.9.11", "store 1.2.826.0.1.99.9.12", "aborted")
 }
 
 // TestCStoreDamagedObjectNeverCommitted: an object whose spool copy fails

@@ -142,6 +142,7 @@ func startSCP(t *testing.T, cfg dimse.Config, h dimse.StoreHandler, wrap func(ne
 type rawAction struct {
 	rsp   *dimse.Command // the response to send
 	abort bool           // send A-ABORT instead
+	hang  bool           // answer nothing, read on
 }
 
 // rawSCP is an acceptor speaking PDUs by hand: it accepts every proposed
@@ -250,6 +251,10 @@ func (s *rawSCP) serve(conn net.Conn, answer func(int, *dimse.Command) rawAction
 				n++
 				s.event("store " + cmd.AffectedSOPInstanceUID)
 				act := answer(n, cmd)
+				if act.hang {
+					cmd = nil
+					continue
+				}
 				if act.abort {
 					send(&pdu.Abort{Source: pdu.AbortSourceProvider})
 					s.event("abort sent")
