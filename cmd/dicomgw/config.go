@@ -15,6 +15,7 @@ import (
 	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/forward"
+	"github.com/dicomgw/dicomgw/pkg/route"
 	"github.com/dicomgw/dicomgw/pkg/uid"
 )
 
@@ -78,13 +79,19 @@ type serveConfig struct {
 	retryMax          time.Duration
 	stowTimeout       time.Duration
 	keepDelivered     time.Duration
+
+	// Routing.
+	destinationSpecs destFlags
+	routes           routeFlags
+	unrouted         string
+	ledgerRetention  time.Duration
 }
 
 // liveFlags are applied on SIGHUP to new associations; every other flag
 // takes effect at the next start. (The files they name are re-read on
 // SIGHUP too: a renewed certificate, an edited users file.)
 var liveFlags = map[string]bool{
-	"ae-title": true, "calling-ae": true,
+	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true,
 	"tls-cert": true, "tls-key": true, "tls-client-ca": true,
 	"users-file": true, "jwt-issuer": true, "jwt-audience": true, "jwt-jwks-file": true, "jwt-algorithms": true,
 }
@@ -138,6 +145,10 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.retryMin, "retry-min", forward.DefaultRetryMin, "first retry delay after a failed delivery (doubles per attempt, with jitter)")
 	fs.DurationVar(&c.retryMax, "retry-max", forward.DefaultRetryMax, "longest retry delay")
 	fs.DurationVar(&c.stowTimeout, "stow-timeout", 2*time.Minute, "wait for a STOW-RS answer; each request also gets 1 s per MiB of its body")
+	fs.Var(&c.destinationSpecs, "destination", "a named destination: NAME=URL [key=value ...] with URL http(s)://... (STOW-RS), dicom://CALLED_AE@HOST:PORT or dicoms:// (C-STORE), file:///DIR (archive); repeatable (README: Routing). --stow-url, or --archive-dir without it, is the destination \"default\" (live on SIGHUP)")
+	fs.Var(&c.routes, "route", "route objects to destinations: 'MATCHERS -> DEST[,DEST...]' with Prometheus label matchers on called_ae, calling_ae, peer and DICOM keywords of the header, e.g. '{called_ae=~\"KP-.+\", Modality!=\"SR\"} -> research'; every matching route applies; repeatable; none: everything to \"default\" (live on SIGHUP)")
+	fs.StringVar(&c.unrouted, "unrouted", "refuse", "an object no route matches: refuse (the sender gets 0124, not authorized, before anything is stored) or the name of a destination to send it to")
+	fs.DurationVar(&c.ledgerRetention, "ledger-retention", 30*24*time.Hour, "how long the delivery ledger remembers an object after its file has left the spool (spool trace, storage commitment)")
 	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", ":9477", "address for /metrics, /healthz and /readyz (empty: none)")
 	c.spoolMinFree = 1 << 30
@@ -176,13 +187,13 @@ func loadConfig(name string, args []string, out io.Writer) (serveConfig, *pflag.
 
 // settings is a checked configuration: what the gateway is built from.
 type settings struct {
-	dimse   dimse.Config
-	policy  dimse.Policy
-	dest    forward.Destination
-	forward forward.Config
-	tls     *tls.Config         // the DICOM TLS port's; nil without one
-	auth    *auth.Authenticator // nil when user identities are not checked
-	creds   forward.Credentials // nil without upstream credentials
+	dimse    dimse.Config
+	policy   dimse.Policy
+	dests    map[string]*dest // by name
+	table    *route.Table
+	unrouted string              // "": refuse; else a destination's name
+	tls      *tls.Config         // the DICOM TLS port's; nil without one
+	auth     *auth.Authenticator // nil when user identities are not checked
 }
 
 // check turns a configuration into settings, or says what is wrong with
@@ -237,19 +248,35 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 	} else if c.requireIdentity {
 		return nil, errors.New("--require-user-identity needs --users-file or --jwt-jwks-file")
 	}
-	if s.dest, s.creds, err = destination(c, s.dimse, log); err != nil {
+	if s.dests, s.table, s.unrouted, err = c.routing(s.dimse, log); err != nil {
 		return nil, err
 	}
-	s.forward = forward.Config{
-		Workers:           c.forwardWorkers,
-		BatchMaxInstances: c.batchMaxInstances,
-		BatchMaxBytes:     c.batchMaxBytes,
-		BatchLinger:       c.batchLinger,
-		RetryFor:          c.retryFor,
-		RetryMin:          c.retryMin,
-		RetryMax:          c.retryMax,
-	}
+	s.policy.CalledAE = s.table.AcceptsCalledAE
 	return s, nil
+}
+
+// routing builds the destinations and the routing table, and checks that
+// every destination a route or --unrouted names exists.
+func (c serveConfig) routing(dcfg dimse.Config, log *slog.Logger) (map[string]*dest, *route.Table, string, error) {
+	dests, err := c.destinations(dcfg, log)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	table, err := c.routes.table(dests)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	unrouted := ""
+	if c.unrouted != "refuse" {
+		if dests[c.unrouted] == nil {
+			return nil, nil, "", fmt.Errorf("--unrouted=%s: no such destination (refuse, or a destination's name)", c.unrouted)
+		}
+		unrouted = c.unrouted
+	}
+	if c.ledgerRetention <= 0 {
+		return nil, nil, "", errors.New("--ledger-retention must be positive")
+	}
+	return dests, table, unrouted, nil
 }
 
 // policy reads the AE titles and the calling AE allowlist.

@@ -50,7 +50,7 @@ var destinationOptions = map[destKind][]string{
 		"timeout", // --stow-timeout
 	},
 	kindDICOM: {
-		"calling-ae",                          // ours (--ae-title's first), original (the sender's), or an AE title
+		"calling-ae",                           // ours (--ae-title's first), original (the sender's), or an AE title
 		"ca-file", "client-cert", "client-key", // dicoms: trust and client certificate
 		"timeout", // per DIMSE exchange
 	},

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,7 +20,7 @@ import (
 
 	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
-	"github.com/dicomgw/dicomgw/pkg/forward"
+	"github.com/dicomgw/dicomgw/pkg/ledger"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
@@ -37,11 +39,6 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if err != nil {
 		return err
 	}
-	if a, ok := set.dest.(*forward.Archive); ok {
-		if err := a.Prepare(); err != nil {
-			return err
-		}
-	}
 	sp, err := spool.Open(spool.Config{
 		Dir:                       c.spoolDir,
 		ImplementationClassUID:    set.dimse.ImplementationClassUID,
@@ -57,20 +54,52 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	defer sp.Close()
 
 	reg, opsm := newRegistry()
-	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
-	reg.MustRegister(spool.NewCollector(stats), spool.NewCapacityCollector(sp))
-	fwd := forward.New(set.forward, spoolQueue{sp}, set.dest, log.With("component", "forward"), reg)
-	if set.creds != nil {
-		reg.MustRegister(forward.NewCredentialsCollector(set.creds))
+	// The ledger lives in the spool, whose lock keeps a second daemon out
+	// of both.
+	led, err := ledger.Open(ledger.Config{Path: filepath.Join(c.spoolDir, ledgerFile)}, log.With("component", "ledger"), reg)
+	if err != nil {
+		return err
 	}
+	defer led.Close()
+	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
+	reg.MustRegister(spool.NewCollector(stats), spool.NewCapacityCollector(sp), newDestinationCollector(led, 5*time.Second))
+
+	// Forwarders run until the receiving side has stopped; then their
+	// requests in flight finish or are abandoned, objects staying queued.
+	// They and the janitor are done before the ledger and the spool close.
+	fwdCtx, stopForwarding := context.WithCancel(context.Background())
+	del := newDeliveries(sp, led, log.With("component", "forward"), reg)
+	rt := newRouter(fwdCtx, del, sp, reg, log.With("component", "forward"))
+	defer func() {
+		stopForwarding()
+		rt.wait()
+	}()
+	if _, err := rt.apply(set.table, set.unrouted, set.dests); err != nil {
+		return err
+	}
+	added, finished, err := del.reconcile(rt.legacy)
+	if err != nil {
+		return fmt.Errorf("completing the delivery ledger from the spool: %w", err)
+	}
+	if added+finished > 0 {
+		log.Info("delivery ledger completed from the spool", "added", added, "finished", finished)
+	}
+	if waiting, err := pendingElsewhere(led, set.dests); err == nil && len(waiting) > 0 {
+		log.Warn("objects wait for destinations that are no longer configured; they are kept until those are defined again",
+			"destinations", strings.Join(waiting, ", "))
+	}
+
 	set.dimse.Admit = sp.Admit
 	ids := &identities{require: c.requireIdentity}
 	if set.auth != nil {
 		ids.cur.Store(set.auth)
 		set.dimse.Authenticator, set.dimse.RequireUserIdentity = ids, c.requireIdentity
 	}
-	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, notify: fwd.Notify, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
+	srv, err := dimse.NewServer(set.dimse, &storeHandler{spool: sp, router: rt, log: log.With("component", "store")}, log.With("component", "dimse"), reg)
 	if err != nil {
+		return err
+	}
+	if err := srv.SetPolicy(set.policy); err != nil {
 		return err
 	}
 	ready := &readiness{commit: sp.CheckCommit, full: sp.Full, probeEvery: 5 * time.Second}
@@ -107,7 +136,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 	log.Info("dicomgw listening", "addr", plainAddr, "tls_addr", tlsAddr, "mutual_tls", c.tlsClientCA != "",
 		"ae_titles", strings.Join(c.aeTitles, ","), "calling_aes", strings.Join(c.callingAEs, ","),
-		"user_identity", identityMode(c), "spool_dir", c.spoolDir, "destination", set.dest.String(),
+		"user_identity", identityMode(c), "spool_dir", c.spoolDir, "destinations", describeDests(set.dests), "routes", strings.TrimSpace(strings.ReplaceAll(set.table.String(), "\n", "; ")),
 		"version", version, "commit", commit)
 
 	served := make(chan error, len(listeners))
@@ -116,10 +145,14 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 	ready.listening.Store(true)
 
-	// The forwarder runs until the receiving side has stopped; then its
-	// requests in flight finish or are abandoned, objects staying queued.
-	// Both it and the janitor are done before the spool is closed.
-	stopBackground := startBackground(fwd.Run, sp, c.keepDelivered, log.With("component", "spool"))
+	stopBackground := startBackground(func(ctx context.Context) error {
+		<-ctx.Done()
+		stopForwarding()
+		rt.wait()
+		return nil
+	}, sp, c.keepDelivered, log.With("component", "spool"),
+		func(time.Time) { del.adopt(rt.legacy) },
+		pruneEvery(led, c.ledgerRetention, log.With("component", "ledger")))
 	defer stopBackground()
 
 	for waiting := true; waiting; {
@@ -127,7 +160,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		case err := <-served:
 			return err
 		case <-hup:
-			if err := reload(values, args, srv, tlsCerts, ids, log); err != nil {
+			if err := reload(values, args, srv, tlsCerts, ids, rt, log); err != nil {
 				opsm.reloads.WithLabelValues("failure").Inc()
 				log.Error("config reload failed; keeping the running settings", "err", err)
 			} else {
@@ -169,7 +202,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 // other changes are reported as waiting for a restart. values holds the
 // flags in force, and is updated with what was applied. On any error the
 // running settings stay.
-func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, log *slog.Logger) error {
+func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, rt *router, log *slog.Logger) error {
 	nc, nfs, err := loadConfig("dicomgw serve", args, io.Discard)
 	if err != nil {
 		return err
@@ -178,6 +211,12 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 	if err != nil {
 		return err
 	}
+	dcfg := dimse.Config{AETitles: nc.aeTitles, ImplementationClassUID: dimse.ImplementationClassUID, ImplementationVersionName: implementationVersionName()}
+	dests, table, unrouted, err := nc.routing(dcfg, log.With("component", "forward"))
+	if err != nil {
+		return err
+	}
+	pol.CalledAE = table.AcceptsCalledAE
 	// Everything is built before anything is applied: a bad file leaves
 	// the running settings whole.
 	var tlsCfg *tls.Config
@@ -195,6 +234,15 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 		if a, err = auth.New(*ac); err != nil {
 			return err
 		}
+	}
+	// New routes apply to objects committed from now on; objects already
+	// committed keep the destinations they were routed to.
+	changed, err := rt.apply(table, unrouted, dests)
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 {
+		log.Warn("destinations whose definition changed keep the running one until a restart", "destinations", strings.Join(changed, ","))
 	}
 	if err := srv.SetPolicy(pol); err != nil {
 		return err
@@ -218,7 +266,8 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 		sort.Strings(ignored)
 		log.Warn("flags changed that take effect only after a restart; ignored until then", "flags", strings.Join(ignored, " "))
 	}
-	log.Info("config reloaded", "ae_titles", strings.Join(nc.aeTitles, ","), "calling_aes", strings.Join(nc.callingAEs, ","))
+	log.Info("config reloaded", "ae_titles", strings.Join(nc.aeTitles, ","), "calling_aes", strings.Join(nc.callingAEs, ","),
+		"destinations", describeDests(dests), "routes", strings.TrimSpace(strings.ReplaceAll(table.String(), "\n", "; ")))
 	return nil
 }
 
@@ -233,46 +282,14 @@ func identityMode(c serveConfig) string {
 	return "ignored"
 }
 
-// destination is the STOW-RS endpoint (with its credentials, if any), or
-// the local archive when there is none.
-func destination(c serveConfig, dcfg dimse.Config, log *slog.Logger) (forward.Destination, forward.Credentials, error) {
-	if c.stowURL == "" {
-		if c.archiveDir == "" {
-			return nil, nil, errors.New("--archive-dir is empty and no --stow-url is given: nowhere to forward to")
-		}
-		return &forward.Archive{Dir: c.archiveDir, ImplementationClassUID: dcfg.ImplementationClassUID, ImplementationVersionName: dcfg.ImplementationVersionName}, nil, nil
-	}
-	tlsCfg, err := c.stowTLS(log)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The token endpoint gets the same trust as the DICOMweb endpoint.
-	tokenClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
-	creds, err := c.stowCredentials(tokenClient)
-	if err != nil {
-		return nil, nil, err
-	}
-	dest, err := forward.NewSTOW(forward.STOWConfig{
-		BaseURL:                   c.stowURL,
-		Timeout:                   c.stowTimeout,
-		ImplementationClassUID:    dcfg.ImplementationClassUID,
-		ImplementationVersionName: dcfg.ImplementationVersionName,
-		UserAgent:                 "dicomgw/" + version,
-		RetryMax:                  3,
-		TLS:                       tlsCfg,
-		Credentials:               creds,
-	}, log)
-	return dest, creds, err
-}
-
-// startBackground runs the forwarder and the spool janitor until stop is
-// called, which waits for both: what they use (the spool) is closed only
-// once neither runs.
-func startBackground(forward func(context.Context) error, sp janitorSpool, keep time.Duration, log *slog.Logger) (stop func()) {
+// startBackground runs the forwarding and the spool janitor (with its
+// chores, each round) until stop is called, which waits for both: what
+// they use (the spool, the ledger) is closed only once neither runs.
+func startBackground(forward func(context.Context) error, sp janitorSpool, keep time.Duration, log *slog.Logger, chores ...func(now time.Time)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { forward(ctx) }) // it ends when ctx does: nothing to report
-	wg.Go(func() { spoolJanitor(ctx, sp, keep, log) })
+	wg.Go(func() { spoolJanitor(ctx, sp, keep, log, chores...) })
 	return func() {
 		cancel()
 		wg.Wait()
@@ -288,7 +305,7 @@ type janitorSpool interface {
 // spoolJanitor keeps the spool's byte count true to what is on disk
 // (operator commands in other processes change it too) and, when delivered
 // objects are kept, removes them once they have been kept long enough.
-func spoolJanitor(ctx context.Context, sp janitorSpool, keep time.Duration, log *slog.Logger) {
+func spoolJanitor(ctx context.Context, sp janitorSpool, keep time.Duration, log *slog.Logger, chores ...func(now time.Time)) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	lastPurge := time.Now()
@@ -309,6 +326,30 @@ func spoolJanitor(ctx context.Context, sp janitorSpool, keep time.Duration, log 
 		}
 		if err := sp.Resync(); err != nil {
 			log.Error("recounting the spool", "err", err)
+		}
+		for _, chore := range chores {
+			if ctx.Err() != nil {
+				return
+			}
+			chore(time.Now())
+		}
+	}
+}
+
+// pruneEvery is the janitor's chore that forgets, at most every ten
+// minutes, the objects that left the spool more than retention ago.
+func pruneEvery(led *ledger.Ledger, retention time.Duration, log *slog.Logger) func(time.Time) {
+	var last time.Time
+	return func(now time.Time) {
+		if now.Sub(last) < 10*time.Minute {
+			return
+		}
+		last = now
+		n, err := led.Prune(now.Add(-retention))
+		if err != nil {
+			log.Error("pruning the delivery ledger", "err", err)
+		} else if n > 0 {
+			log.Info("pruned the delivery ledger", "objects", n, "older_than", retention)
 		}
 	}
 }

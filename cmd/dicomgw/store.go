@@ -3,17 +3,20 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/dicomgw/dicomgw/pkg/dimse"
+	"github.com/dicomgw/dicomgw/pkg/route"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
 // storeHandler connects the DIMSE layer to the spool: it is where spool
-// outcomes become DIMSE statuses (PS3.4 B.2.3).
+// outcomes become DIMSE statuses (PS3.4 B.2.3), and where each object is
+// routed, between the walk of its data set and its commit.
 type storeHandler struct {
 	spool  *spool.Spool
-	notify func(id string) // tells the forwarder; never blocks
+	router *router // where objects go (replaced on SIGHUP)
 	log    *slog.Logger
 }
 
@@ -49,17 +52,29 @@ func (s *storeWriter) Write(p []byte) (int, error) {
 }
 
 func (s *storeWriter) Commit() (dimse.Committed, error) {
-	e, err := s.w.Commit()
+	rt := s.h.router.current()
+	ex, err := s.w.Examine(rt.tags)
 	if err != nil {
 		return dimse.Committed{}, statusFor(err)
 	}
-	s.h.log.Info("object spooled", "id", e.ID, "assoc", s.req.AssociationID, "calling_ae", s.req.CallingAE,
-		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "study", e.StudyInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
-		"bytes", e.Size, "duration", time.Since(s.start).Round(time.Microsecond))
-	if s.h.notify != nil {
-		s.h.notify(e.ID)
+	dests := rt.route(route.Object{CalledAE: s.req.CalledAE, CallingAE: s.req.CallingAE, Peer: route.PeerAddr(s.req.RemoteAddr), Values: ex.Summary.Values})
+	if len(dests) == 0 {
+		s.w.Abort()
+		s.h.router.unrouted.Inc()
+		// Refused before it is stored: an object is never acknowledged
+		// and then dropped. PS3.7 C.4.2: 0124 Refused: not authorized.
+		return dimse.Committed{}, &dimse.StatusError{Status: dimse.StatusNotAuthorized, Comment: "no route for this object",
+			Err: errors.New("no route matches the object, and --unrouted refuses it")}
 	}
-	return dimse.Committed{Nonconforming: e.Nonconforming}, nil
+	d, err := s.w.CommitTo(dests)
+	if err != nil {
+		return dimse.Committed{}, statusFor(err)
+	}
+	s.h.log.Info("object spooled", "id", d.ID, "assoc", s.req.AssociationID, "calling_ae", s.req.CallingAE,
+		"sop_class", s.req.SOPClassUID, "sop_instance", s.req.SOPInstanceUID, "study", d.StudyInstanceUID, "transfer_syntax", s.req.TransferSyntaxUID,
+		"bytes", d.Size, "destinations", strings.Join(dests, ","), "duration", time.Since(s.start).Round(time.Microsecond))
+	rt.committed(&d)
+	return dimse.Committed{Nonconforming: d.Nonconforming}, nil
 }
 
 func (s *storeWriter) Abort() { s.w.Abort() }

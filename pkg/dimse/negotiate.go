@@ -110,9 +110,12 @@ func (a *assoc) admit(rq *pdu.AssociateRQ) (*pdu.AssociateRJ, string) {
 			fmt.Sprintf("application context %q", rq.ApplicationContext)
 	}
 	pol := a.srv.policy.Load()
-	if !pol.called[a.called] {
-		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCalledAENotRecognized},
-			fmt.Sprintf("called AE %q is not one of %s", a.called, strings.Join(pol.AETitles, ", "))
+	if !pol.called[a.called] && (pol.CalledAE == nil || !pol.CalledAE(a.called)) {
+		why := fmt.Sprintf("called AE %q is not one of %s", a.called, strings.Join(pol.AETitles, ", "))
+		if pol.CalledAE != nil {
+			why += ", nor one a route selects"
+		}
+		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCalledAENotRecognized}, why
 	}
 	if !pol.callingAllowed(a.calling, a.peerAddr(), a.peerCert) {
 		return &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceUser, Reason: pdu.RejectCallingAENotRecognized},

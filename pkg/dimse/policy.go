@@ -18,6 +18,10 @@ import (
 type Policy struct {
 	// AETitles are the called AE titles answered to. Must not be empty.
 	AETitles []string
+	// CalledAE, when set, accepts called AE titles beyond AETitles (those
+	// a route selects on: a gateway that routes by called AE answers to
+	// every title its routes can match).
+	CalledAE func(ae string) bool
 	// CallingAEs lists who may send; empty means anyone.
 	CallingAEs []CallingAE
 }

@@ -130,3 +130,28 @@ func TestCallingAERejectAndLiveReload(t *testing.T) {
 		t.Fatal("empty policy accepted")
 	}
 }
+
+// TestCalledAEPredicate: a called AE title outside AETitles is answered to
+// when Policy.CalledAE accepts it (a route selecting on called_ae), and
+// refused 1/1/7 otherwise, the reason saying a route was consulted.
+func TestCalledAEPredicate(t *testing.T) {
+	srv, addr := startServer(t, Config{}, newMemStore())
+	if err := srv.SetPolicy(Policy{AETitles: []string{"DICOMGW"}, CalledAE: func(ae string) bool { return len(ae) > 3 && ae[:3] == "KP-" }}); err != nil {
+		t.Fatal(err)
+	}
+	for called, ok := range map[string]bool{"DICOMGW": true, "KP-PROJ1": true, "KP-": false, "OTHER": false} {
+		c, err := Dial(context.Background(), addr, DialConfig{CallingAE: "TESTSCU", CalledAE: called, Contexts: []ProposedContext{ctVerification}, Timeout: 5 * time.Second})
+		if ok {
+			if err != nil {
+				t.Errorf("called %s: %v", called, err)
+				continue
+			}
+			c.Release()
+			continue
+		}
+		var rj *RejectedError
+		if !errors.As(err, &rj) || rj.Result != pdu.RejectPermanent || rj.Reason != pdu.RejectCalledAENotRecognized {
+			t.Errorf("called %s: %v, want A-ASSOCIATE-RJ 1/1/7", called, err)
+		}
+	}
+}

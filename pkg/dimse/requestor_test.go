@@ -35,7 +35,7 @@ type blockingWriter struct {
 	b *blockingStore
 }
 
-func (w *blockingWriter) Commit() error {
+func (w *blockingWriter) Commit() (Committed, error) {
 	close(w.b.entered)
 	<-w.b.release
 	return w.StoreWriter.Commit()

@@ -81,7 +81,7 @@ func (w *scpWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-func (w *scpWriter) Commit() error {
+func (w *scpWriter) Commit() (dimse.Committed, error) {
 	if w.h.holdCommit != nil {
 		w.h.onceCommit.Do(func() {
 			close(w.h.committing)
@@ -91,13 +91,13 @@ func (w *scpWriter) Commit() error {
 	w.h.mu.Lock()
 	defer w.h.mu.Unlock()
 	if err := w.h.answer[w.req.SOPInstanceUID]; err != nil {
-		return err
+		return dimse.Committed{}, err
 	}
 	w.h.committed[w.req.SOPInstanceUID] = scpObject{
 		data: bytes.Clone(w.buf.Bytes()), ts: w.req.TransferSyntaxUID, calling: w.req.CallingAE, called: w.req.CalledAE,
 		assoc: w.req.AssociationID, sopClass: w.req.SOPClassUID,
 	}
-	return nil
+	return dimse.Committed{}, nil
 }
 
 func (w *scpWriter) Abort() {

@@ -230,7 +230,7 @@ func TestCommitToRecordsDestinations(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.Write(ds)
-			if _, err := w.Examine(); err != nil {
+			if _, err := w.Examine(nil); err != nil {
 				t.Fatal(err)
 			}
 			dests := []string{"pacs", "research-copy", "kheops_ct"}

@@ -92,3 +92,26 @@ func DescribeItem(it Item) (Description, error) {
 	d.Meta, d.DataOffset, d.StudyInstanceUID, d.SeriesInstanceUID = m, off, sum.StudyInstanceUID, sum.SeriesInstanceUID
 	return d, nil
 }
+
+// Collect walks the object's data set for the values of the top-level
+// elements in tags (dcmhead.WalkCollect): for routing an object whose
+// record has no destinations (received before routing existed).
+func (d *Description) Collect(tags []uint32) (map[uint32]string, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	ts, ok := uid.LookupTransferSyntax(d.TransferSyntaxUID)
+	if !ok {
+		return nil, damaged(d.ID, d.Path, 0, "unknown transfer syntax %q in its file meta information", d.TransferSyntaxUID)
+	}
+	sum, err := dcmhead.WalkCollect(f, d.DataOffset, d.Size-d.DataOffset, encodingOf(ts.Encoding), tags)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %s: %w", filepath.Base(d.Path), err)
+	}
+	return sum.Values, nil
+}

@@ -224,6 +224,18 @@ func (d *Dir) SetRetry(id string, r Retry) error {
 	return nil
 }
 
+// DropRetry removes a queued object's retry record (the daemon has taken
+// it into the delivery ledger).
+func (d *Dir) DropRetry(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(d.root, queueDir, id+retryExt)); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
 // Delivered takes a delivered object out of the queue: removed, or moved to
 // delivered/ when the spool keeps delivered objects for a while.
 func (d *Dir) Delivered(id string) error {

@@ -181,10 +181,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // Examine walks the data set as written (its structure, its SOP Class
 // and Instance UIDs against the command's, its Study and Series UIDs
-// against the policy) and returns what it found, for the caller to route
-// the object before it commits it. On an error the object is removed: the
+// against the policy) and returns what it found, with the values of the
+// top-level elements in want (Summary.Values), for the caller to route the
+// object before it commits it. On an error the object is removed: the
 // sender is told why.
-func (w *Writer) Examine() (Examined, error) {
+func (w *Writer) Examine(want []uint32) (Examined, error) {
 	if w.done {
 		return Examined{}, errors.New("spool: writer already finished")
 	}
@@ -193,7 +194,7 @@ func (w *Writer) Examine() (Examined, error) {
 		return Examined{}, w.err
 	}
 	if w.seen == nil {
-		sum, nonconforming, err := w.check()
+		sum, nonconforming, err := w.check(want)
 		if err != nil {
 			w.Abort()
 			return Examined{}, err
@@ -216,7 +217,7 @@ func (w *Writer) Commit() (Entry, error) {
 // error is the only "stored". What it returns is the queued object as the
 // forwarder needs it: nothing has to be read again.
 func (w *Writer) CommitTo(dests []string) (Description, error) {
-	seen, err := w.Examine()
+	seen, err := w.Examine(nil)
 	if err != nil {
 		return Description{}, err
 	}
@@ -315,8 +316,8 @@ func (w *Writer) commitSealed(final string, si sealInfo) error {
 // whose UIDs the caller has put through the policy. Its Study and Series
 // Instance UIDs, when present, must pass Config.UIDPolicy (C000 otherwise);
 // it returns those that pass although they break PS3.5 9.1.
-func (w *Writer) check() (dcmhead.Summary, []uid.Finding, error) {
-	sum, err := dcmhead.Walk(w.f, w.dataOff, w.size, w.enc)
+func (w *Writer) check(want []uint32) (dcmhead.Summary, []uid.Finding, error) {
+	sum, err := dcmhead.WalkCollect(w.f, w.dataOff, w.size, w.enc, want)
 	if err != nil {
 		var fe *dcmhead.FormatError
 		if errors.As(err, &fe) {

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicomgw/dicomgw/pkg/forward"
+	"github.com/dicomgw/dicomgw/pkg/route"
+	"github.com/dicomgw/dicomgw/pkg/spool"
+)
+
+// router holds where objects go: the routing table, and a running
+// forwarder per destination. A SIGHUP replaces the table and starts the
+// forwarders of new destinations; it never stops one that objects may
+// wait for (objects keep the destinations they were routed to).
+type router struct {
+	cur      atomic.Pointer[routing]
+	unrouted prometheus.Counter
+	del      *deliveries
+	sp       *spool.Spool
+	reg      prometheus.Registerer
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*runningDest
+	ctx     context.Context
+	wg      sync.WaitGroup
+}
+
+// runningDest is a destination whose forwarder runs.
+type runningDest struct {
+	d   *dest
+	fwd *forward.Forwarder
+}
+
+// routing is one version of where objects go.
+type routing struct {
+	table    *route.Table
+	unrouted string   // "": refuse
+	tags     []uint32 // the header elements the routes read
+	fwds     map[string]*forward.Forwarder
+	del      *deliveries
+}
+
+// route is where an object with these facts goes; none: refuse it.
+func (rt *routing) route(f route.Facts) []string {
+	dests := rt.table.Match(f)
+	if len(dests) == 0 && rt.unrouted != "" {
+		dests = []string{rt.unrouted}
+	}
+	return dests
+}
+
+// committed hands an object just committed to the ledger and to the
+// forwarders of its destinations, described: nothing is read again.
+func (rt *routing) committed(d *spool.Description) {
+	rt.del.received(d)
+	obj := objectOf(*d)
+	for _, name := range d.Destinations {
+		if f := rt.fwds[name]; f != nil {
+			f.Offer(obj)
+		}
+	}
+}
+
+func newRouter(ctx context.Context, del *deliveries, sp *spool.Spool, reg prometheus.Registerer, log *slog.Logger) *router {
+	r := &router{del: del, sp: sp, reg: reg, log: log, ctx: ctx, running: map[string]*runningDest{},
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicomgw_objects_unrouted_total",
+			Help: "C-STOREs refused with 0124 because no route matches the object and --unrouted refuses such objects.",
+		})}
+	reg.MustRegister(r.unrouted)
+	return r
+}
+
+func (r *router) current() *routing { return r.cur.Load() }
+
+// apply makes a routing table and its destinations current: destinations
+// new to the gateway are prepared and their forwarders started; running
+// ones are kept (a changed definition takes effect at the next start:
+// returned as changed); none is stopped.
+func (r *router) apply(table *route.Table, unrouted string, dests map[string]*dest) (changed []string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(dests))
+	for n := range dests {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		d := dests[n]
+		if rd := r.running[n]; rd != nil {
+			if rd.d.key != d.key {
+				changed = append(changed, n)
+			}
+			continue
+		}
+		if d.prepare != nil {
+			if err := d.prepare(); err != nil {
+				return changed, fmt.Errorf("destination %s: %w", n, err)
+			}
+		}
+		r.startLocked(d)
+	}
+	fwds := make(map[string]*forward.Forwarder, len(r.running))
+	reserve := 16
+	for n, rd := range r.running {
+		fwds[n] = rd.fwd
+		reserve += len(n) + 3 // `"name",` in the record's JSON
+	}
+	// Room in each object's record for the longest destination list.
+	r.sp.SetRecordReserve(reserve)
+	r.cur.Store(&routing{table: table, unrouted: unrouted, tags: table.Tags(), fwds: fwds, del: r.del})
+	return changed, nil
+}
+
+// startLocked starts d's forwarder. r.mu is held.
+func (r *router) startLocked(d *dest) {
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"destination": d.name}, r.reg)
+	log := r.log.With("destination", d.name)
+	f := forward.New(d.fcfg, destQueue{d: r.del, name: d.name}, d.to, log, reg)
+	if d.creds != nil {
+		reg.MustRegister(forward.NewCredentialsCollector(d.creds))
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "dicomgw_destination_info",
+		Help:        "Always 1: a destination the gateway forwards to, with its kind (stow, dicom, archive).",
+		ConstLabels: prometheus.Labels{"kind": string(d.kind)},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+	r.running[d.name] = &runningDest{d: d, fwd: f}
+	r.wg.Go(func() { f.Run(r.ctx) })
+	log.Info("forwarding to destination", "kind", string(d.kind), "spec", d.spec, "workers", d.fcfg.Workers)
+}
+
+// wait waits for every forwarder to end (their context ended).
+func (r *router) wait() { r.wg.Wait() }
+
+// names are the destinations with a running forwarder.
+func (r *router) names() map[string]*dest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]*dest, len(r.running))
+	for n, rd := range r.running {
+		out[n] = rd.d
+	}
+	return out
+}
+
+// legacy routes an object committed before routing existed: to "default"
+// when it is configured (it was the only destination), else by the
+// routes, else to --unrouted's destination; none: nowhere.
+func (r *router) legacy(desc *spool.Description) []string {
+	rt := r.current()
+	if rt.fwds[defaultDestination] != nil {
+		return []string{defaultDestination}
+	}
+	values, err := desc.Collect(rt.tags)
+	if err != nil {
+		r.log.Warn("cannot read an old object's header to route it", "id", desc.ID, "err", err)
+	}
+	return rt.route(route.Object{CalledAE: desc.CalledAE, CallingAE: desc.CallingAE, Peer: route.PeerAddr(desc.RemoteAddr), Values: values})
+}
+
+// describe is what the start-up log says of the destinations.
+func describeDests(dests map[string]*dest) string {
+	var out []string
+	for _, d := range dests {
+		out = append(out, d.spec)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
+}
