@@ -88,7 +88,7 @@ func openTest(t *testing.T, cfg Config) (*Ledger, *prometheus.Registry) {
 
 // metric returns the value of the metric name (with the label pairs
 // given): a counter's or gauge's value, a histogram's sample count.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -119,7 +119,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 	return 0
 }
 
-func histogramSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func histogramSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
