@@ -1,0 +1,450 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// queries are the read methods, shared by Ledger, Reader and Admin. Every
+// value is a parameter; the SQL is made only of constants.
+type queries struct {
+	db *sql.DB
+	// unreadable is told of each row that is skipped because it cannot be
+	// read, so that one bad row never hides the others.
+	unreadable func(*RowError)
+}
+
+const objectCols = `id, sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
+	calling_ae, called_ae, peer, received_at, size, gone_at, complete`
+
+const deliveryCols = `object_id, destination, state, attempts, first_failure, next_attempt,
+	last_error, unconfirmed, delay_ns, delivered_at, dead_at, dead_reason, updated_at`
+
+// readTimeout bounds one read (a Trace over a large ledger included).
+const readTimeout = 60 * time.Second
+
+func (q *queries) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), readTimeout)
+}
+
+func (q *queries) skip(e *RowError) {
+	if q.unreadable != nil {
+		q.unreadable(e)
+	}
+}
+
+type scanner interface{ Scan(...any) error }
+
+// scanObject reads one objects row; the error is a *RowError.
+func scanObject(r scanner) (ObjectState, error) {
+	var (
+		o               ObjectState
+		id              sql.NullString
+		received, gone  sql.NullInt64
+		complete, size  int64
+		sop, cls, study string
+		series, ts      string
+		calling, called string
+		peer            string
+	)
+	err := r.Scan(&id, &sop, &cls, &study, &series, &ts, &calling, &called, &peer, &received, &size, &gone, &complete)
+	if err != nil {
+		return o, &RowError{Table: "objects", ObjectID: id.String, Err: err}
+	}
+	o.ID = id.String
+	o.SOPInstanceUID, o.SOPClassUID, o.StudyInstanceUID, o.SeriesInstanceUID, o.TransferSyntaxUID = sop, cls, study, series, ts
+	o.CallingAE, o.CalledAE, o.Peer = calling, called, peer
+	o.Received = fromNS(received.Int64, received.Valid)
+	o.Size = size
+	o.GoneAt = fromNS(gone.Int64, gone.Valid)
+	o.Incomplete = complete == 0
+	return o, nil
+}
+
+// scanDelivery reads one deliveries row; the error is a *RowError.
+func scanDelivery(r scanner) (id string, d DeliveryState, err error) {
+	var (
+		oid, dest                             sql.NullString
+		first, next, delivered, dead, updated sql.NullInt64
+		attempts, unconfirmed, delay          int64
+		state, lastErr, reason                string
+	)
+	err = r.Scan(&oid, &dest, &state, &attempts, &first, &next, &lastErr, &unconfirmed, &delay, &delivered, &dead, &reason, &updated)
+	if err == nil && !knownState(state) {
+		err = fmt.Errorf("state %q is not one of %s", state, strings.Join(States, ", "))
+	}
+	if err != nil {
+		return oid.String, d, &RowError{Table: "deliveries", ObjectID: oid.String, Destination: dest.String, Err: err}
+	}
+	d = DeliveryState{
+		Destination: dest.String,
+		State:       state,
+		Retry: Retry{
+			Attempts:     int(attempts),
+			FirstFailure: fromNS(first.Int64, first.Valid),
+			NextAttempt:  fromNS(next.Int64, next.Valid),
+			LastError:    lastErr,
+			Unconfirmed:  int(unconfirmed),
+			Delay:        time.Duration(delay),
+		},
+		DeliveredAt: fromNS(delivered.Int64, delivered.Valid),
+		DeadAt:      fromNS(dead.Int64, dead.Valid),
+		DeadReason:  reason,
+		UpdatedAt:   fromNS(updated.Int64, updated.Valid),
+	}
+	return oid.String, d, nil
+}
+
+// idList is ids as one parameter, read back with json_each: one statement
+// for any number of IDs, no SQL built from them.
+func idList(ids []string) (string, error) {
+	b, err := json.Marshal(ids)
+	return string(b), err
+}
+
+func limitArg(limit int) int {
+	if limit <= 0 {
+		return -1 // SQLite: no limit
+	}
+	return limit
+}
+
+// Pending returns the IDs of the objects pending for dest, oldest received
+// first; limit <= 0 means all.
+func (q *queries) Pending(dest string, limit int) ([]string, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, `SELECT object_id FROM deliveries
+		WHERE destination = ? AND state = 'pending'
+		ORDER BY received_at, object_id LIMIT ?`, dest, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: pending: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id sql.NullString
+		if err := rows.Scan(&id); err != nil || !id.Valid {
+			q.skip(&RowError{Table: "deliveries", Destination: dest, Err: fmt.Errorf("object_id: %v", err)})
+			continue
+		}
+		ids = append(ids, id.String)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: pending: %w", err)
+	}
+	return ids, nil
+}
+
+// Delivery returns the delivery of object id to dest; false when there is
+// none. An unreadable row is an error (a *RowError).
+func (q *queries) Delivery(id, dest string) (DeliveryState, bool, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	row := q.db.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE object_id = ? AND destination = ?`, id, dest)
+	_, d, err := scanDelivery(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return DeliveryState{}, false, nil
+	}
+	if err != nil {
+		q.skip(err.(*RowError))
+		return DeliveryState{}, false, err
+	}
+	return d, true, nil
+}
+
+// Object returns object id with all its deliveries; false when the ledger
+// does not know it. An unreadable object row is an error (a *RowError);
+// unreadable delivery rows are described in ObjectState.Unreadable.
+func (q *queries) Object(id string) (ObjectState, bool, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	o, err := scanObject(q.db.QueryRowContext(ctx, `SELECT `+objectCols+` FROM objects WHERE id = ?`, id))
+	found := err == nil
+	if errors.Is(err, sql.ErrNoRows) {
+		// Deliveries without their object row can still be told.
+		o = ObjectState{}
+		o.ID, o.Incomplete = id, true
+	} else if err != nil {
+		q.skip(err.(*RowError))
+		return ObjectState{}, false, err
+	}
+	states := []ObjectState{o}
+	if err := q.fillDeliveries(ctx, states); err != nil {
+		return ObjectState{}, false, err
+	}
+	o = states[0]
+	if !found && len(o.Deliveries) == 0 && len(o.Unreadable) == 0 {
+		return ObjectState{}, false, nil
+	}
+	return o, true, nil
+}
+
+// Known tells, for each of ids, whether the ledger has its receipt (an object
+// row that is complete: one made by a later event counts as unknown, so that
+// Ensure completes it).
+func (q *queries) Known(ids []string) (map[string]bool, error) {
+	known := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		known[id] = false
+	}
+	if len(ids) == 0 {
+		return known, nil
+	}
+	list, err := idList(ids)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, `SELECT id FROM objects
+		WHERE id IN (SELECT value FROM json_each(?)) AND complete <> 0`, list)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: known: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			q.skip(&RowError{Table: "objects", Err: err})
+			continue
+		}
+		known[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: known: %w", err)
+	}
+	return known, nil
+}
+
+// Trace returns the objects that match q, newest received first, with their
+// deliveries.
+func (q *queries) Trace(qu Query) ([]ObjectState, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if qu.StudyInstanceUID != "" {
+		where, args = append(where, "study_uid = ?"), append(args, qu.StudyInstanceUID)
+	}
+	if qu.SOPInstanceUID != "" {
+		where, args = append(where, "sop_instance_uid = ?"), append(args, qu.SOPInstanceUID)
+	}
+	if qu.CallingAE != "" {
+		where, args = append(where, "calling_ae = ?"), append(args, qu.CallingAE)
+	}
+	if !qu.From.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, qu.From.UnixNano())
+	}
+	if !qu.To.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, qu.To.UnixNano())
+	}
+	stmt := `SELECT ` + objectCols + ` FROM objects`
+	if len(where) > 0 {
+		stmt += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	stmt += ` ORDER BY received_at DESC, id DESC LIMIT ?`
+	args = append(args, limitArg(qu.Limit))
+
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: trace: %w", err)
+	}
+	var out []ObjectState
+	for rows.Next() {
+		o, err := scanObject(rows)
+		if err != nil {
+			q.skip(err.(*RowError))
+			continue
+		}
+		out = append(out, o)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: trace: %w", err)
+	}
+	if err := q.fillDeliveries(ctx, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeadLetters returns the objects with a dead delivery to dest (any
+// destination when dest is ""), the most recently dead first; limit <= 0
+// means all.
+func (q *queries) DeadLetters(dest string, limit int) ([]ObjectState, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if dest == "" {
+		rows, err = q.db.QueryContext(ctx, `SELECT object_id, max(dead_at) AS last FROM deliveries
+			WHERE state = 'dead' GROUP BY object_id ORDER BY last DESC, object_id LIMIT ?`, limitArg(limit))
+	} else {
+		rows, err = q.db.QueryContext(ctx, `SELECT object_id, dead_at FROM deliveries
+			WHERE state = 'dead' AND destination = ? ORDER BY dead_at DESC, object_id LIMIT ?`, dest, limitArg(limit))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: dead letters: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var (
+			id sql.NullString
+			at sql.NullInt64
+		)
+		if err := rows.Scan(&id, &at); err != nil || !id.Valid {
+			q.skip(&RowError{Table: "deliveries", ObjectID: id.String, Destination: dest, Err: fmt.Errorf("dead letter: %v", err)})
+			continue
+		}
+		ids = append(ids, id.String)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: dead letters: %w", err)
+	}
+	return q.objects(ctx, ids)
+}
+
+// DestinationStats counts deliveries by destination and state.
+func (q *queries) DestinationStats() (map[string]DestStats, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, `SELECT destination, state, count(*), min(received_at)
+		FROM deliveries GROUP BY destination, state`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: destination stats: %w", err)
+	}
+	defer rows.Close()
+	stats := map[string]DestStats{}
+	for rows.Next() {
+		var (
+			dest, state string
+			n           int
+			oldest      sql.NullInt64
+		)
+		if err := rows.Scan(&dest, &state, &n, &oldest); err != nil {
+			q.skip(&RowError{Table: "deliveries", Destination: dest, Err: err})
+			continue
+		}
+		s := stats[dest]
+		switch state {
+		case StatePending:
+			s.Pending, s.OldestPending = n, fromNS(oldest.Int64, oldest.Valid)
+		case StateDelivered:
+			s.Delivered = n
+		case StateDead:
+			s.Dead = n
+		default:
+			for range n {
+				q.skip(&RowError{Table: "deliveries", Destination: dest, Err: fmt.Errorf("state %q is not one of %s", state, strings.Join(States, ", "))})
+			}
+			continue
+		}
+		stats[dest] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: destination stats: %w", err)
+	}
+	return stats, nil
+}
+
+// objects loads the objects ids, in that order, with their deliveries. An
+// object known only from its deliveries comes back Incomplete.
+func (q *queries) objects(ctx context.Context, ids []string) ([]ObjectState, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	list, err := idList(ids)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.db.QueryContext(ctx, `SELECT `+objectCols+` FROM objects WHERE id IN (SELECT value FROM json_each(?))`, list)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: objects: %w", err)
+	}
+	byID := make(map[string]ObjectState, len(ids))
+	for rows.Next() {
+		o, err := scanObject(rows)
+		if err != nil {
+			q.skip(err.(*RowError))
+			continue
+		}
+		byID[o.ID] = o
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: objects: %w", err)
+	}
+	out := make([]ObjectState, 0, len(ids))
+	for _, id := range ids {
+		o, ok := byID[id]
+		if !ok {
+			o.ID, o.Incomplete = id, true
+		}
+		out = append(out, o)
+	}
+	return out, q.fillDeliveries(ctx, out)
+}
+
+// fillDeliveries loads the deliveries of objs (sorted by destination) and
+// sets their Destinations.
+func (q *queries) fillDeliveries(ctx context.Context, objs []ObjectState) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	at := make(map[string][]int, len(objs))
+	ids := make([]string, 0, len(objs))
+	for i, o := range objs {
+		if _, ok := at[o.ID]; !ok {
+			ids = append(ids, o.ID)
+		}
+		at[o.ID] = append(at[o.ID], i)
+	}
+	list, err := idList(ids)
+	if err != nil {
+		return err
+	}
+	rows, err := q.db.QueryContext(ctx, `SELECT `+deliveryCols+` FROM deliveries
+		WHERE object_id IN (SELECT value FROM json_each(?)) ORDER BY object_id, destination`, list)
+	if err != nil {
+		return fmt.Errorf("ledger: deliveries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		id, d, err := scanDelivery(rows)
+		if err != nil {
+			re := err.(*RowError)
+			q.skip(re)
+			for _, i := range at[id] {
+				objs[i].Unreadable = append(objs[i].Unreadable, re.Error())
+			}
+			continue
+		}
+		for _, i := range at[id] {
+			objs[i].Deliveries = append(objs[i].Deliveries, d)
+			objs[i].Destinations = append(objs[i].Destinations, d.Destination)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ledger: deliveries: %w", err)
+	}
+	for i := range objs {
+		slices.SortFunc(objs[i].Deliveries, func(a, b DeliveryState) int { return strings.Compare(a.Destination, b.Destination) })
+		slices.Sort(objs[i].Destinations)
+	}
+	return nil
+}
