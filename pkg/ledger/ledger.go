@@ -3,7 +3,9 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
@@ -92,10 +95,8 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ledger, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if dir := filepath.Dir(cfg.Path); dir != "" {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("ledger %s: directory: %w", cfg.Path, err)
-		}
+	if err := create(cfg.Path); err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -170,6 +171,28 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ledger, err
 	log.Info("ledger open", "path", cfg.Path, "schema", SchemaVersion, "migrated_from", version, "quick_check", checked.Round(time.Millisecond))
 	go l.run()
 	return l, nil
+}
+
+// create makes an empty ledger file if there is none: with the spool's
+// permissions (SQLite's -wal and -shm files take the database file's), and
+// durably, so that the file a commit went into is not itself lost. An empty
+// file is an empty database; Open migrates it.
+func create(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = durable.SyncDir(filepath.Dir(path))
+	}
+	return err
 }
 
 func (l *Ledger) unreadableRow(e *RowError) {

@@ -45,6 +45,14 @@ func TestMigrationFromEmpty(t *testing.T) {
 				t.Fatalf("synchronous = %d, want 2 (FULL)", sync)
 			}
 			l.Received(obj(1, "1.2.3", "a"))
+			mustNil(t, l.Sync())
+			if name == "absent" { // made with the spool's permissions, and so is its WAL
+				for _, p := range []string{path, path + "-wal", path + "-shm"} {
+					if st, err := os.Stat(p); err != nil || st.Mode().Perm()&^0o640 != 0 {
+						t.Fatalf("%s: %v %v, want at most rw-r-----", p, st.Mode(), err)
+					}
+				}
+			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
