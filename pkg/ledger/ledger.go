@@ -76,9 +76,10 @@ type Ledger struct {
 	mu     sync.RWMutex // held for reading while enqueuing; Close takes it to close ops
 	closed bool
 
-	queued    atomic.Int64 // enqueued, not committed yet
-	closingAt atomic.Int64 // Unix ns when Close began, 0 before
-	lost      atomic.Int64 // asynchronous operations given up at shutdown
+	queued    atomic.Int64          // enqueued, not committed yet
+	closingAt atomic.Int64          // Unix ns when Close began, 0 before
+	lost      atomic.Int64          // asynchronous operations given up at shutdown
+	lastErr   atomic.Pointer[error] // the last commit's error, nil once one succeeds
 	stopped   chan struct{}
 	closeErr  error
 	closeOnce sync.Once
@@ -267,7 +268,7 @@ func (l *Ledger) sync(o *op) result {
 	if err := l.enqueue(o); err != nil {
 		return result{err: err}
 	}
-	return <-o.done
+	return l.wait(o)
 }
 
 // Received records a received object and a pending delivery per

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,7 +40,8 @@ type op struct {
 	before   time.Time // prune
 	limit    int       // prune: rows per chunk
 	enqueued time.Time
-	done     chan result // nil for asynchronous operations
+	done     chan result  // nil for asynchronous operations
+	state    atomic.Int32 // synchronous operations: opQueued, opCommitting, opAbandoned
 	res      result
 }
 
