@@ -293,6 +293,14 @@ func TestPrune(t *testing.T) {
 	if err := l.rdb.QueryRow("SELECT count(*) FROM deliveries WHERE object_id NOT IN (SELECT id FROM objects)").Scan(&orphans); err != nil || orphans != 0 {
 		t.Fatalf("%d deliveries left without their object (%v)", orphans, err)
 	}
+	// The objects not gone, paged.
+	here, err := l.InSpool("", 2)
+	if err != nil || !slices.Equal(here, []string{obj(7, "").ID, obj(8, "").ID}) {
+		t.Fatalf("in spool: %v %v", here, err)
+	}
+	if here, err = l.InSpool(here[1], 0); err != nil || !slices.Equal(here, []string{obj(9, "").ID}) {
+		t.Fatalf("in spool, second page: %v %v", here, err)
+	}
 	if n, err := l.Prune(base.Add(5 * time.Hour)); err != nil || n != 0 {
 		t.Fatalf("second prune: %d %v", n, err)
 	}

@@ -34,26 +34,28 @@ func TestQueriesUseIndexes(t *testing.T) {
 	from, to := base, base.Add(time.Hour)
 	for _, c := range []struct {
 		name, sql string
+		uses      string // in the plan: the index that answers
 		// scan is the index a step may read whole: the partial index of
 		// dead rows, the index in the order asked for under a LIMIT, a
 		// covering index for counts. Every other step must SEARCH.
 		scan string
 	}{
-		{"pending", sqlPending, ""},
-		{"dead letters", sqlDeadAny, "COVERING INDEX deliveries_dead_any"},
-		{"dead letters of a destination", sqlDeadDest, ""},
-		{"destination stats", sqlStats, "COVERING INDEX deliveries_queue"},
-		{"object", sqlObject, ""},
-		{"delivery", sqlDelivery, ""},
-		{"known", sqlKnown, ""},
-		{"objects", sqlObjects, ""},
-		{"deliveries of objects", sqlDeliveriesOf, ""},
-		{"prune", sqlPruneSelect, ""},
-		{"trace by study", trace(Query{StudyInstanceUID: "x"}), ""},
-		{"trace by SOP", trace(Query{SOPInstanceUID: "x"}), ""},
-		{"trace by calling AE and time", trace(Query{CallingAE: "x", From: from, To: to}), ""},
-		{"trace by time", trace(Query{From: from, To: to}), ""},
-		{"trace of the newest", trace(Query{Limit: 10}), "INDEX objects_received"},
+		{"pending", sqlPending, "deliveries_queue", ""},
+		{"dead letters", sqlDeadAny, "deliveries_dead_any", "COVERING INDEX deliveries_dead_any"},
+		{"dead letters of a destination", sqlDeadDest, "deliveries_dead ", ""},
+		{"destination stats", sqlStats, "deliveries_queue", "COVERING INDEX deliveries_queue"},
+		{"object", sqlObject, "(id=?)", ""},
+		{"delivery", sqlDelivery, "PRIMARY KEY (object_id=? AND destination=?)", ""},
+		{"known", sqlKnown, "(id=?)", ""},
+		{"objects", sqlObjects, "(id=?)", ""},
+		{"deliveries of objects", sqlDeliveriesOf, "PRIMARY KEY (object_id=?)", ""},
+		{"prune", sqlPruneSelect, "objects_gone", ""},
+		{"in spool", sqlInSpool, "objects_here", ""},
+		{"trace by study", trace(Query{StudyInstanceUID: "x"}), "objects_study", ""},
+		{"trace by SOP", trace(Query{SOPInstanceUID: "x"}), "objects_sop", ""},
+		{"trace by calling AE and time", trace(Query{CallingAE: "x", From: from, To: to}), "objects_calling (calling_ae=? AND received_at>? AND received_at<?)", ""},
+		{"trace by time", trace(Query{From: from, To: to}), "objects_received (received_at>? AND received_at<?)", ""},
+		{"trace of the newest", trace(Query{Limit: 10}), "objects_received", "INDEX objects_received"},
 	} {
 		rows, err := l.rdb.Query("EXPLAIN QUERY PLAN "+c.sql, make([]any, strings.Count(c.sql, "?"))...)
 		if err != nil {
@@ -70,6 +72,10 @@ func TestQueriesUseIndexes(t *testing.T) {
 		}
 		rows.Close()
 		p := strings.Join(plan, "; ")
+		t.Logf("%s: %s", c.name, p)
+		if !strings.Contains(p+" ", c.uses) {
+			t.Errorf("%s: not answered by %s: %s", c.name, c.uses, p)
+		}
 		for _, step := range plan {
 			switch {
 			case strings.HasPrefix(step, "SEARCH objects USING"), strings.HasPrefix(step, "SEARCH deliveries USING"):

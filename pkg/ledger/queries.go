@@ -191,6 +191,7 @@ const (
 	sqlDelivery     = `SELECT ` + deliveryCols + ` FROM deliveries WHERE object_id = ? AND destination = ?`
 	sqlKnown        = `SELECT id FROM objects WHERE id IN (SELECT value FROM json_each(?)) AND complete <> 0`
 	sqlObjects      = `SELECT ` + objectCols + ` FROM objects WHERE id IN (SELECT value FROM json_each(?))`
+	sqlInSpool      = `SELECT id FROM objects WHERE gone_at IS NULL AND id > ? ORDER BY id LIMIT ?`
 	sqlDeliveriesOf = `SELECT ` + deliveryCols + ` FROM deliveries
 		WHERE object_id IN (SELECT value FROM json_each(?)) ORDER BY object_id, destination`
 )
@@ -247,6 +248,33 @@ func (q *queries) Pending(dest string, limit int) ([]string, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("ledger: pending: %w", err)
+	}
+	return ids, nil
+}
+
+// InSpool returns, in ascending order after `after`, the IDs of the objects
+// whose files the ledger believes are still in the spool (no Gone recorded);
+// limit <= 0 means all. At start-up, those the spool no longer holds are the
+// Gone that a crash lost.
+func (q *queries) InSpool(after string, limit int) ([]string, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, sqlInSpool, after, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: in spool: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id sql.NullString
+		if err := rows.Scan(&id); err != nil || !id.Valid {
+			q.skip(&RowError{Table: "objects", Err: fmt.Errorf("column id: %v", err)})
+			continue
+		}
+		ids = append(ids, id.String)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: in spool: %w", err)
 	}
 	return ids, nil
 }

@@ -43,6 +43,9 @@ var migrations = []string{
 	CREATE INDEX objects_calling  ON objects(calling_ae, received_at);
 	CREATE INDEX objects_received ON objects(received_at);
 	CREATE INDEX objects_gone     ON objects(gone_at) WHERE gone_at IS NOT NULL;
+	-- The objects whose files are in the spool, for InSpool: partial, so it
+	-- stays as small as the spool.
+	CREATE INDEX objects_here     ON objects(id) WHERE gone_at IS NULL;
 
 	CREATE TABLE deliveries (
 		object_id     TEXT NOT NULL,
