@@ -14,9 +14,16 @@ import (
 // A new file gets the current schema, marked as a ledger; an empty file
 // (zero bytes) too.
 func TestMigrationFromEmpty(t *testing.T) {
-	for _, name := range []string{"absent", "zero-bytes"} {
+	for _, name := range []string{"absent", "zero-bytes", "odd-path"} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger.db")
+			if name == "odd-path" { // a path is a path, not a URI: '?', '#', '%' included
+				dir := filepath.Join(t.TempDir(), "spool?mode=ro#x%41 y")
+				if err := os.Mkdir(dir, 0o750); err != nil {
+					t.Fatal(err)
+				}
+				path = filepath.Join(dir, "ledger.db")
+			}
 			if name == "zero-bytes" {
 				if err := os.WriteFile(path, nil, 0o600); err != nil {
 					t.Fatal(err)
@@ -60,6 +67,17 @@ func TestMigrationFromEmpty(t *testing.T) {
 			l2, _ := openTest(t, Config{Path: path})
 			if _, ok, err := l2.Object(obj(1, "1.2.3").ID); err != nil || !ok {
 				t.Fatalf("after reopening: ok=%v err=%v", ok, err)
+			}
+			r, err := OpenReader(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if _, ok, err := r.Object(obj(1, "1.2.3").ID); err != nil || !ok {
+				t.Fatalf("reader: ok=%v err=%v", ok, err)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Fatalf("the ledger is not where it was asked to be: %v", err)
 			}
 		})
 	}
