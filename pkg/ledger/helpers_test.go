@@ -43,7 +43,7 @@ func startChild(t *testing.T, mode, path string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "LEDGER_TEST_CHILD="+mode, "LEDGER_TEST_PATH="+path)
-	cmd.Stderr = &prefixWriter{t: t}
+	cmd.Stderr = &prefixWriter{t: t, prefix: "child: "}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,10 +60,13 @@ func startChild(t *testing.T, mode, path string) (*exec.Cmd, *bufio.Scanner) {
 	return cmd, bufio.NewScanner(out)
 }
 
-type prefixWriter struct{ t *testing.T }
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+}
 
 func (w *prefixWriter) Write(p []byte) (int, error) {
-	w.t.Logf("child: %s", strings.TrimRight(string(p), "\n"))
+	w.t.Logf("%s%s", w.prefix, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 

@@ -3,7 +3,9 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dicomgw/dicomgw/internal/durable"
 	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
@@ -73,9 +76,10 @@ type Ledger struct {
 	mu     sync.RWMutex // held for reading while enqueuing; Close takes it to close ops
 	closed bool
 
-	queued    atomic.Int64 // enqueued, not committed yet
-	closingAt atomic.Int64 // Unix ns when Close began, 0 before
-	lost      atomic.Int64 // asynchronous operations given up at shutdown
+	queued    atomic.Int64          // enqueued, not committed yet
+	closingAt atomic.Int64          // Unix ns when Close began, 0 before
+	lost      atomic.Int64          // asynchronous operations given up at shutdown
+	lastErr   atomic.Pointer[error] // the last commit's error, nil once one succeeds
 	stopped   chan struct{}
 	closeErr  error
 	closeOnce sync.Once
@@ -92,10 +96,8 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ledger, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if dir := filepath.Dir(cfg.Path); dir != "" {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("ledger %s: directory: %w", cfg.Path, err)
-		}
+	if err := create(cfg.Path); err != nil {
+		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -172,6 +174,28 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Ledger, err
 	return l, nil
 }
 
+// create makes an empty ledger file if there is none: with the spool's
+// permissions (SQLite's -wal and -shm files take the database file's), and
+// durably, so that the file a commit went into is not itself lost. An empty
+// file is an empty database; Open migrates it.
+func create(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = durable.SyncDir(filepath.Dir(path))
+	}
+	return err
+}
+
 func (l *Ledger) unreadableRow(e *RowError) {
 	l.m.unreadable.Inc()
 	l.once.Do(func() {
@@ -244,7 +268,7 @@ func (l *Ledger) sync(o *op) result {
 	if err := l.enqueue(o); err != nil {
 		return result{err: err}
 	}
-	return <-o.done
+	return l.wait(o)
 }
 
 // Received records a received object and a pending delivery per

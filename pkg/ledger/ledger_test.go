@@ -14,9 +14,16 @@ import (
 // A new file gets the current schema, marked as a ledger; an empty file
 // (zero bytes) too.
 func TestMigrationFromEmpty(t *testing.T) {
-	for _, name := range []string{"absent", "zero-bytes"} {
+	for _, name := range []string{"absent", "zero-bytes", "odd-path"} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ledger.db")
+			if name == "odd-path" { // a path is a path, not a URI: '?', '#', '%' included
+				dir := filepath.Join(t.TempDir(), "spool?mode=ro#x%41 y")
+				if err := os.Mkdir(dir, 0o750); err != nil {
+					t.Fatal(err)
+				}
+				path = filepath.Join(dir, "ledger.db")
+			}
 			if name == "zero-bytes" {
 				if err := os.WriteFile(path, nil, 0o600); err != nil {
 					t.Fatal(err)
@@ -45,6 +52,14 @@ func TestMigrationFromEmpty(t *testing.T) {
 				t.Fatalf("synchronous = %d, want 2 (FULL)", sync)
 			}
 			l.Received(obj(1, "1.2.3", "a"))
+			mustNil(t, l.Sync())
+			if name == "absent" { // made with the spool's permissions, and so is its WAL
+				for _, p := range []string{path, path + "-wal", path + "-shm"} {
+					if st, err := os.Stat(p); err != nil || st.Mode().Perm()&^0o640 != 0 {
+						t.Fatalf("%s: %v %v, want at most rw-r-----", p, st.Mode(), err)
+					}
+				}
+			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -52,6 +67,17 @@ func TestMigrationFromEmpty(t *testing.T) {
 			l2, _ := openTest(t, Config{Path: path})
 			if _, ok, err := l2.Object(obj(1, "1.2.3").ID); err != nil || !ok {
 				t.Fatalf("after reopening: ok=%v err=%v", ok, err)
+			}
+			r, err := OpenReader(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if _, ok, err := r.Object(obj(1, "1.2.3").ID); err != nil || !ok {
+				t.Fatalf("reader: ok=%v err=%v", ok, err)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Fatalf("the ledger is not where it was asked to be: %v", err)
 			}
 		})
 	}
@@ -284,6 +310,14 @@ func TestPrune(t *testing.T) {
 	var orphans int
 	if err := l.rdb.QueryRow("SELECT count(*) FROM deliveries WHERE object_id NOT IN (SELECT id FROM objects)").Scan(&orphans); err != nil || orphans != 0 {
 		t.Fatalf("%d deliveries left without their object (%v)", orphans, err)
+	}
+	// The objects not gone, paged.
+	here, err := l.InSpool("", 2)
+	if err != nil || !slices.Equal(here, []string{obj(7, "").ID, obj(8, "").ID}) {
+		t.Fatalf("in spool: %v %v", here, err)
+	}
+	if here, err = l.InSpool(here[1], 0); err != nil || !slices.Equal(here, []string{obj(9, "").ID}) {
+		t.Fatalf("in spool, second page: %v %v", here, err)
 	}
 	if n, err := l.Prune(base.Add(5 * time.Hour)); err != nil || n != 0 {
 		t.Fatalf("second prune: %d %v", n, err)

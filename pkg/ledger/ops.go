@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,7 +40,8 @@ type op struct {
 	before   time.Time // prune
 	limit    int       // prune: rows per chunk
 	enqueued time.Time
-	done     chan result // nil for asynchronous operations
+	done     chan result  // nil for asynchronous operations
+	state    atomic.Int32 // synchronous operations: opQueued, opCommitting, opAbandoned
 	res      result
 }
 
@@ -93,9 +95,10 @@ const (
 	sqlDeadNew = `INSERT INTO deliveries (object_id, destination, state, received_at, dead_at, dead_reason, updated_at)
 		VALUES (?1, ?2, 'dead', (SELECT received_at FROM objects WHERE id = ?1), ?3, ?4, ?5)
 		ON CONFLICT (object_id, destination) DO NOTHING`
-	sqlGone    = `UPDATE objects SET gone_at = ? WHERE id = ? AND gone_at IS NULL`
-	sqlGoneNew = `INSERT INTO objects (id, received_at, gone_at, complete) VALUES (?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`
-	sqlRequeue = `UPDATE deliveries SET state = 'pending', attempts = 0, first_failure = NULL, next_attempt = NULL,
+	sqlPruneSelect = `SELECT id FROM objects WHERE gone_at IS NOT NULL AND gone_at < ? ORDER BY gone_at LIMIT ?`
+	sqlGone        = `UPDATE objects SET gone_at = ? WHERE id = ? AND gone_at IS NULL`
+	sqlGoneNew     = `INSERT INTO objects (id, received_at, gone_at, complete) VALUES (?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`
+	sqlRequeue     = `UPDATE deliveries SET state = 'pending', attempts = 0, first_failure = NULL, next_attempt = NULL,
 		last_error = '', unconfirmed = 0, delay_ns = 0, dead_at = NULL, dead_reason = '', updated_at = ?
 		WHERE object_id = ? AND destination = ? AND state = 'dead'
 			AND NOT EXISTS (SELECT 1 FROM objects WHERE id = ? AND gone_at IS NOT NULL)`
@@ -286,8 +289,7 @@ func requeue(ctx context.Context, tx *sql.Tx, st *sql.Stmt, id, dest string, now
 // pruneChunk deletes at most limit objects gone before `before`, with their
 // deliveries.
 func pruneChunk(ctx context.Context, tx *sql.Tx, before time.Time, limit int) (int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM objects WHERE gone_at IS NOT NULL AND gone_at < ?
-		ORDER BY gone_at LIMIT ?`, before.UnixNano(), limit)
+	rows, err := tx.QueryContext(ctx, sqlPruneSelect, before.UnixNano(), limit)
 	if err != nil {
 		return 0, err
 	}

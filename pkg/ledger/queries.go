@@ -41,64 +41,129 @@ func (q *queries) skip(e *RowError) {
 
 type scanner interface{ Scan(...any) error }
 
+// row holds one row's values as the driver gives them; its accessors check
+// each value's type themselves, so that an error names the column and never
+// repeats the value (which could be anything) into a log line.
+type row struct {
+	names []string
+	vals  []any
+	err   error // the first wrong value
+}
+
+func scanRow(r scanner, names ...string) (*row, error) {
+	w := &row{names: names, vals: make([]any, len(names))}
+	ptrs := make([]any, len(names))
+	for i := range w.vals {
+		ptrs[i] = &w.vals[i]
+	}
+	return w, r.Scan(ptrs...)
+}
+
+func (w *row) fail(i int, want string) {
+	if w.err == nil {
+		got := "NULL"
+		if w.vals[i] != nil {
+			got = fmt.Sprintf("%T", w.vals[i])
+		}
+		w.err = fmt.Errorf("column %s holds %s, want %s", w.names[i], got, want)
+	}
+}
+
+// str is column i as text; NULL is "".
+func (w *row) str(i int) string {
+	switch v := w.vals[i].(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	case nil:
+		return ""
+	}
+	w.fail(i, "text")
+	return ""
+}
+
+// num is column i as an integer; NULL is 0.
+func (w *row) num(i int) int64 {
+	switch v := w.vals[i].(type) {
+	case int64:
+		return v
+	case nil:
+		return 0
+	}
+	w.fail(i, "an integer")
+	return 0
+}
+
+// time is column i (Unix nanoseconds) as a time; NULL and 0 are the zero
+// time.
+func (w *row) time(i int) time.Time {
+	return fromNS(w.num(i), true)
+}
+
+var (
+	objectNames   = strings.Fields(strings.NewReplacer(",", " ").Replace(objectCols))
+	deliveryNames = strings.Fields(strings.NewReplacer(",", " ").Replace(deliveryCols))
+)
+
 // scanObject reads one objects row; the error is a *RowError.
 func scanObject(r scanner) (ObjectState, error) {
-	var (
-		o               ObjectState
-		id              sql.NullString
-		received, gone  sql.NullInt64
-		complete, size  int64
-		sop, cls, study string
-		series, ts      string
-		calling, called string
-		peer            string
-	)
-	err := r.Scan(&id, &sop, &cls, &study, &series, &ts, &calling, &called, &peer, &received, &size, &gone, &complete)
+	var o ObjectState
+	w, err := scanRow(r, objectNames...)
 	if err != nil {
-		return o, &RowError{Table: "objects", ObjectID: id.String, Err: err}
+		return o, &RowError{Table: "objects", Err: err}
 	}
-	o.ID = id.String
-	o.SOPInstanceUID, o.SOPClassUID, o.StudyInstanceUID, o.SeriesInstanceUID, o.TransferSyntaxUID = sop, cls, study, series, ts
-	o.CallingAE, o.CalledAE, o.Peer = calling, called, peer
-	o.Received = fromNS(received.Int64, received.Valid)
-	o.Size = size
-	o.GoneAt = fromNS(gone.Int64, gone.Valid)
-	o.Incomplete = complete == 0
+	o.ID = w.str(0)
+	o.SOPInstanceUID, o.SOPClassUID, o.StudyInstanceUID = w.str(1), w.str(2), w.str(3)
+	o.SeriesInstanceUID, o.TransferSyntaxUID = w.str(4), w.str(5)
+	o.CallingAE, o.CalledAE, o.Peer = w.str(6), w.str(7), w.str(8)
+	o.Received, o.Size, o.GoneAt = w.time(9), w.num(10), w.time(11)
+	o.Incomplete = w.num(12) == 0
+	if w.err != nil {
+		return o, &RowError{Table: "objects", ObjectID: o.ID, Err: w.err}
+	}
 	return o, nil
 }
 
 // scanDelivery reads one deliveries row; the error is a *RowError.
 func scanDelivery(r scanner) (id string, d DeliveryState, err error) {
-	var (
-		oid, dest                             sql.NullString
-		first, next, delivered, dead, updated sql.NullInt64
-		attempts, unconfirmed, delay          int64
-		state, lastErr, reason                string
-	)
-	err = r.Scan(&oid, &dest, &state, &attempts, &first, &next, &lastErr, &unconfirmed, &delay, &delivered, &dead, &reason, &updated)
-	if err == nil && !knownState(state) {
-		err = fmt.Errorf("state %q is not one of %s", state, strings.Join(States, ", "))
-	}
+	w, err := scanRow(r, deliveryNames...)
 	if err != nil {
-		return oid.String, d, &RowError{Table: "deliveries", ObjectID: oid.String, Destination: dest.String, Err: err}
+		return "", d, &RowError{Table: "deliveries", Err: err}
 	}
+	id = w.str(0)
 	d = DeliveryState{
-		Destination: dest.String,
-		State:       state,
+		Destination: w.str(1),
+		State:       w.str(2),
 		Retry: Retry{
-			Attempts:     int(attempts),
-			FirstFailure: fromNS(first.Int64, first.Valid),
-			NextAttempt:  fromNS(next.Int64, next.Valid),
-			LastError:    lastErr,
-			Unconfirmed:  int(unconfirmed),
-			Delay:        time.Duration(delay),
+			Attempts:     int(w.num(3)),
+			FirstFailure: w.time(4),
+			NextAttempt:  w.time(5),
+			LastError:    w.str(6),
+			Unconfirmed:  int(w.num(7)),
+			Delay:        time.Duration(w.num(8)),
 		},
-		DeliveredAt: fromNS(delivered.Int64, delivered.Valid),
-		DeadAt:      fromNS(dead.Int64, dead.Valid),
-		DeadReason:  reason,
-		UpdatedAt:   fromNS(updated.Int64, updated.Valid),
+		DeliveredAt: w.time(9),
+		DeadAt:      w.time(10),
+		DeadReason:  w.str(11),
+		UpdatedAt:   w.time(12),
 	}
-	return oid.String, d, nil
+	if w.err == nil && !knownState(d.State) {
+		// The state is one of ours or a newer version's word: short,
+		// and quoted.
+		w.err = fmt.Errorf("state %q is not one of %s", clipState(d.State), strings.Join(States, ", "))
+	}
+	if w.err != nil {
+		return id, DeliveryState{}, &RowError{Table: "deliveries", ObjectID: id, Destination: d.Destination, Err: w.err}
+	}
+	return id, d, nil
+}
+
+func clipState(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
 }
 
 // idList is ids as one parameter, read back with json_each: one statement
@@ -115,14 +180,59 @@ func limitArg(limit int) int {
 	return limit
 }
 
+// The reads' statements; plan_test.go checks that an index answers each.
+const (
+	sqlPending = `SELECT object_id FROM deliveries WHERE destination = ? AND state = 'pending'
+		ORDER BY received_at, object_id LIMIT ?`
+	sqlDeadAny      = `SELECT object_id FROM deliveries WHERE state = 'dead' ORDER BY dead_at DESC`
+	sqlDeadDest     = `SELECT object_id FROM deliveries WHERE state = 'dead' AND destination = ? ORDER BY dead_at DESC`
+	sqlStats        = `SELECT destination, state, count(*), min(received_at) FROM deliveries GROUP BY destination, state`
+	sqlObject       = `SELECT ` + objectCols + ` FROM objects WHERE id = ?`
+	sqlDelivery     = `SELECT ` + deliveryCols + ` FROM deliveries WHERE object_id = ? AND destination = ?`
+	sqlKnown        = `SELECT id FROM objects WHERE id IN (SELECT value FROM json_each(?)) AND complete <> 0`
+	sqlObjects      = `SELECT ` + objectCols + ` FROM objects WHERE id IN (SELECT value FROM json_each(?))`
+	sqlInSpool      = `SELECT id FROM objects WHERE gone_at IS NULL AND id > ? ORDER BY id LIMIT ?`
+	sqlDeliveriesOf = `SELECT ` + deliveryCols + ` FROM deliveries
+		WHERE object_id IN (SELECT value FROM json_each(?)) ORDER BY object_id, destination`
+)
+
+// traceSQL is the statement for q: constant fragments, and q's values as
+// parameters.
+func traceSQL(qu Query) (string, []any) {
+	var (
+		where []string
+		args  []any
+	)
+	if qu.StudyInstanceUID != "" {
+		where, args = append(where, "study_uid = ?"), append(args, qu.StudyInstanceUID)
+	}
+	if qu.SOPInstanceUID != "" {
+		where, args = append(where, "sop_instance_uid = ?"), append(args, qu.SOPInstanceUID)
+	}
+	if qu.CallingAE != "" {
+		where, args = append(where, "calling_ae = ?"), append(args, qu.CallingAE)
+	}
+	if !qu.From.IsZero() {
+		where, args = append(where, "received_at >= ?"), append(args, qu.From.UnixNano())
+	}
+	if !qu.To.IsZero() {
+		where, args = append(where, "received_at < ?"), append(args, qu.To.UnixNano())
+	}
+	stmt := `SELECT ` + objectCols + ` FROM objects`
+	if len(where) > 0 {
+		stmt += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	// rowid breaks ties: every index of objects holds it, so no sort is needed.
+	stmt += ` ORDER BY received_at DESC, rowid DESC LIMIT ?`
+	return stmt, append(args, limitArg(qu.Limit))
+}
+
 // Pending returns the IDs of the objects pending for dest, oldest received
 // first; limit <= 0 means all.
 func (q *queries) Pending(dest string, limit int) ([]string, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	rows, err := q.db.QueryContext(ctx, `SELECT object_id FROM deliveries
-		WHERE destination = ? AND state = 'pending'
-		ORDER BY received_at, object_id LIMIT ?`, dest, limitArg(limit))
+	rows, err := q.db.QueryContext(ctx, sqlPending, dest, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: pending: %w", err)
 	}
@@ -142,12 +252,39 @@ func (q *queries) Pending(dest string, limit int) ([]string, error) {
 	return ids, nil
 }
 
+// InSpool returns, in ascending order after `after`, the IDs of the objects
+// whose files the ledger believes are still in the spool (no Gone recorded);
+// limit <= 0 means all. At start-up, those the spool no longer holds are the
+// Gone that a crash lost.
+func (q *queries) InSpool(after string, limit int) ([]string, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, sqlInSpool, after, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: in spool: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id sql.NullString
+		if err := rows.Scan(&id); err != nil || !id.Valid {
+			q.skip(&RowError{Table: "objects", Err: fmt.Errorf("column id: %v", err)})
+			continue
+		}
+		ids = append(ids, id.String)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: in spool: %w", err)
+	}
+	return ids, nil
+}
+
 // Delivery returns the delivery of object id to dest; false when there is
 // none. An unreadable row is an error (a *RowError).
 func (q *queries) Delivery(id, dest string) (DeliveryState, bool, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	row := q.db.QueryRowContext(ctx, `SELECT `+deliveryCols+` FROM deliveries WHERE object_id = ? AND destination = ?`, id, dest)
+	row := q.db.QueryRowContext(ctx, sqlDelivery, id, dest)
 	_, d, err := scanDelivery(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DeliveryState{}, false, nil
@@ -165,7 +302,7 @@ func (q *queries) Delivery(id, dest string) (DeliveryState, bool, error) {
 func (q *queries) Object(id string) (ObjectState, bool, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	o, err := scanObject(q.db.QueryRowContext(ctx, `SELECT `+objectCols+` FROM objects WHERE id = ?`, id))
+	o, err := scanObject(q.db.QueryRowContext(ctx, sqlObject, id))
 	found := err == nil
 	if errors.Is(err, sql.ErrNoRows) {
 		// Deliveries without their object row can still be told.
@@ -203,8 +340,7 @@ func (q *queries) Known(ids []string) (map[string]bool, error) {
 	}
 	ctx, cancel := q.ctx()
 	defer cancel()
-	rows, err := q.db.QueryContext(ctx, `SELECT id FROM objects
-		WHERE id IN (SELECT value FROM json_each(?)) AND complete <> 0`, list)
+	rows, err := q.db.QueryContext(ctx, sqlKnown, list)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: known: %w", err)
 	}
@@ -226,32 +362,7 @@ func (q *queries) Known(ids []string) (map[string]bool, error) {
 // Trace returns the objects that match q, newest received first, with their
 // deliveries.
 func (q *queries) Trace(qu Query) ([]ObjectState, error) {
-	var (
-		where []string
-		args  []any
-	)
-	if qu.StudyInstanceUID != "" {
-		where, args = append(where, "study_uid = ?"), append(args, qu.StudyInstanceUID)
-	}
-	if qu.SOPInstanceUID != "" {
-		where, args = append(where, "sop_instance_uid = ?"), append(args, qu.SOPInstanceUID)
-	}
-	if qu.CallingAE != "" {
-		where, args = append(where, "calling_ae = ?"), append(args, qu.CallingAE)
-	}
-	if !qu.From.IsZero() {
-		where, args = append(where, "received_at >= ?"), append(args, qu.From.UnixNano())
-	}
-	if !qu.To.IsZero() {
-		where, args = append(where, "received_at < ?"), append(args, qu.To.UnixNano())
-	}
-	stmt := `SELECT ` + objectCols + ` FROM objects`
-	if len(where) > 0 {
-		stmt += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	stmt += ` ORDER BY received_at DESC, id DESC LIMIT ?`
-	args = append(args, limitArg(qu.Limit))
-
+	stmt, args := traceSQL(qu)
 	ctx, cancel := q.ctx()
 	defer cancel()
 	rows, err := q.db.QueryContext(ctx, stmt, args...)
@@ -288,27 +399,29 @@ func (q *queries) DeadLetters(dest string, limit int) ([]ObjectState, error) {
 		rows *sql.Rows
 		err  error
 	)
+	// Newest dead first, through the partial indexes of dead rows; an
+	// object dead for several destinations is listed once (its newest),
+	// and the scan stops at limit objects.
 	if dest == "" {
-		rows, err = q.db.QueryContext(ctx, `SELECT object_id, max(dead_at) AS last FROM deliveries
-			WHERE state = 'dead' GROUP BY object_id ORDER BY last DESC, object_id LIMIT ?`, limitArg(limit))
+		rows, err = q.db.QueryContext(ctx, sqlDeadAny)
 	} else {
-		rows, err = q.db.QueryContext(ctx, `SELECT object_id, dead_at FROM deliveries
-			WHERE state = 'dead' AND destination = ? ORDER BY dead_at DESC, object_id LIMIT ?`, dest, limitArg(limit))
+		rows, err = q.db.QueryContext(ctx, sqlDeadDest, dest)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: dead letters: %w", err)
 	}
 	var ids []string
-	for rows.Next() {
-		var (
-			id sql.NullString
-			at sql.NullInt64
-		)
-		if err := rows.Scan(&id, &at); err != nil || !id.Valid {
-			q.skip(&RowError{Table: "deliveries", ObjectID: id.String, Destination: dest, Err: fmt.Errorf("dead letter: %v", err)})
+	seen := map[string]bool{}
+	for (limit <= 0 || len(ids) < limit) && rows.Next() {
+		var id sql.NullString
+		if err := rows.Scan(&id); err != nil || !id.Valid {
+			q.skip(&RowError{Table: "deliveries", Destination: dest, Err: fmt.Errorf("column object_id: %v", err)})
 			continue
 		}
-		ids = append(ids, id.String)
+		if !seen[id.String] {
+			seen[id.String] = true
+			ids = append(ids, id.String)
+		}
 	}
 	err = rows.Err()
 	rows.Close()
@@ -322,8 +435,7 @@ func (q *queries) DeadLetters(dest string, limit int) ([]ObjectState, error) {
 func (q *queries) DestinationStats() (map[string]DestStats, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	rows, err := q.db.QueryContext(ctx, `SELECT destination, state, count(*), min(received_at)
-		FROM deliveries GROUP BY destination, state`)
+	rows, err := q.db.QueryContext(ctx, sqlStats)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: destination stats: %w", err)
 	}
@@ -349,7 +461,7 @@ func (q *queries) DestinationStats() (map[string]DestStats, error) {
 			s.Dead = n
 		default:
 			for range n {
-				q.skip(&RowError{Table: "deliveries", Destination: dest, Err: fmt.Errorf("state %q is not one of %s", state, strings.Join(States, ", "))})
+				q.skip(&RowError{Table: "deliveries", Destination: dest, Err: fmt.Errorf("state %q is not one of %s", clipState(state), strings.Join(States, ", "))})
 			}
 			continue
 		}
@@ -371,7 +483,7 @@ func (q *queries) objects(ctx context.Context, ids []string) ([]ObjectState, err
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.db.QueryContext(ctx, `SELECT `+objectCols+` FROM objects WHERE id IN (SELECT value FROM json_each(?))`, list)
+	rows, err := q.db.QueryContext(ctx, sqlObjects, list)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: objects: %w", err)
 	}
@@ -418,8 +530,7 @@ func (q *queries) fillDeliveries(ctx context.Context, objs []ObjectState) error 
 	if err != nil {
 		return err
 	}
-	rows, err := q.db.QueryContext(ctx, `SELECT `+deliveryCols+` FROM deliveries
-		WHERE object_id IN (SELECT value FROM json_each(?)) ORDER BY object_id, destination`, list)
+	rows, err := q.db.QueryContext(ctx, sqlDeliveriesOf, list)
 	if err != nil {
 		return fmt.Errorf("ledger: deliveries: %w", err)
 	}

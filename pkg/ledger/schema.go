@@ -39,10 +39,13 @@ var migrations = []string{
 		complete         INTEGER NOT NULL DEFAULT 1 -- 0: made by a later event, receipt not recorded
 	);
 	CREATE INDEX objects_study    ON objects(study_uid, received_at);
-	CREATE INDEX objects_sop      ON objects(sop_instance_uid);
+	CREATE INDEX objects_sop      ON objects(sop_instance_uid, received_at);
 	CREATE INDEX objects_calling  ON objects(calling_ae, received_at);
 	CREATE INDEX objects_received ON objects(received_at);
 	CREATE INDEX objects_gone     ON objects(gone_at) WHERE gone_at IS NOT NULL;
+	-- The objects whose files are in the spool, for InSpool: partial, so it
+	-- stays as small as the spool.
+	CREATE INDEX objects_here     ON objects(id) WHERE gone_at IS NULL;
 
 	CREATE TABLE deliveries (
 		object_id     TEXT NOT NULL,
@@ -63,7 +66,10 @@ var migrations = []string{
 	) WITHOUT ROWID;
 	-- Pending: the primary key's columns ride along, so the index covers it.
 	CREATE INDEX deliveries_queue ON deliveries(destination, state, received_at);
-	CREATE INDEX deliveries_dead  ON deliveries(destination, dead_at) WHERE state = 'dead';`,
+	-- Dead letters, by destination and of any: partial, so only dead rows
+	-- cost an index write.
+	CREATE INDEX deliveries_dead     ON deliveries(destination, dead_at) WHERE state = 'dead';
+	CREATE INDEX deliveries_dead_any ON deliveries(dead_at) WHERE state = 'dead';`,
 }
 
 // SchemaVersion is the schema this package reads and writes.

@@ -69,28 +69,29 @@ func (l *Ledger) collect(batch []*op, timer *time.Timer) []*op {
 	return batch
 }
 
-// commit commits batch, trying again with backoff while commits fail. A
-// synchronous caller gets the error once it has waited CommitTimeout (and
-// keeps its file: nothing acknowledged is lost); asynchronous operations are
-// tried until they commit, or until Close has waited CommitTimeout.
+// commit commits batch, trying again with backoff while commits fail.
+// Asynchronous operations are tried until they commit, or until Close has
+// waited CommitTimeout; a synchronous caller stops waiting by itself after
+// CommitTimeout (see wait) and keeps its file: nothing acknowledged is lost.
 func (l *Ledger) commit(batch []*op) {
 	backoff := minBackoff
 	for failures := 0; len(batch) > 0; failures++ {
 		var err error
 		if batch, err = l.try(batch); err == nil {
+			l.lastErr.Store(nil)
 			return
 		}
+		l.lastErr.Store(&err)
 		l.m.failures.Inc()
 		if failures == 0 || failures%20 == 0 {
 			l.log.Error("ledger: commit failed; trying again", "path", l.cfg.Path, "operations", len(batch), "failures", failures+1, "err", err)
 		}
-		batch = l.giveUp(batch, err)
-		if len(batch) == 0 {
+		if batch = l.giveUp(batch, err); len(batch) == 0 {
 			return
 		}
 		wait := backoff
-		if d := l.nextDeadline(batch); d < wait {
-			wait = max(d, time.Millisecond)
+		if c := l.closingAt.Load(); c != 0 {
+			wait = max(min(wait, time.Until(time.Unix(0, c).Add(l.cfg.CommitTimeout))), time.Millisecond)
 		}
 		time.Sleep(wait)
 		backoff = min(backoff*2, maxBackoff)
@@ -104,7 +105,11 @@ func (l *Ledger) commit(batch []*op) {
 // returned with it is what is left to commit.
 func (l *Ledger) try(batch []*op) ([]*op, error) {
 	ctx := context.Background()
-	for len(batch) > 0 {
+	for {
+		batch = l.dropAbandoned(batch)
+		if len(batch) == 0 {
+			return nil, nil
+		}
 		start := time.Now()
 		tx, err := l.wdb.BeginTx(ctx, nil)
 		if err != nil {
@@ -130,10 +135,15 @@ func (l *Ledger) try(batch []*op) ([]*op, error) {
 			batch = slices.Delete(batch, bad, bad+1)
 			continue
 		}
+		if !l.claim(batch) { // a caller gave up meanwhile: without it
+			_ = tx.Rollback()
+			continue
+		}
 		if err := tx.Commit(); err != nil {
 			// SQLite may leave the transaction open after a failed
 			// COMMIT; the next BEGIN must not find it.
 			_, _ = l.wdb.ExecContext(ctx, "ROLLBACK")
+			l.unclaim(batch)
 			return batch, err
 		}
 		l.m.transactions.Inc()
@@ -144,7 +154,44 @@ func (l *Ledger) try(batch []*op) ([]*op, error) {
 		}
 		return nil, nil
 	}
-	return nil, nil
+}
+
+// States of a synchronous operation, between its caller and the writer.
+const (
+	opQueued     int32 = iota // the caller may give up (CAS to opAbandoned)
+	opCommitting              // claimed by the writer for the COMMIT under way: the caller waits
+	opAbandoned               // the caller gave up: the writer drops it
+)
+
+// claim marks every synchronous operation of batch as being committed, so
+// that its caller waits for the outcome; false (with nothing claimed) if a
+// caller has given up.
+func (l *Ledger) claim(batch []*op) bool {
+	for i, o := range batch {
+		if o.done != nil && !o.state.CompareAndSwap(opQueued, opCommitting) {
+			l.unclaim(batch[:i])
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Ledger) unclaim(batch []*op) {
+	for _, o := range batch {
+		if o.done != nil {
+			o.state.Store(opQueued)
+		}
+	}
+}
+
+func (l *Ledger) dropAbandoned(batch []*op) []*op {
+	return slices.DeleteFunc(batch, func(o *op) bool {
+		if o.done != nil && o.state.Load() == opAbandoned {
+			l.queued.Add(-1)
+			return true
+		}
+		return false
+	})
 }
 
 // finish ends o: its caller, if it waits, gets r.
@@ -163,49 +210,57 @@ func (l *Ledger) reject(o *op, reason string, err error) {
 	l.finish(o, result{err: fmt.Errorf("ledger %s: %s of object %q not recorded: %w", l.cfg.Path, o.kind, o.id, err)})
 }
 
-// giveUp ends the synchronous operations that have waited CommitTimeout,
-// and every operation once Close has; it returns the rest.
+// giveUp ends every operation of batch once Close has waited
+// CommitTimeout, and returns what is left.
 func (l *Ledger) giveUp(batch []*op, err error) []*op {
-	now := l.now()
-	closing := l.closingAt.Load()
-	shut := closing != 0 && now.Sub(time.Unix(0, closing)) >= l.cfg.CommitTimeout
-	keep := batch[:0]
+	batch = l.dropAbandoned(batch)
+	c := l.closingAt.Load()
+	if c == 0 || l.now().Sub(time.Unix(0, c)) < l.cfg.CommitTimeout {
+		return batch
+	}
 	lost := 0
 	for _, o := range batch {
-		switch {
-		case shut:
-			if o.done == nil {
-				lost++
-				l.lost.Add(1)
-			}
-			l.m.rejected.WithLabelValues(rejectShut).Inc()
-			l.finish(o, result{err: fmt.Errorf("ledger %s: not committed at shutdown: %w", l.cfg.Path, err)})
-		case o.done != nil && now.Sub(o.enqueued) >= l.cfg.CommitTimeout:
-			l.m.rejected.WithLabelValues(rejectTimeout).Inc()
-			l.finish(o, result{err: fmt.Errorf("ledger %s: %s of object %q not committed after %s: %w", l.cfg.Path, o.kind, o.id, l.cfg.CommitTimeout, err)})
-		default:
-			keep = append(keep, o)
+		if o.done == nil {
+			lost++
 		}
+		l.m.rejected.WithLabelValues(rejectShut).Inc()
+		l.finish(o, result{err: fmt.Errorf("ledger %s: not committed at shutdown: %w", l.cfg.Path, err)})
 	}
+	l.lost.Add(int64(lost))
 	if lost > 0 {
 		l.log.Error("ledger: giving up at shutdown; the spool's files remain, and the ledger is completed from them at the next start",
 			"path", l.cfg.Path, "operations", lost, "err", err)
 	}
-	clear(batch[len(keep):])
-	return keep
+	return nil
 }
 
-// nextDeadline is how long until giveUp has something to end in batch.
-func (l *Ledger) nextDeadline(batch []*op) time.Duration {
-	now := l.now()
-	d := time.Duration(1<<63 - 1)
-	if c := l.closingAt.Load(); c != 0 {
-		d = time.Unix(0, c).Add(l.cfg.CommitTimeout).Sub(now)
+// wait waits for the outcome of the synchronous operation o, for
+// CommitTimeout at most: then it gives up, unless the writer is committing
+// o right now (it then waits for that commit). An operation given up is
+// never written, so its caller's error is the truth: it keeps its file.
+func (l *Ledger) wait(o *op) result {
+	timer := time.NewTimer(l.cfg.CommitTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-o.done:
+		return r
+	case <-timer.C:
 	}
-	for _, o := range batch {
-		if o.done != nil {
-			d = min(d, o.enqueued.Add(l.cfg.CommitTimeout).Sub(now))
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if o.state.CompareAndSwap(opQueued, opAbandoned) {
+			l.m.rejected.WithLabelValues(rejectTimeout).Inc()
+			why := "the queue ahead of it was not committed in time"
+			if e := l.lastErr.Load(); e != nil {
+				why = (*e).Error()
+			}
+			return result{err: fmt.Errorf("ledger %s: %s of object %q not committed after %s: %s", l.cfg.Path, o.kind, o.id, l.cfg.CommitTimeout, why)}
+		}
+		select {
+		case r := <-o.done:
+			return r
+		case <-tick.C:
 		}
 	}
-	return d
 }

@@ -302,6 +302,39 @@ func TestFailingCommitsBounded(t *testing.T) {
 	}
 }
 
+// A synchronous caller queued behind operations that cannot be committed
+// (it is not even in the batch the writer keeps trying) still gets its
+// error after CommitTimeout, and what it asked for is never written.
+func TestSyncCallerBehindStuckQueue(t *testing.T) {
+	l, reg := openTest(t, Config{BusyTimeout: 10 * time.Millisecond, CommitTimeout: 200 * time.Millisecond,
+		MaxBatch: 2, FlushEvery: time.Millisecond})
+	a := obj(0, "1.2", "x")
+	l.Received(a)
+	mustNil(t, l.Sync())
+	release := holdWriteLock(t, l.cfg.Path)
+	for i := 1; i <= 5; i++ {
+		l.Received(obj(i, "1.2", "x"))
+	}
+	err := l.Delivered(a.ID, "x", base.Add(time.Hour))
+	if err == nil || !strings.Contains(err.Error(), "not committed after") || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("Delivered behind a stuck queue: %v", err)
+	}
+	if metric(t, reg, "dicomgw_ledger_rejected_operations_total", "reason", "timeout") != 1 {
+		t.Fatal("timeout not counted")
+	}
+	release()
+	mustNil(t, l.Sync())
+	if d, _, _ := l.Delivery(a.ID, "x"); d.State != StatePending {
+		t.Fatalf("a delivery whose caller gave up was written: %+v", d)
+	}
+	if s, err := l.DestinationStats(); err != nil || s["x"].Pending != 6 {
+		t.Fatalf("receipts queued while commits failed: %+v %v", s, err)
+	}
+	if q := metric(t, reg, "dicomgw_ledger_queued_operations"); q != 0 {
+		t.Fatalf("queue length %v at rest", q)
+	}
+}
+
 // Close gives up after CommitTimeout when commits keep failing, and says
 // so; it does not hang.
 func TestCloseGivesUp(t *testing.T) {
