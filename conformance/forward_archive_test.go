@@ -51,8 +51,8 @@ func TestForwardArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := startGateway(t, spoolDir, append([]string{"--archive-dir", archive, "--keep-delivered", "1h", "--retry-for", "2s"}, fastRetry...)...)
-	if rec, err := g.WaitLog("dicomgw listening", 5*time.Second, nil); err != nil || rec["destination"] != "archive:"+archive {
-		t.Fatalf("destination %v (%v), want archive:%s", rec["destination"], err, archive)
+	if rec, err := g.WaitLog("dicomgw listening", 5*time.Second, nil); err != nil || rec["destinations"] != "default=file://"+archive {
+		t.Fatalf("destinations %v (%v), want default=file://%s", rec["destinations"], err, archive)
 	}
 
 	// A few corpus files: several transfer syntaxes, one without a file

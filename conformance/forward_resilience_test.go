@@ -1,15 +1,13 @@
 package conformance
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dicomgw/dicomgw/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
 // TestForwardEndpointDown: the endpoint is down while objects arrive.
@@ -31,20 +29,21 @@ func TestForwardEndpointDown(t *testing.T) {
 	storeAll(t, g.Addr, "DOWNSCU", objs) // every one acknowledged 0000
 
 	// Each object fails (connection refused), is logged and gets a
-	// durable retry record.
+	// durable retry record (in the delivery ledger).
 	deadline := time.Now().Add(60 * time.Second)
+	var recs []spool.Retry
 	for {
 		c := countSpool(t, g.SpoolDir)
 		if c.Queued != n {
 			t.Fatalf("the endpoint is down, yet the queue holds %d objects, want %d: %v", c.Queued, n, c)
 		}
-		if c.Retry == n {
+		if recs = retryRecords(t, g.SpoolDir); len(recs) == n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s only %d of %d objects have a retry record", c.Retry, n)
+			t.Fatalf("after 60 s only %d of %d objects have a retry record", len(recs), n)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	fails := g.LogRecords("delivery failed; will retry")
 	if len(fails) < n {
@@ -56,20 +55,9 @@ func TestForwardEndpointDown(t *testing.T) {
 			break
 		}
 	}
-	retries, _ := filepath.Glob(filepath.Join(g.SpoolDir, "queue", "*.retry"))
-	for _, p := range retries {
-		var rec struct {
-			Attempts     int       `json:"attempts"`
-			FirstFailure time.Time `json:"first_failure"`
-			NextAttempt  time.Time `json:"next_attempt"`
-			LastError    string    `json:"last_error"`
-		}
-		b, err := os.ReadFile(p)
-		if err != nil || json.Unmarshal(b, &rec) != nil {
-			t.Fatalf("retry record %s: %v %q", filepath.Base(p), err, b)
-		}
+	for _, rec := range recs {
 		if rec.Attempts < 1 || rec.FirstFailure.Before(down) || !rec.NextAttempt.After(rec.FirstFailure) || !strings.Contains(rec.LastError, "connection refused") {
-			t.Errorf("retry record %s = %+v", filepath.Base(p), rec)
+			t.Errorf("retry record %+v", rec)
 		}
 	}
 	if n, err := o.CountInstances(); err == nil {
@@ -91,9 +79,9 @@ func TestForwardEndpointDown(t *testing.T) {
 		t.Errorf("dead letters after the endpoint came back: %v", c)
 	}
 	checkArrived(t, o, objs)
-	recs := deliveredRecords(g)
+	delivered := deliveredRecords(g)
 	for _, obj := range objs {
-		r := recs[obj.SOPInstanceUID]
+		r := delivered[obj.SOPInstanceUID]
 		if len(r) != 1 {
 			t.Errorf("%s: %d \"object delivered\" records, want 1", obj.SOPInstanceUID, len(r))
 			continue

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/ledger"
 )
 
 // answerJSON is a STOW-RS answer (PS3.18 10.5.3) listing sops as stored.
@@ -73,8 +75,8 @@ func TestLyingEndpoint(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Get("dicomgw_forward_pauses_total", `cause="not_dicom_answer"`) < 1 || m.Sum("dicomgw_forward_destination_up") != 0 {
-			t.Errorf("pauses %v, up %v", m.Get("dicomgw_forward_pauses_total", `cause="not_dicom_answer"`), m.Sum("dicomgw_forward_destination_up"))
+		if m.Get("dicomgw_forward_pauses_total", `cause="not_dicom_answer"`, `destination="default"`) < 1 || m.Sum("dicomgw_forward_destination_up") != 0 {
+			t.Errorf("pauses %v, up %v", m.Get("dicomgw_forward_pauses_total", `cause="not_dicom_answer"`, `destination="default"`), m.Sum("dicomgw_forward_destination_up"))
 		}
 		time.Sleep(2 * time.Second) // several retry-max periods: the pause holds
 		if c := countSpool(t, g.SpoolDir); c.Queued != len(objs) || c.Dead != 0 {
@@ -347,42 +349,65 @@ func TestDamagedSpoolNeverForwarded(t *testing.T) {
 }
 
 // TestWrongClockHeals: retry records written while the clock was five
-// years ahead are retried within --retry-max once it is right again.
+// years ahead are retried within --retry-max once it is right again: in the
+// delivery ledger, and in the .retry files of a spool an earlier version
+// left (taken into the ledger at start-up).
 func TestWrongClockHeals(t *testing.T) {
 	t.Parallel()
-	spoolDir := t.TempDir()
-	objs := studyObjects(t, t.TempDir(), 3, 4<<10)
-	g := startGateway(t, spoolDir) // the endpoint is down: records are written
-	storeAll(t, g.Addr, "CLOCKSCU", objs)
-	deadline := time.Now().Add(20 * time.Second)
-	for countSpool(t, spoolDir).Retry != len(objs) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no retry records: %v", countSpool(t, spoolDir))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := g.Stop(20 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ahead := time.Now().AddDate(5, 0, 0).UTC()
-	recs, _ := filepath.Glob(filepath.Join(spoolDir, "queue", "*.retry"))
-	for _, p := range recs {
-		rec := fmt.Sprintf(`{"attempts":1,"first_failure":%q,"next_attempt":%q,"last_error":"connection refused","delay_seconds":1}`+"\n",
-			ahead.Format(time.RFC3339Nano), ahead.Add(time.Second).Format(time.RFC3339Nano))
-		if err := os.WriteFile(p, []byte(rec), 0o640); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fake, srv := newSTOWFake(t, func(int, []string) (int, string, map[string]uint16) { return http.StatusOK, "", nil })
-	g = startGateway(t, spoolDir, "--stow-url", srv.URL+"/dicom-web", "--retry-min", "200ms", "--retry-max", "2s")
-	c := waitDrained(t, g, 20*time.Second)
-	if c.Dead != 0 {
-		t.Errorf("spool %v", c)
-	}
-	if _, stored := fake.snapshot(); len(stored) != len(objs) {
-		t.Errorf("%d of %d stored", len(stored), len(objs))
-	}
-	if len(g.LogRecords("a retry record asks to wait longer than --retry-max (was the clock ahead?): retrying within --retry-max")) != len(objs) {
-		t.Errorf("no log line per healed record")
+	for _, where := range []string{"ledger", "legacy retry files"} {
+		t.Run(where, func(t *testing.T) {
+			t.Parallel()
+			spoolDir := t.TempDir()
+			objs := studyObjects(t, t.TempDir(), 3, 4<<10)
+			g := startGateway(t, spoolDir) // the endpoint is down: records are written
+			storeAll(t, g.Addr, "CLOCKSCU", objs)
+			waitFor(t, 20*time.Second, "retry records", func() bool { return len(retryRecords(t, spoolDir)) == len(objs) })
+			if err := g.Stop(20 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ahead := time.Now().AddDate(5, 0, 0).UTC()
+			ids := map[string]bool{}
+			for id := range stateObjects(t, spoolDir, "queue") {
+				ids[id] = true
+			}
+			if where == "ledger" {
+				led, err := ledger.Open(ledger.Config{Path: filepath.Join(spoolDir, "ledger.db")}, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for id := range ids {
+					led.Attempted(id, "default", ledger.Retry{Attempts: 1, FirstFailure: ahead, NextAttempt: ahead.Add(time.Second),
+						LastError: "connection refused", Delay: time.Second})
+				}
+				if err := led.Close(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				// A spool of a version before the ledger: no ledger.db, a
+				// .retry file beside each queued object.
+				for _, f := range []string{"ledger.db", "ledger.db-wal", "ledger.db-shm"} {
+					os.Remove(filepath.Join(spoolDir, f))
+				}
+				for id := range ids {
+					rec := fmt.Sprintf(`{"attempts":1,"first_failure":%q,"next_attempt":%q,"last_error":"connection refused","delay_seconds":1}`+"\n",
+						ahead.Format(time.RFC3339Nano), ahead.Add(time.Second).Format(time.RFC3339Nano))
+					if err := os.WriteFile(filepath.Join(spoolDir, "queue", id+".retry"), []byte(rec), 0o640); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			fake, srv := newSTOWFake(t, func(int, []string) (int, string, map[string]uint16) { return http.StatusOK, "", nil })
+			g = startGateway(t, spoolDir, "--stow-url", srv.URL+"/dicom-web", "--retry-min", "200ms", "--retry-max", "2s")
+			c := waitDrained(t, g, 20*time.Second)
+			if c.Dead != 0 || c.Retry != 0 {
+				t.Errorf("spool %v", c)
+			}
+			if _, stored := fake.snapshot(); len(stored) != len(objs) {
+				t.Errorf("%d of %d stored", len(stored), len(objs))
+			}
+			if len(g.LogRecords("a retry record asks to wait longer than --retry-max (was the clock ahead?): retrying within --retry-max")) != len(objs) {
+				t.Errorf("no log line per healed record")
+			}
+		})
 	}
 }

@@ -69,8 +69,10 @@ func TestMetricsScrape(t *testing.T) {
 	for _, want := range []string{
 		`dicomgw_dimse_requests_total{calling_ae="OPS1",command="C-STORE",status="0x0000"} 3`,
 		`dicomgw_associations_rejected_total{reason="calling-AE-title-not-recognized"} 1`,
-		`dicomgw_forward_instances_total{outcome="delivered"} 3`,
-		`dicomgw_forward_destination_up{destination="archive"} 1`,
+		`dicomgw_forward_instances_total{destination="default",outcome="delivered"} 3`,
+		`dicomgw_forward_destination_up{destination="default"} 1`,
+		`dicomgw_destination_info{destination="default",kind="archive"} 1`,
+		`dicomgw_destination_queued_objects{destination="default"} 0`,
 		`dicomgw_spool_objects{state="queued"}`,
 		`dicomgw_spool_filesystem_free_bytes`,
 		`dicomgw_cstore_duration_seconds_count{calling_ae="OPS1"} 3`,

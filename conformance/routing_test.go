@@ -176,7 +176,7 @@ func TestRoutingByAETitleAndHeader(t *testing.T) {
 	t.Parallel()
 	a := startOrthanc(t, nil)
 	b := startOrthanc(t, nil)
-	scp := startStorescp(t, "PACSSCP", "+B", "-xf", scpProfile(t, t.TempDir(), []string{sopSecondaryCapture}), "Default")
+	scp := startStorescp(t, "PACSSCP", "+B", "-xf", scpProfile(t, t.TempDir(), []string{sopSecondaryCapture}), "P")
 	archive := t.TempDir()
 	g := startGateway(t, t.TempDir(), append([]string{
 		"--destination", "a=" + a.BaseURL(),
@@ -189,10 +189,9 @@ func TestRoutingByAETitleAndHeader(t *testing.T) {
 		"--route", `{Modality="MR"} -> mr`,
 	}, fastRetry...)...)
 
-	dir := t.TempDir()
-	p1ot, p1mr := modalityObjects(t, dir, "OT", 3, 6<<10), modalityObjects(t, dir, "MR", 2, 6<<10)
-	p2ot, p2mr := modalityObjects(t, dir, "CT", 3, 6<<10), modalityObjects(t, dir, "MR", 2, 6<<10)
-	kp, gwMR, gwOT := modalityObjects(t, dir, "US", 2, 4<<10), modalityObjects(t, dir, "MR", 1, 4<<10), modalityObjects(t, dir, "OT", 1, 4<<10)
+	p1ot, p1mr := modalityObjects(t, t.TempDir(), "OT", 3, 6<<10), modalityObjects(t, t.TempDir(), "MR", 2, 6<<10)
+	p2ot, p2mr := modalityObjects(t, t.TempDir(), "CT", 3, 6<<10), modalityObjects(t, t.TempDir(), "MR", 2, 6<<10)
+	kp, gwMR, gwOT := modalityObjects(t, t.TempDir(), "US", 2, 4<<10), modalityObjects(t, t.TempDir(), "MR", 1, 4<<10), modalityObjects(t, t.TempDir(), "OT", 1, 4<<10)
 
 	storeAllAs(t, g.Addr, "MODALITY1", "PROJ1", append(append([]testObject{}, p1ot...), p1mr...))
 	// PROJ2's objects through dcmtk's storescu.
@@ -202,8 +201,8 @@ func TestRoutingByAETitleAndHeader(t *testing.T) {
 		files = append(files, o.Path)
 	}
 	host, port := splitAddr(g.Addr)
-	if res := runTool(60*time.Second, storescu, append([]string{"-aet", "MODALITY2", "-aec", "PROJ2", host, port}, files...)...); res.Err != nil {
-		t.Fatalf("storescu to PROJ2: %v\n%s", res.Err, res.Output)
+	if res := runTool(60*time.Second, storescu, append([]string{"-aet", "MODALITY2", "-aec", "PROJ2", host, port}, files...)...); res.Err != nil || res.Code != 0 {
+		t.Fatalf("storescu to PROJ2: %v (exit %d)\n%s", res.Err, res.Code, res.Out)
 	}
 	storeAllAs(t, g.Addr, "MODALITY3", "KP-PROJECT7", kp)
 	storeAllAs(t, g.Addr, "MODALITY3", "DICOMGW", gwMR)
@@ -353,7 +352,17 @@ func TestFanOutOneDestinationDown(t *testing.T) {
 	g := startGateway(t, spoolDir, args...)
 	objs := studyObjects(t, t.TempDir(), 12, 16<<10)
 	storeAll(t, g.Addr, "FANOUT", objs)
-	waitFor(t, 30*time.Second, "the destination that is up has every object", func() bool { return len(up.stored()) == len(objs) })
+	// Delivered, as the gateway records it: the ledger has it once the
+	// "object delivered" line is logged.
+	waitFor(t, 30*time.Second, "the destination that is up has every object", func() bool {
+		n := 0
+		for _, r := range g.LogRecords("object delivered") {
+			if r["destination"] == "up" {
+				n++
+			}
+		}
+		return n == len(objs)
+	})
 	if c := countSpool(t, spoolDir); c.Queued != len(objs) {
 		t.Errorf("with one destination still to deliver: %v; want all %d objects queued once", c, len(objs))
 	}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/dicomgw/dicomgw/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/ledger"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
@@ -289,7 +290,7 @@ func testUpstreamOAuth2(t *testing.T, fx *securityFixture) {
 	if grants, refused := o.counts(); grants != 1 || refused != 0 {
 		t.Errorf("after the first batch: %d tokens granted, %d grant requests refused; want 1, 0", grants, refused)
 	}
-	exp := metricValue(t, g, "dicomgw_stow_credential_expiry_seconds", `kind="oauth2-client-credentials"`)
+	exp := metricValue(t, g, "dicomgw_stow_credential_expiry_seconds", `kind="oauth2-client-credentials"`, `destination="default"`)
 	if exp <= 0 || exp > 12 {
 		t.Errorf("dicomgw_stow_credential_expiry_seconds{kind=oauth2-client-credentials} = %v, want within (0, 12]", exp)
 	}
@@ -389,7 +390,7 @@ func testUpstreamTokenFile(t *testing.T, fx *securityFixture) {
 	if len(reqs) != 2 || reqs[0].auth != "Bearer "+first || reqs[1].auth != "Bearer "+second || reqs[1].status != http.StatusOK {
 		t.Errorf("requests: %d, statuses %v; want the first with the first token, the second with the rotated one", len(reqs), statuses(reqs))
 	}
-	exp := metricValue(t, g, "dicomgw_stow_credential_expiry_seconds", `kind="bearer-token-file"`)
+	exp := metricValue(t, g, "dicomgw_stow_credential_expiry_seconds", `kind="bearer-token-file"`, `destination="default"`)
 	if exp < 3500 || exp > 3600 {
 		t.Errorf("dicomgw_stow_credential_expiry_seconds{kind=bearer-token-file} = %v, want about 3600 (the JWT's exp)", exp)
 	}
@@ -434,7 +435,7 @@ func testUpstreamPauseResume(t *testing.T, fx *securityFixture) {
 			if r, _ := rec["reason"].(string); !strings.Contains(r, fmt.Sprint(tc.refusal)) {
 				t.Errorf("pause reason %q does not give the status %d", r, tc.refusal)
 			}
-			waitMetric(t, g, 0, "dicomgw_forward_destination_up", `destination="stow"`)
+			waitMetric(t, g, 0, "dicomgw_forward_destination_up", `destination="default"`)
 			time.Sleep(1500 * time.Millisecond) // paused: nothing more is sent
 			reqs := up.requests()
 			if len(reqs) != tc.requests {
@@ -456,7 +457,7 @@ func testUpstreamPauseResume(t *testing.T, fx *securityFixture) {
 				t.Errorf("delivery resumed %v after the token file was rewritten, want < 10s", took)
 			}
 			up.checkStored(t, objs)
-			waitMetric(t, g, 1, "dicomgw_forward_destination_up", `destination="stow"`)
+			waitMetric(t, g, 1, "dicomgw_forward_destination_up", `destination="default"`)
 			if _, err := g.WaitLog("destination accepts objects again", 5*time.Second, nil); err != nil {
 				t.Error(err)
 			}
@@ -493,20 +494,28 @@ func testUpstreamBasicAuth(t *testing.T, fx *securityFixture) {
 	}
 }
 
-// retryRecords reads the .retry records of the queue.
-func retryRecords(t *testing.T, spoolDir string) []spool.Retry {
+// retryRecords reads, from the delivery ledger, the failed attempts of the
+// queued objects at the destination "default" (the --stow-url of these
+// tests), as spool.Retry records.
+func retryRecords(t testing.TB, spoolDir string) []spool.Retry {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(spoolDir, "queue", "*.retry"))
+	r, err := ledger.OpenReader(filepath.Join(spoolDir, "ledger.db"))
+	if err != nil {
+		return nil // not created yet
+	}
+	defer r.Close()
+	ids, err := r.Pending("default", 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []spool.Retry
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // replaced meanwhile
+	for _, id := range ids {
+		ds, ok, err := r.Delivery(id, "default")
+		if err != nil || !ok || ds.Retry.Attempts == 0 {
+			continue
 		}
-		var r spool.Retry
-		if json.Unmarshal(b, &r) == nil {
-			out = append(out, r)
-		}
+		out = append(out, spool.Retry{Attempts: ds.Retry.Attempts, FirstFailure: ds.Retry.FirstFailure, NextAttempt: ds.Retry.NextAttempt,
+			LastError: ds.Retry.LastError, Unconfirmed: ds.Retry.Unconfirmed, DelaySeconds: ds.Retry.Delay.Seconds()})
 	}
 	return out
 }
@@ -597,7 +606,7 @@ func testUpstreamTLS(t *testing.T, fx *securityFixture) {
 		g := fx.gateway(t, append([]string{"--stow-url", up.URL(), "--stow-insecure-skip-verify"}, fastRetry...)...)
 		var warned bool
 		for _, l := range strings.Split(g.Logs(), "\n") {
-			if strings.Contains(l, `"level":"WARN"`) && strings.Contains(l, "TLS VERIFICATION OF THE STOW-RS ENDPOINT IS DISABLED") {
+			if strings.Contains(l, `"level":"WARN"`) && strings.Contains(l, "TLS VERIFICATION OF A STOW-RS ENDPOINT IS DISABLED") {
 				warned = true
 			}
 		}
@@ -740,7 +749,7 @@ func testKHEOPSDelivery(t *testing.T, fx *securityFixture) {
 	if strings.Contains(g.Logs(), "album=") {
 		t.Errorf("the album query reached the log:\n%s", grepLines(g.Logs(), "album="))
 	}
-	want := `"destination":"stow:` + up.URL() + `"`
+	want := `"destinations":"default=stow:` + up.URL() + `"`
 	if l := g.LogLines("dicomgw listening"); len(l) != 1 || !strings.Contains(l[0], want) {
 		t.Errorf("start-up record does not name the destination as %s: %v", want, l)
 	}

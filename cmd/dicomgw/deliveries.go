@@ -49,6 +49,7 @@ type objState struct {
 	pending map[string]bool   // destinations not done
 	dead    map[string]string // destination -> why it could not deliver
 	damaged bool              // its spool copy is damaged (quarantined)
+	details map[string]string // what the forwarders said of it (its UIDs...), for its dead letter's reason file
 }
 
 func newDeliveries(sp *spool.Spool, led *ledger.Ledger, log *slog.Logger, reg prometheus.Registerer) *deliveries {
@@ -187,13 +188,24 @@ func (d *deliveries) dead(id, dest, reason string, details map[string]string) er
 			return err
 		}
 	}
+	d.mu.Lock()
+	if st := d.objs[id]; st != nil {
+		if st.details == nil {
+			st.details = map[string]string{}
+		}
+		for k, v := range details {
+			switch k {
+			case "endpoint", "attempts": // the destination's own
+				st.details[dest+"."+k] = v
+			default: // the object's
+				st.details[k] = v
+			}
+		}
+		st.damaged = st.damaged || details["damaged"] == "yes"
+	}
+	d.mu.Unlock()
 	if details["damaged"] == "yes" {
 		d.damaged.Inc()
-		d.mu.Lock()
-		if st := d.objs[id]; st != nil {
-			st.damaged = true
-		}
-		d.mu.Unlock()
 	}
 	d.settle(id, dests, reason)
 	return nil
@@ -238,6 +250,11 @@ func (d *deliveries) finish(id string, st *objState) {
 		return
 	}
 	reason, details := deadSummary(st.dead)
+	for k, v := range st.details {
+		if _, ok := details[k]; !ok {
+			details[k] = v
+		}
+	}
 	if st.damaged || strings.HasPrefix(reason, spool.ErrDamaged.Error()) {
 		details["damaged"] = "yes"
 	}

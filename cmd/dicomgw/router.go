@@ -30,6 +30,7 @@ type router struct {
 
 	mu      sync.Mutex
 	running map[string]*runningDest
+	started bool // run was called: new forwarders run at once
 	ctx     context.Context
 	wg      sync.WaitGroup
 }
@@ -83,9 +84,9 @@ func newRouter(ctx context.Context, del *deliveries, sp *spool.Spool, reg promet
 func (r *router) current() *routing { return r.cur.Load() }
 
 // apply makes a routing table and its destinations current: destinations
-// new to the gateway are prepared and their forwarders started; running
-// ones are kept (a changed definition takes effect at the next start:
-// returned as changed); none is stopped.
+// new to the gateway are prepared and their forwarders made (started once
+// run has been called); running ones are kept (a changed definition takes
+// effect at the next start: returned as changed); none is stopped.
 func (r *router) apply(table *route.Table, unrouted string, dests map[string]*dest) (changed []string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -110,10 +111,12 @@ func (r *router) apply(table *route.Table, unrouted string, dests map[string]*de
 		r.startLocked(d)
 	}
 	fwds := make(map[string]*forward.Forwarder, len(r.running))
-	reserve := 16
+	// `,"destinations":[` and `]` around the names, each `"name",` (names
+	// are [a-z0-9_-]: nothing to escape), and a margin.
+	reserve := len(`,"destinations":[]`) + 16
 	for n, rd := range r.running {
 		fwds[n] = rd.fwd
-		reserve += len(n) + 3 // `"name",` in the record's JSON
+		reserve += len(n) + 3
 	}
 	// Room in each object's record for the longest destination list.
 	r.sp.SetRecordReserve(reserve)
@@ -137,8 +140,25 @@ func (r *router) startLocked(d *dest) {
 	info.Set(1)
 	reg.MustRegister(info)
 	r.running[d.name] = &runningDest{d: d, fwd: f}
-	r.wg.Go(func() { f.Run(r.ctx) })
+	if r.started {
+		r.wg.Go(func() { f.Run(r.ctx) })
+	}
 	log.Info("forwarding to destination", "kind", string(d.kind), "spec", d.spec, "workers", d.fcfg.Workers)
+}
+
+// run starts the forwarders: once the ledger agrees with the spool
+// (reconcile), so that their first listing of what is pending is whole.
+func (r *router) run() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return
+	}
+	r.started = true
+	for _, rd := range r.running {
+		f := rd.fwd
+		r.wg.Go(func() { f.Run(r.ctx) })
+	}
 }
 
 // wait waits for every forwarder to end (their context ended).

@@ -83,6 +83,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	if added+finished > 0 {
 		log.Info("delivery ledger completed from the spool", "added", added, "finished", finished)
 	}
+	rt.run()
 	if waiting, err := pendingElsewhere(led, set.dests); err == nil && len(waiting) > 0 {
 		log.Warn("objects wait for destinations that are no longer configured; they are kept until those are defined again",
 			"destinations", strings.Join(waiting, ", "))

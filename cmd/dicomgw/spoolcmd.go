@@ -247,6 +247,11 @@ func listItems(d *spool.Dir, states []spool.State, dest string) ([]listed, error
 					for _, ds := range o.Deliveries {
 						l.Destinations = append(l.Destinations, listedDelivery{Name: ds.Destination, State: ds.State, Attempts: ds.Retry.Attempts,
 							NextAttempt: utcOrZero(ds.Retry.NextAttempt), LastError: ds.Retry.LastError, DeliveredAt: utcOrZero(ds.DeliveredAt), DeadReason: ds.DeadReason})
+						// The object's own columns: the most attempts of a
+						// pending destination, and its next attempt.
+						if ds.State == "pending" && ds.Retry.Attempts > l.Attempts {
+							l.Attempts, l.NextAttempt = ds.Retry.Attempts, utcOrZero(ds.Retry.NextAttempt)
+						}
 					}
 				}
 			}

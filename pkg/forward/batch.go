@@ -116,7 +116,7 @@ func (f *Forwarder) pick() ([]*item, time.Duration) {
 		// the destination now rather than at the end of the pause.
 		if cv, ok := f.dest.(credentialed); ok {
 			if cv.CredentialVersion() != f.pauseCreds {
-				f.log.Info("credentials changed: trying the paused destination now", "destination", f.dest.String())
+				f.log.Info("credentials changed: trying the paused destination now", "endpoint", f.dest.String())
 				f.pausedUntil = now
 			} else {
 				return nil, min(f.pausedUntil.Sub(now), credentialPoll)

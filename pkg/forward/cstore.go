@@ -205,7 +205,7 @@ func (c *CStore) association(ctx context.Context, calling string, objs []*Object
 	})
 	if err != nil {
 		r := c.dialFailure(ctx, err, calling)
-		c.log.Debug("C-STORE association not opened", "destination", c.String(), "calling_ae", calling, "objects", len(idx), "outcome", r.Outcome.String(), "reason", r.Reason)
+		c.log.Debug("C-STORE association not opened", "endpoint", c.String(), "calling_ae", calling, "objects", len(idx), "outcome", r.Outcome.String(), "reason", r.Reason)
 		for _, i := range idx {
 			out[i] = r
 		}
@@ -216,7 +216,7 @@ func (c *CStore) association(ctx context.Context, calling string, objs []*Object
 	stop := context.AfterFunc(ctx, cl.Interrupt)
 	defer stop()
 	refused := contextAnswers(cl, keys)
-	c.log.Debug("C-STORE association opened", "destination", c.String(), "calling_ae", calling,
+	c.log.Debug("C-STORE association opened", "endpoint", c.String(), "calling_ae", calling,
 		"objects", len(idx), "contexts", len(keys), "refused_contexts", countRefused(refused))
 	stored := 0
 	for n, i := range idx {
@@ -248,7 +248,7 @@ func (c *CStore) association(ctx context.Context, calling string, objs []*Object
 					out[j] = *rest
 				}
 			}
-			c.log.Debug("C-STORE association aborted", "destination", c.String(), "calling_ae", calling,
+			c.log.Debug("C-STORE association aborted", "endpoint", c.String(), "calling_ae", calling,
 				"stored", stored, "objects", len(idx), "sop_instance", o.SOPInstanceUID, "reason", r.Reason)
 			return
 		}
@@ -260,10 +260,10 @@ func (c *CStore) association(ctx context.Context, calling string, objs []*Object
 		if ctx.Err() != nil {
 			level = slog.LevelDebug
 		}
-		c.log.Log(context.Background(), level, "C-STORE association not released cleanly", "destination", c.String(), "calling_ae", calling, "err", err)
+		c.log.Log(context.Background(), level, "C-STORE association not released cleanly", "endpoint", c.String(), "calling_ae", calling, "err", err)
 		return
 	}
-	c.log.Debug("C-STORE association released", "destination", c.String(), "calling_ae", calling, "stored", stored, "objects", len(idx))
+	c.log.Debug("C-STORE association released", "endpoint", c.String(), "calling_ae", calling, "stored", stored, "objects", len(idx))
 }
 
 // store sends one object and reads the answer. rest is non-nil when the
@@ -309,7 +309,7 @@ func (c *CStore) store(ctx context.Context, cl *dimse.Client, o *Object) (r Resu
 		return Result{Outcome: Retry, Reason: why}, &Result{Outcome: Abandoned, Reason: "not sent: the association ended under another object of its batch: " + why}
 	}
 	if why := checkResponse(rsp, cl.MessageID(), o); why != "" {
-		c.log.Warn("C-STORE destination broke the protocol; association aborted", "destination", c.String(), "sop_instance", o.SOPInstanceUID, "problem", why)
+		c.log.Warn("C-STORE destination broke the protocol; association aborted", "endpoint", c.String(), "sop_instance", o.SOPInstanceUID, "problem", why)
 		return Result{Outcome: Retry, Reason: "the destination broke the protocol: " + why},
 			&Result{Outcome: Abandoned, Reason: "not sent: the association was aborted after a protocol error"}
 	}

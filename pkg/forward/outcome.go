@@ -20,7 +20,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 	results := f.dest.Deliver(ctx, objs)
 	if len(results) != len(objs) {
 		// A destination bug; keep everything and try again later.
-		f.log.Error("destination returned the wrong number of results", "destination", f.dest.String(), "objects", len(objs), "results", len(results))
+		f.log.Error("destination returned the wrong number of results", "endpoint", f.dest.String(), "objects", len(objs), "results", len(results))
 		results = make([]Result, len(objs))
 		for i := range results {
 			results[i] = Result{Outcome: Retry, Reason: "internal error: destination returned no result"}
@@ -77,7 +77,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		f.pausedUntil = f.now().Add(f.pauseFor)
 		if f.pauseReason != paused.Reason || f.pauseFor == f.cfg.PauseMin {
 			f.log.Error("destination paused: objects are kept until it accepts them again",
-				"destination", f.dest.String(), "reason", paused.Reason, "retry_in", f.pauseFor)
+				"endpoint", f.dest.String(), "reason", paused.Reason, "retry_in", f.pauseFor)
 		}
 		f.pauseReason = paused.Reason
 		if cv, ok := f.dest.(credentialed); ok {
@@ -85,7 +85,7 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 		}
 	case reachable && !f.pausedUntil.IsZero():
 		f.m.up.Set(1)
-		f.log.Info("destination accepts objects again", "destination", f.dest.String(), "was", f.pauseReason)
+		f.log.Info("destination accepts objects again", "endpoint", f.dest.String(), "was", f.pauseReason)
 		f.pausedUntil, f.pauseFor, f.pauseReason = time.Time{}, 0, ""
 	}
 	f.mu.Unlock()
@@ -110,7 +110,7 @@ func (f *Forwarder) delivered(it *item, r Result, elapsed time.Duration) {
 		f.log.Error("delivered, but cannot remove it from the spool", "id", it.obj.ID, "err", err)
 	}
 	f.forget(it)
-	attrs := []any{"id", it.obj.ID, "destination", f.dest.String(),
+	attrs := []any{"id", it.obj.ID, "endpoint", f.dest.String(),
 		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "bytes", it.obj.DataSize,
 		"attempts", it.retry.Attempts + 1, "request_duration", elapsed.Round(time.Millisecond),
 		"since_received", f.now().Sub(it.obj.Received).Round(time.Millisecond)}
@@ -132,7 +132,7 @@ func (f *Forwarder) delivered(it *item, r Result, elapsed time.Duration) {
 
 func (f *Forwarder) dead(it *item, reason string, attempts int) {
 	details := objectDetails(it.obj)
-	details["destination"] = f.dest.String()
+	details["endpoint"] = f.dest.String()
 	details["attempts"] = fmt.Sprint(attempts)
 	if err := f.q.Dead(it.obj.ID, reason, details); errors.Is(err, fs.ErrNotExist) {
 		f.forget(it)
@@ -146,7 +146,7 @@ func (f *Forwarder) dead(it *item, reason string, attempts int) {
 		return
 	}
 	f.forget(it)
-	f.log.Error("object dead-lettered", "id", it.obj.ID, "destination", f.dest.String(),
+	f.log.Error("object dead-lettered", "id", it.obj.ID, "endpoint", f.dest.String(),
 		"sop_instance", it.obj.SOPInstanceUID, "study", it.obj.StudyInstanceUID, "reason", reason, "attempts", attempts)
 }
 
@@ -229,7 +229,7 @@ func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
 	f.mu.Lock()
 	it.retry, it.next, it.inflight = rec, rec.NextAttempt, false
 	f.mu.Unlock()
-	f.log.Warn("delivery failed; will retry", "id", it.obj.ID, "destination", f.dest.String(),
+	f.log.Warn("delivery failed; will retry", "id", it.obj.ID, "endpoint", f.dest.String(),
 		"sop_instance", it.obj.SOPInstanceUID, "reason", r.Reason, "attempts", rec.Attempts, "next_attempt_in", delay.Round(time.Millisecond))
 }
 
