@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -442,5 +443,207 @@ func TestSameSOPInstanceTwoSeries(t *testing.T) {
 	}
 	if recs := traceJSON(t, g.SpoolDir, "--sop", sop); len(recs) != 2 || recs[0].ID == recs[1].ID {
 		t.Errorf("trace: %+v, want two objects", recs)
+	}
+}
+
+// TestRoutesReloadedOnSIGHUP: SIGHUP applies new routes and destinations to
+// objects committed from then on; objects committed before keep the
+// destinations they were routed to (here, one that was down), and a called
+// AE title a new route selects is answered to at once.
+func TestRoutesReloadedOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	a, b := newCountingSTOW(t), newCountingSTOW(t)
+	a.setDown(true)
+	flags := filepath.Join(t.TempDir(), "routes.flags")
+	write := func(lines ...string) {
+		if err := os.WriteFile(flags, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("--destination=a="+a.url, `--route={called_ae="PROJ1"} -> a`, "--retry-min=200ms", "--retry-max=1s")
+	g := startGateway(t, t.TempDir(), "--flagfile", flags)
+	before := modalityObjects(t, t.TempDir(), "CT", 3, 2<<10)
+	storeAllAs(t, g.Addr, "RELOADSCU", "PROJ1", before)
+	if _, err := dialErr(g.Addr, "RELOADSCU", "PROJ2", storeContext(sopSecondaryCapture, tsExplicitLE)); err == nil {
+		t.Fatal("PROJ2 accepted before any route selects it")
+	}
+
+	write("--destination=a="+a.url, "--destination=b="+b.url, `--route={called_ae=~"PROJ[12]"} -> b`, "--retry-min=200ms", "--retry-max=1s")
+	g.Signal(syscall.SIGHUP)
+	if _, err := g.WaitLog("config reloaded", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	after := modalityObjects(t, t.TempDir(), "CT", 2, 2<<10)
+	storeAllAs(t, g.Addr, "RELOADSCU", "PROJ2", after)
+	a.setDown(false)
+	c := waitDrained(t, g, 60*time.Second)
+	if c.Dead != 0 {
+		t.Fatalf("spool %v", c)
+	}
+	gotA, gotB := a.stored(), b.stored()
+	for _, o := range before {
+		if gotA[o.SOPInstanceUID] != 1 || gotB[o.SOPInstanceUID] != 0 {
+			t.Errorf("committed before the reload: %d at a, %d at b; want 1 and 0", gotA[o.SOPInstanceUID], gotB[o.SOPInstanceUID])
+		}
+	}
+	for _, o := range after {
+		if gotA[o.SOPInstanceUID] != 0 || gotB[o.SOPInstanceUID] != 1 {
+			t.Errorf("committed after the reload: %d at a, %d at b; want 0 and 1", gotA[o.SOPInstanceUID], gotB[o.SOPInstanceUID])
+		}
+	}
+}
+
+// TestDeadLetterPerDestination: a destination that refuses an object
+// (FailureReason C000) dead-letters it for itself only: the other
+// destination delivers, the file moves to dead/ with a reason naming the
+// destination, and `spool trace` says so, also after a restart and after
+// the file is gone. `spool retry --destination` sends it again there only,
+// and once that destination takes it, the file leaves the spool.
+func TestDeadLetterPerDestination(t *testing.T) {
+	t.Parallel()
+	good := newCountingSTOW(t)
+	var mu sync.Mutex
+	refuse := true
+	picky, pickySrv := newSTOWFake(t, func(_ int, sops []string) (int, string, map[string]uint16) {
+		mu.Lock()
+		defer mu.Unlock()
+		if refuse {
+			failed := map[string]uint16{}
+			for _, s := range sops {
+				failed[s] = 0xC000
+			}
+			return http.StatusOK, "", failed
+		}
+		return http.StatusOK, "", nil
+	})
+	spoolDir := t.TempDir()
+	args := append([]string{"--destination", "good=" + good.url, "--destination", "picky=" + pickySrv.URL + "/dicom-web", "--route", "{} -> good,picky"}, fastRetry...)
+	g := startGateway(t, spoolDir, args...)
+	objs := modalityObjects(t, t.TempDir(), "OT", 2, 2<<10)
+	storeAll(t, g.Addr, "DEADSCU", objs)
+	c := waitDrained(t, g, 30*time.Second)
+	if c.Dead != 2 || len(good.stored()) != 2 {
+		t.Fatalf("spool %v, good stored %d; want both delivered to good and dead for picky", c, len(good.stored()))
+	}
+	for id := range stateObjects(t, spoolDir, "dead") {
+		if r := deadReason(t, spoolDir, id); !strings.Contains(r, "0xC000") {
+			t.Errorf("dead letter %s: reason %q", id, r)
+		}
+		b, _ := os.ReadFile(filepath.Join(spoolDir, "dead", id+".reason"))
+		if !bytes.Contains(b, []byte("dead_destinations: picky")) || !bytes.Contains(b, []byte("destination.picky: ")) {
+			t.Errorf("reason file does not name the destination:\n%s", b)
+		}
+	}
+	check := func(when string, wantPicky string) {
+		t.Helper()
+		recs := traceJSON(t, spoolDir, "--sop", objs[0].SOPInstanceUID)
+		if len(recs) != 1 {
+			t.Fatalf("%s: trace found %d objects", when, len(recs))
+		}
+		states := map[string]string{}
+		for _, d := range recs[0].Destinations {
+			states[d.Name] = d.State
+			if d.Name == "picky" && d.State == "dead" && !strings.Contains(d.DeadReason, "0xC000") {
+				t.Errorf("%s: dead reason %q", when, d.DeadReason)
+			}
+		}
+		if states["good"] != "delivered" || states["picky"] != wantPicky {
+			t.Errorf("%s: trace %v, want good delivered and picky %s", when, states, wantPicky)
+		}
+	}
+	check("dead-lettered", "dead")
+	// A restart: the ledger still answers.
+	if err := g.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	g = startGateway(t, spoolDir, args...)
+	check("after a restart", "dead")
+	if rows := spoolLs(t, spoolDir, "--state", "dead", "--destination", "picky"); len(rows) != 2 {
+		t.Errorf("spool ls --destination picky: %d rows", len(rows))
+	}
+	// Retried there only, once it takes them.
+	mu.Lock()
+	refuse = false
+	mu.Unlock()
+	out := dicomgwCmd(t, "spool", "retry", "--spool-dir", spoolDir, "--destination", "picky", "--all")
+	if !strings.Contains(out, "re-queued 2 dead letter(s)") {
+		t.Fatalf("retry: %s", out)
+	}
+	waitFor(t, 60*time.Second, "the retried objects delivered to picky (rescan within 30 s)", func() bool {
+		c := countSpool(t, spoolDir)
+		return c.Queued == 0 && c.Dead == 0
+	})
+	check("retried and delivered", "delivered")
+	if n := good.stored()[objs[0].SOPInstanceUID]; n != 1 {
+		t.Errorf("good got the object %d times: the retry went to picky only? want 1", n)
+	}
+	_, stored := picky.snapshot()
+	if len(stored) != 2 {
+		t.Errorf("picky stored %d objects after the retry, want 2", len(stored))
+	}
+}
+
+// TestCStoreDestinationToOrthanc: objects sent to the gateway in
+// compressed transfer syntaxes (storescu, each in its own syntax) reach
+// Orthanc's DICOM port through a dicom:// destination in that syntax,
+// with the sender's calling AE when calling-ae=original.
+func TestCStoreDestinationToOrthanc(t *testing.T) {
+	t.Parallel()
+	o := startOrthanc(t, map[string]any{"DicomScpTimeout": 2})
+	g := startGateway(t, t.TempDir(), append([]string{
+		"--destination", "pacs=dicom://" + o.AETitle + "@" + o.DICOMAddr() + " calling-ae=original",
+		"--route", "{} -> pacs", "--keep-delivered", "1h",
+	}, fastRetry...)...)
+	storescu := needTool(t, "storescu")
+	host, port := splitAddr(g.Addr)
+	var sent []harness.CorpusFile
+	for _, name := range []string{"sc-rgb-jpeg-baseline.dcm", "mr-rle.dcm", "ct-jpeg-ls-fragmented-with-bot.dcm", "us-jpeg-lossless-sv1.dcm"} {
+		cf := corpusFile(t, name)
+		args := []string{"-aet", "MODALITYX", "-aec", "DICOMGW", "-R"}
+		if sw, ok := storescuSwitch[cf.TransferSyntaxUID]; ok {
+			args = append(args, sw)
+		} else {
+			args = append(args, "-xf", writeProfile(t, t.TempDir(), []profileContext{{cf.SOPClassUID, []string{cf.TransferSyntaxUID}}}), "P")
+		}
+		if res := runTool(60*time.Second, storescu, append(args, host, port, cf.Path)...); res.Err != nil || res.Code != 0 {
+			t.Fatalf("storescu %s: %v (exit %d)\n%s", name, res.Err, res.Code, res.Out)
+		}
+		sent = append(sent, cf)
+	}
+	c := waitDrained(t, g, 60*time.Second)
+	if c.Dead != 0 {
+		t.Fatalf("spool %v", c)
+	}
+	// What the gateway received (storescu may re-encode a data set as it
+	// sends it), kept after delivery.
+	received := map[string][]byte{}
+	for _, obj := range stateObjects(t, g.SpoolDir, "delivered") {
+		received[obj.Meta.SOPInstanceUID] = obj.DataSet
+	}
+	for _, cf := range sent {
+		file, err := o.InstanceFile(cf.SOPInstanceUID)
+		if err != nil {
+			t.Errorf("%s: not in Orthanc: %v", cf.Name, err)
+			continue
+		}
+		fm, ds, err := harness.ParsePart10(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fm.TransferSyntaxUID != cf.TransferSyntaxUID {
+			t.Errorf("%s: stored in %s, sent in %s: transcoded", cf.Name, fm.TransferSyntaxUID, cf.TransferSyntaxUID)
+		}
+		if !bytes.Equal(ds, received[cf.SOPInstanceUID]) {
+			t.Errorf("%s: Orthanc's data set differs from the one the gateway received", cf.Name)
+		}
+		var meta struct {
+			RemoteAET string `json:"RemoteAET"`
+		}
+		id, _ := o.InstanceID(cf.SOPInstanceUID)
+		if err := o.GetJSON("/instances/"+id+"/metadata?expand", &meta); err != nil {
+			t.Errorf("%s: Orthanc's metadata: %v", cf.Name, err)
+		} else if meta.RemoteAET != "MODALITYX" {
+			t.Errorf("%s: Orthanc saw calling AE %q, want the sender's MODALITYX", cf.Name, meta.RemoteAET)
+		}
 	}
 }

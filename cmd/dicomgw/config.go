@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -333,13 +334,16 @@ func configExit(stderr io.Writer, cmd string, err error) int {
 // included) as serve would, checks them, and prints the effective settings.
 func checkConfig(args []string, stdout, stderr io.Writer) int {
 	c, fs, err := loadConfig("dicomgw check-config", args, stderr)
+	var set *settings
 	if err == nil {
-		_, err = c.check(slog.New(slog.DiscardHandler))
+		set, err = c.check(slog.New(slog.DiscardHandler))
 	}
 	if err != nil {
 		return configExit(stderr, "check-config", err)
 	}
-	fmt.Fprintln(stdout, "configuration OK; effective settings:")
+	fmt.Fprintln(stdout, "configuration OK")
+	printRouting(stdout, set)
+	fmt.Fprintln(stdout, "effective settings:")
 	fs.VisitAll(func(f *pflag.Flag) {
 		switch v, isList := f.Value.(pflag.SliceValue); {
 		case f.Name == "flagfile":
@@ -354,6 +358,41 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 	return 0
+}
+
+// printRouting says where objects go: each destination with its kind and
+// where it was defined, each route in its canonical form, what happens to
+// an object no route matches, and the destinations no route names.
+func printRouting(w io.Writer, set *settings) {
+	names := make([]string, 0, len(set.dests))
+	for n := range set.dests {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	used := map[string]bool{set.unrouted: true}
+	for _, r := range set.table.Routes() {
+		for _, d := range r.Destinations() {
+			used[d] = true
+		}
+	}
+	fmt.Fprintln(w, "destinations:")
+	for _, n := range names {
+		d := set.dests[n]
+		note := ""
+		if !used[n] {
+			note = "  # no route sends anything here"
+		}
+		fmt.Fprintf(w, "  %s (%s, from %s): %s%s\n", n, d.kind, d.where, d.spec, note)
+	}
+	fmt.Fprintln(w, "routes (every matching route applies):")
+	for _, r := range set.table.Routes() {
+		fmt.Fprintf(w, "  %s\n", r.String())
+	}
+	if set.unrouted == "" {
+		fmt.Fprintln(w, "an object no route matches: refused (0124) before it is stored")
+	} else {
+		fmt.Fprintf(w, "an object no route matches: sent to %s\n", set.unrouted)
+	}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
