@@ -315,6 +315,19 @@ func (q destQueue) Describe(id string) (*forward.Object, forward.RetryRecord, er
 
 func (q destQueue) Delivered(id string) error { return q.d.delivered(id, q.name) }
 
+// DeliveredAll records a batch's deliveries concurrently, so that they
+// share the ledger's commits rather than wait for one each
+// (forward.BatchQueue).
+func (q destQueue) DeliveredAll(ids []string) []error {
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() { errs[i] = q.d.delivered(id, q.name) })
+	}
+	wg.Wait()
+	return errs
+}
+
 func (q destQueue) Retry(id string, r forward.RetryRecord) error { return q.d.retry(id, q.name, r) }
 
 func (q destQueue) Dead(id, reason string, details map[string]string) error {

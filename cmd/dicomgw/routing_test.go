@@ -51,15 +51,15 @@ func TestCheckConfigRouting(t *testing.T) {
 		t.Errorf("the album query string was printed:\n%s", out)
 	}
 	for content, want := range map[string]string{
-		"--route={Modalty=\"MR\"} -> default\n":                  `unknown key "Modalty": not called_ae, calling_ae, peer or a DICOM keyword`,
-		"\n--route={called_ae=\"X\"} -> nowhere\n":               `c.flags:2: route {called_ae="X"} -> nowhere: no destination "nowhere"`,
-		"--destination=x=ftp://host/\n":                          `destination x: scheme "ftp"`,
-		"--destination=x=dicom://host:104\n":                     "want dicom://CALLED_AE@HOST:PORT",
-		"--destination=x=http://h/ workers=zero\n":               `destination x: workers: "zero" is not a positive number`,
-		"--destination=x=http://h/ colour=blue\n":                `unknown option "colour" for a stow destination`,
-		"--destination=x=file:///a\n--destination=x=file:///b\n": "destination x defined twice (the other at ",
-		"--destination=Bad=file:///a\n":                          `destination name "Bad"`,
-		"--unrouted=elsewhere\n":                                 "--unrouted=elsewhere: no such destination",
+		"--route={Modalty=\"MR\"} -> default\n":                   `unknown key "Modalty": not called_ae, calling_ae, peer or a DICOM keyword`,
+		"\n--route={called_ae=\"X\"} -> nowhere\n":                `c.flags:2: route {called_ae="X"} -> nowhere: no destination "nowhere"`,
+		"--destination=x=ftp://host/\n":                           `destination x: scheme "ftp"`,
+		"--destination=x=dicom://host:104\n":                      "want dicom://CALLED_AE@HOST:PORT",
+		"--destination=x=http://h/ workers=zero\n":                `destination x: workers: "zero" is not a positive number`,
+		"--destination=x=http://h/ colour=blue\n":                 `unknown option "colour" for a stow destination`,
+		"--destination=x=file:///a\n--destination=x=file:///b\n":  "destination x defined twice (the other at ",
+		"--destination=Bad=file:///a\n":                           `destination name "Bad"`,
+		"--unrouted=elsewhere\n":                                  "--unrouted=elsewhere: no such destination",
 		"--destination=default=file:///a\n--stow-url=http://h/\n": "keep one",
 	} {
 		p := filepath.Join(t.TempDir(), "c.flags")

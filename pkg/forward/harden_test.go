@@ -209,3 +209,49 @@ func TestForwarderHealKeepsLongRetryAfter(t *testing.T) {
 		t.Errorf("clock ahead by years, Retry-After an hour: waits %v, want an hour", got)
 	}
 }
+
+// batchQueue is a fakeQueue that records a batch's deliveries at once.
+type batchQueue struct {
+	*fakeQueue
+	calls [][]string
+}
+
+func (q *batchQueue) DeliveredAll(ids []string) []error {
+	q.mu.Lock()
+	q.calls = append(q.calls, append([]string(nil), ids...))
+	q.mu.Unlock()
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		errs[i] = q.Delivered(id)
+	}
+	return errs
+}
+
+// TestDeliveredRecordedPerBatch: a queue that can record several
+// deliveries at once (the ledger: one commit for all) gets one call per
+// batch with the delivered objects of that batch, not one per object.
+func TestDeliveredRecordedPerBatch(t *testing.T) {
+	objs := []*Object{fakeObj("0001", "1.2.3", 100), fakeObj("0002", "1.2.3", 100), fakeObj("0003", "1.2.3", 100), fakeObj("0004", "1.2.4", 100)}
+	q := &batchQueue{fakeQueue: newFakeQueue(objs...)}
+	d := &fakeDest{respond: func(_ int, objs []*Object) []Result {
+		out := make([]Result, len(objs))
+		for i, o := range objs {
+			out[i] = Result{Outcome: Delivered}
+			if o.ID == "0002" {
+				out[i] = Result{Outcome: Dead, Reason: "refused"}
+			}
+		}
+		return out
+	}}
+	cfg := fastConfig()
+	cfg.Workers = 1
+	stop := start(t, New(cfg, q, d, nil, nil))
+	waitFor(t, 5*time.Second, "every object settled", q.allDone)
+	stop()
+	q.checkAccounted(t, map[string]string{"0001": "delivered", "0002": "dead", "0003": "delivered", "0004": "delivered"})
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if fmt.Sprint(q.calls) != "[[0001 0003] [0004]]" {
+		t.Errorf("DeliveredAll calls %v, want one per batch with its delivered objects", q.calls)
+	}
+}

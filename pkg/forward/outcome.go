@@ -33,12 +33,12 @@ func (f *Forwarder) deliver(ctx context.Context, batch []*item) {
 	now, jitter := f.now(), rand.Float64()
 	var paused *Result
 	reachable := false
+	f.deliveredAll(batch, results, elapsed)
 	for i, it := range batch {
 		r := results[i]
 		switch r.Outcome {
 		case Delivered:
 			reachable = true
-			f.delivered(it, r, elapsed)
 		case Retry:
 			if r.Unconfirmed && it.retry.Unconfirmed+1 >= f.cfg.MaxUnconfirmed {
 				reachable = true
@@ -103,8 +103,47 @@ func (f *Forwarder) forget(it *item) {
 	f.mu.Unlock()
 }
 
-func (f *Forwarder) delivered(it *item, r Result, elapsed time.Duration) {
-	if err := f.q.Delivered(it.obj.ID); err != nil {
+// BatchQueue is a Queue that records the deliveries of a batch at once
+// (one durable commit for all, where Delivered would wait for one each).
+type BatchQueue interface {
+	Queue
+	// DeliveredAll is Delivered for each of ids, and returns each one's
+	// error.
+	DeliveredAll(ids []string) []error
+}
+
+// deliveredAll records the delivered objects of a batch, all at once when
+// the queue can.
+func (f *Forwarder) deliveredAll(batch []*item, results []Result, elapsed time.Duration) {
+	var its []*item
+	var rs []Result
+	for i, it := range batch {
+		if results[i].Outcome == Delivered {
+			its, rs = append(its, it), append(rs, results[i])
+		}
+	}
+	if len(its) == 0 {
+		return
+	}
+	errs := make([]error, len(its))
+	if bq, ok := f.q.(BatchQueue); ok {
+		ids := make([]string, len(its))
+		for i, it := range its {
+			ids[i] = it.obj.ID
+		}
+		errs = bq.DeliveredAll(ids)
+	} else {
+		for i, it := range its {
+			errs[i] = f.q.Delivered(it.obj.ID)
+		}
+	}
+	for i, it := range its {
+		f.delivered(it, rs[i], errs[i], elapsed)
+	}
+}
+
+func (f *Forwarder) delivered(it *item, r Result, err error, elapsed time.Duration) {
+	if err != nil {
 		// The destination has it; if the spool cannot forget it, it is sent
 		// again after a restart, which a DICOMweb store takes as a duplicate.
 		f.log.Error("delivered, but cannot remove it from the spool", "id", it.obj.ID, "err", err)
