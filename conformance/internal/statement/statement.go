@@ -127,8 +127,8 @@ func overview() string {
 | **Verification** | | |
 | Verification SOP Class | No | Yes |
 | **Transfer** | | |
-| %d Storage SOP Classes of PS3.4 Annex B (Table 4.2-2), retired ones included | No | Yes |
-| Private and newer storage SOP classes (with `+"`--accept-unknown-sop-classes`"+`) | No | Yes (optional) |
+| %d Storage SOP Classes of PS3.4 Annex B (Table 4.2-2), retired ones included | Yes (forwarding to C-STORE destinations, 4.2.3) | Yes |
+| Private and newer storage SOP classes (with `+"`--accept-unknown-sop-classes`"+`) | Yes (forwarding, as received) | Yes (optional) |
 | **Query/Retrieve, Workflow, Print, others** | No | No |
 
 | Web services (PS3.18) | User agent | Origin server |
@@ -180,7 +180,7 @@ func sopClasses() string {
 		if e.Retired {
 			name += " (Retired)"
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | No | Yes |\n", name, e.UID)
+		fmt.Fprintf(&b, "| %s | `%s` | Yes | Yes |\n", name, e.UID)
 	}
 	return b.String()
 }
