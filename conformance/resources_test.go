@@ -2,12 +2,14 @@ package conformance
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,7 +237,7 @@ func TestResourceIdleConnections(t *testing.T) {
 	t.Run("1000 under the limit", func(t *testing.T) {
 		t.Parallel()
 		const idle = 1000
-		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections", "1100")
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections", "1100", "--max-connections-per-host", "1100")
 		base := baseline(t, g)
 		start := time.Now()
 		conns := openIdle(t, g.Addr, idle)
@@ -276,7 +278,7 @@ func TestResourceIdleConnections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := m.Get("dicomgw_connections_refused_total"); r != 0 {
+		if r := m.Sum("dicomgw_connections_refused_total"); r != 0 {
 			t.Errorf("dicomgw_connections_refused_total = %v under the limit", r)
 		}
 		after := waitBackToBaseline(t, g, base, 5, 20<<20, 10*time.Second)
@@ -287,7 +289,8 @@ func TestResourceIdleConnections(t *testing.T) {
 		t.Parallel()
 		const idle = 400
 		const limit = 4*dimse.DefaultMaxAssociations + 64 // --max-connections default
-		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String())
+		// One address may hold them all here: this is about the total.
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections-per-host", strconv.Itoa(limit))
 		base := baseline(t, g)
 		start := time.Now()
 		conns := openIdle(t, g.Addr, idle)
@@ -303,7 +306,7 @@ func TestResourceIdleConnections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if refused = m.Get("dicomgw_connections_refused_total"); refused >= idle-limit || time.Now().After(deadline) {
+			if refused = m.Get("dicomgw_connections_refused_total", `reason="total"`); refused >= idle-limit || time.Now().After(deadline) {
 				break
 			}
 		}
@@ -430,4 +433,116 @@ func TestResourceConcurrentLargeTransfers(t *testing.T) {
 	noPartials(t, g.SpoolDir)
 	after := waitBackToBaseline(t, g, base, 5, 64<<20, 10*time.Second)
 	t.Logf("after: %v (baseline %v)", after, base)
+}
+
+// openIdleFrom is openIdle from a given local address.
+func openIdleFrom(t *testing.T, local, addr string, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := 0; i < n; i++ {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("idle connection %d from %s: %v", i+1, local, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// echoFrom sends a C-ECHO from a given local address.
+func echoFrom(t *testing.T, local, addr, callingAE string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := dimse.Dial(ctx, addr, dimse.DialConfig{CallingAE: callingAE, CalledAE: calledAE, Contexts: []dimse.ProposedContext{verificationContext},
+		Timeout: 20 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}})
+	if err != nil {
+		t.Fatalf("C-ECHO association from %s: %v", local, err)
+	}
+	defer c.Close()
+	if st, err := c.Echo(); err != nil || st != dimse.StatusSuccess {
+		t.Fatalf("C-ECHO from %s: %v %v", local, st, err)
+	}
+	c.Release()
+}
+
+// TestOneHostCannotLockOutOthers: one address holding idle connections up
+// to its --max-connections-per-host has its next ones closed at once
+// (counted as per_host), and a C-ECHO from another address gets through:
+// with small limits, and with the defaults against 3,000 connections.
+func TestOneHostCannotLockOutOthers(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name          string
+		args          []string
+		idle, perHost int
+	}{
+		{"small limits", []string{"--max-connections", "40", "--max-connections-per-host", "10"}, 60, 10},
+		{"defaults, 3000 connections", nil, 3000, (4*dimse.DefaultMaxAssociations + 64) / 4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := startGateway(t, t.TempDir(), append([]string{"--archive-dir", t.TempDir(), "--artim-timeout", "20s"}, c.args...)...)
+			conns := openIdleFrom(t, "127.0.0.1", g.Addr, c.idle)
+			refusedConns, _, _ := closedBy(conns, 2*time.Second)
+			if n := len(refusedConns); n != c.idle-c.perHost {
+				t.Errorf("%d of %d connections from one address closed at once, want %d", n, c.idle, c.idle-c.perHost)
+			}
+			echoFrom(t, "127.0.0.2", g.Addr, "OTHERHOST")
+			m, err := g.Scrape()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Get("dicomgw_connections_refused_total", `reason="per_host"`); got != float64(c.idle-c.perHost) {
+				t.Errorf("refused{per_host} = %v, want %d", got, c.idle-c.perHost)
+			}
+			if n := len(g.LogLines("too many connections from one host: closing its new ones at once (logged once a minute)")); n != 1 {
+				t.Errorf("%d log lines for one host's flood, want 1 (once a minute)", n)
+			}
+		})
+	}
+}
+
+// TestBareConnectLoggedAtDebug: a TCP connect-and-close (a load
+// balancer's or Kubernetes' TCP check) is no warning: at --log-level info
+// nothing is logged for it, at debug one line.
+func TestBareConnectLoggedAtDebug(t *testing.T) {
+	t.Parallel()
+	for _, level := range []string{"info", "debug"} {
+		t.Run(level, func(t *testing.T) {
+			g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--log-level", level)
+			for range 3 {
+				c, err := net.Dial("tcp", g.Addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+			}
+			echoWorks(t, g, "AFTERPROBE") // its "association ended" line comes after the probes'
+			waitFor(t, 5*time.Second, "the echo's association ended", func() bool { return len(g.LogLines("association ended")) > 0 })
+			var warn, debug int
+			for _, r := range g.LogRecords("association ended") {
+				if r["calling_ae"] != "" {
+					continue
+				}
+				switch r["level"] {
+				case "WARN":
+					warn++
+				case "DEBUG":
+					debug++
+				}
+			}
+			if warn != 0 {
+				t.Errorf("%d WARN lines for bare connects", warn)
+			}
+			if want := map[string]int{"info": 0, "debug": 3}[level]; debug != want {
+				t.Errorf("%d DEBUG lines for 3 bare connects at --log-level %s, want %d", debug, level, want)
+			}
+		})
+	}
 }

@@ -8,11 +8,13 @@ package auth
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -59,10 +61,18 @@ type JWTConfig struct {
 // one.
 type Authenticator struct {
 	users map[string][]byte
+	cost  int // the users file's bcrypt cost (the most common one)
 	jwt   *JWTConfig
 	keys  *jose.JSONWebKeySet
 	algs  []jose.SignatureAlgorithm
 	now   func() time.Time
+
+	// decoy is compared against when the user is unknown, so that a
+	// stranger's answer takes as long as a known user's wrong passcode: a
+	// hash of the file's own cost, made at the first unknown user (not at
+	// start-up, which every command of the binary would pay for).
+	decoyOnce sync.Once
+	decoy     []byte
 }
 
 // New loads the files cfg names. An error names the file and the line.
@@ -127,6 +137,7 @@ func (a *Authenticator) loadUsers(path string) error {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	n := 0
+	costs := map[int]int{}
 	for sc.Scan() {
 		n++
 		line := strings.TrimSpace(sc.Text())
@@ -137,20 +148,37 @@ func (a *Authenticator) loadUsers(path string) error {
 		if !ok || name == "" {
 			return fmt.Errorf("auth: %s:%d: want username:bcrypt-hash", path, n)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		cost, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
 			return fmt.Errorf("auth: %s:%d: the hash of %q is not a bcrypt hash: %v", path, n, name, err)
 		}
+		costs[cost]++
 		if _, dup := a.users[name]; dup {
 			return fmt.Errorf("auth: %s:%d: user %q listed twice", path, n, name)
 		}
 		a.users[name] = []byte(hash)
 	}
+	// The decoy's cost: the one most hashes have (the higher on a tie), so
+	// that an unknown user costs what a typical known one does.
+	a.cost = bcrypt.DefaultCost
+	best := 0
+	for c, k := range costs {
+		if k > best || k == best && c > a.cost {
+			a.cost, best = c, k
+		}
+	}
 	return sc.Err()
 }
 
-// decoy is compared against when the user is unknown, so that a
-// stranger's answer takes as long as a known user's wrong passcode.
-var decoy, _ = bcrypt.GenerateFromPassword([]byte("decoy passcode"), bcrypt.DefaultCost)
+// decoyHash is the decoy, made at the first call.
+func (a *Authenticator) decoyHash() []byte {
+	a.decoyOnce.Do(func() {
+		pass := make([]byte, 16)
+		rand.Read(pass)
+		a.decoy, _ = bcrypt.GenerateFromPassword(pass, a.cost)
+	})
+	return a.decoy
+}
 
 // Passcode checks a username and passcode (user identity type 2).
 func (a *Authenticator) Passcode(user, pass []byte, secure bool) error {
@@ -159,7 +187,7 @@ func (a *Authenticator) Passcode(user, pass []byte, secure bool) error {
 	}
 	hash, ok := a.users[string(user)]
 	if !ok {
-		bcrypt.CompareHashAndPassword(decoy, pass)
+		bcrypt.CompareHashAndPassword(a.decoyHash(), pass)
 		return refuse("bad-credentials", "user %q: unknown user or wrong passcode", printable(user))
 	}
 	if err := bcrypt.CompareHashAndPassword(hash, pass); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,40 @@ func TestJWT(t *testing.T) {
 	}
 	if _, err := (&Authenticator{}).JWT([]byte("x"), true); reason(err) != "unsupported-type" {
 		t.Errorf("JWT without configuration: %v", err)
+	}
+}
+
+// TestDecoyHasTheFilesCost: an unknown user is checked against a decoy of
+// the users file's own bcrypt cost (so that it takes as long as a known
+// user's wrong passcode), made at the first unknown user, not before.
+func TestDecoyHasTheFilesCost(t *testing.T) {
+	for _, costs := range [][]int{{5, 5, 12}, {4}, {6, 7, 7}} {
+		var lines []string
+		for i, c := range costs {
+			h, err := bcrypt.GenerateFromPassword([]byte("pass"), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, fmt.Sprintf("user%d:%s", i, h))
+		}
+		p := filepath.Join(t.TempDir(), "users")
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a, err := New(Config{UsersFile: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.decoy != nil {
+			t.Fatal("a decoy was made before any unknown user")
+		}
+		if err := a.Passcode([]byte("stranger"), []byte("guess"), true); err == nil {
+			t.Fatal("an unknown user was accepted")
+		}
+		got, err := bcrypt.Cost(a.decoy)
+		want := costs[len(costs)/2] // the most common cost in each case
+		if err != nil || got != want {
+			t.Errorf("costs %v: the decoy's cost is %d (%v), want %d", costs, got, err, want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -72,6 +73,8 @@ type evInfo struct {
 type assoc struct {
 	srv  *Server
 	conn net.Conn
+	addr netip.Addr // the peer's IP address
+	bare bool       // the peer closed before sending a byte
 	ac   *ackConn
 	rd   *pdu.Reader
 	log  *slog.Logger
@@ -124,6 +127,7 @@ func newAssoc(s *Server, conn net.Conn) *assoc {
 	a := &assoc{
 		srv:  s,
 		conn: conn,
+		addr: peerAddrOf(conn),
 		id:   id,
 		log:  s.log.With("assoc", id, "peer", conn.RemoteAddr().String()),
 	}
@@ -147,8 +151,14 @@ func (a *assoc) serve() {
 	}()
 	if err := a.handshake(); err != nil {
 		// Not a DICOM peer yet: nothing to abort, only to close.
-		a.srv.m.tlsFailures.Inc()
-		a.log.Warn("TLS handshake failed", "err", err)
+		if errors.Is(err, io.EOF) {
+			// Connected and closed without a byte: a load balancer's or
+			// Kubernetes' TCP check, no failed handshake.
+			a.bare = true
+		} else {
+			a.srv.m.tlsFailures.Inc()
+			a.log.Warn("TLS handshake failed", "err", err)
+		}
 		a.end, a.endDetail = EndConnectionLost, "TLS handshake failed: "+err.Error()
 		a.teardown()
 		return
@@ -489,10 +499,14 @@ func (a *assoc) teardown() {
 		attrs = append(attrs, "detail", a.endDetail)
 	}
 	level := slog.LevelInfo
-	switch a.end {
-	case EndProtocolError, EndConnectionLost, EndIdleTimeout:
+	switch {
+	case a.end == EndConnectionLost && a.calling == "" && (a.bare || a.ac.read == 0):
+		// Connected and closed without a byte: load balancers' and
+		// Kubernetes' TCP checks do that every few seconds.
+		level = slog.LevelDebug
+	case a.end == EndProtocolError, a.end == EndConnectionLost, a.end == EndIdleTimeout:
 		level = slog.LevelWarn
-	case EndARTIMExpired:
+	case a.end == EndARTIMExpired:
 		if a.calling == "" {
 			// Connected and never spoke: port scanners, health checks.
 			level = slog.LevelDebug

@@ -5,8 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicomgw/dicomgw/pkg/pdu"
 	"github.com/dicomgw/dicomgw/pkg/uid"
@@ -525,3 +529,62 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("still accepting after Shutdown")
 	}
 }
+
+// TestMaxConnectionsPerHost: idle connections from one address beyond its
+// limit are closed at once and counted as per_host; another address still
+// gets in while that one holds all it may.
+func TestMaxConnectionsPerHost(t *testing.T) {
+	srv, addr := startServer(t, Config{MaxConnections: 20, MaxConnectionsPerHost: 5}, newMemStore())
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	closed := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed != 3 {
+		t.Errorf("%d of 8 connections from one address closed at once, want 3 (limit 5)", closed)
+	}
+	if got := testutil.ToFloat64(srv.m.refused.WithLabelValues("per_host")); got != 3 {
+		t.Errorf("refused{per_host} = %v, want 3", got)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	c, err := Dial(context.Background(), addr, DialConfig{CallingAE: "OTHER", CalledAE: "DICOMGW", Contexts: []ProposedContext{ctVerification},
+		Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}})
+	if err != nil {
+		t.Fatalf("another address while the first holds its limit: %v", err)
+	}
+	if st, err := c.Echo(); err != nil || st != StatusSuccess {
+		t.Errorf("echo: %v %v", st, err)
+	}
+	c.Release()
+	if _, err := withDefaultsErr(Config{MaxConnections: 10, MaxConnectionsPerHost: 11}); err == nil {
+		t.Error("more connections per host than in all accepted")
+	}
+	for _, c := range []struct{ conns, assocs, want int }{{0, 0, 80}, {0, 2, 18}, {100, 64, 80}, {40, 64, 40}, {1000, 64, 250}} {
+		got, err := withDefaultsErr(Config{MaxConnections: c.conns, MaxAssociations: c.assocs})
+		if err != nil || got.MaxConnectionsPerHost != c.want {
+			t.Errorf("max connections %d, associations %d: per host %d (%v), want %d", c.conns, c.assocs, got.MaxConnectionsPerHost, err, c.want)
+		}
+	}
+}
+
+func withDefaultsErr(c Config) (Config, error) { return c.withDefaults() }

@@ -21,7 +21,7 @@ type metrics struct {
 	requests *prometheus.CounterVec // command, status, calling_ae
 	bytes    prometheus.Counter
 	storeDur *prometheus.HistogramVec // calling_ae
-	refused  prometheus.Counter
+	refused  *prometheus.CounterVec   // reason
 
 	tlsFailures   prometheus.Counter
 	authFailures  *prometheus.CounterVec // reason
@@ -54,10 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "dicomgw_received_bytes_total",
 			Help: "Data set bytes received in C-STORE requests.",
 		}),
-		refused: prometheus.NewCounter(prometheus.CounterOpts{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicomgw_connections_refused_total",
-			Help: "TCP connections closed at once because --max-connections were open.",
-		}),
+			Help: "TCP connections closed at once, by reason: total (--max-connections were open), per_host (the peer's address held --max-connections-per-host).",
+		}, []string{"reason"}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicomgw_tls_handshake_failures_total",
 			Help: "TLS handshakes that failed on the DICOM TLS port (no or untrusted client certificate, plaintext on the TLS port, protocol mismatch).",
@@ -78,6 +78,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.active, m.ended, m.rejected, m.aborted, m.requests, m.bytes, m.storeDur, m.refused, m.tlsFailures, m.authFailures, m.nonconforming)
+	}
+	for _, r := range []string{"total", "per_host"} {
+		m.refused.WithLabelValues(r)
 	}
 	// Series that alerts and dashboards expect to exist from the start.
 	for r := EndReleased; r <= EndConnectionLost; r++ {

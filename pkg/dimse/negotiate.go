@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -239,8 +240,12 @@ func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 
 // peerAddr is the peer's IP address (the zero Addr when the transport has
 // none, as in tests over pipes).
-func (a *assoc) peerAddr() netip.Addr {
-	if ap, err := netip.ParseAddrPort(a.conn.RemoteAddr().String()); err == nil {
+func (a *assoc) peerAddr() netip.Addr { return a.addr }
+
+// peerAddrOf is the peer's IP address, IPv4-mapped IPv6 as IPv4 (one host,
+// one count).
+func peerAddrOf(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}

@@ -29,6 +29,7 @@ type ackConn struct {
 	armed   bool
 	inPDU   bool
 	started func()
+	read    int64 // bytes read so far: 0 for a bare connect-and-close
 }
 
 func newAckConn(c net.Conn) *ackConn {
@@ -51,6 +52,7 @@ func (c *ackConn) Read(p []byte) (int, error) {
 		quickAck(c.raw)
 	}
 	n, err := c.Conn.Read(p)
+	c.read += int64(n)
 	if n > 0 && c.armed {
 		c.armed, c.inPDU = false, true
 		if c.started != nil {

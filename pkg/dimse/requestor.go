@@ -37,6 +37,8 @@ type DialConfig struct {
 	UserIdentity *pdu.UserIdentityRQ
 	// TLS, if set, secures the connection (DICOM TLS, PS3.15 B.12/B.13).
 	TLS *tls.Config
+	// LocalAddr, if set, is the local address to connect from.
+	LocalAddr net.Addr
 }
 
 // RejectedError is returned by Dial when the acceptor rejects.
@@ -97,7 +99,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 	if len(cfg.Contexts) == 0 || len(cfg.Contexts) > 128 {
 		return nil, fmt.Errorf("dimse: %d presentation contexts proposed; 1 to 128 can be", len(cfg.Contexts))
 	}
-	d := net.Dialer{Timeout: cfg.Timeout}
+	d := net.Dialer{Timeout: cfg.Timeout, LocalAddr: cfg.LocalAddr}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,14 @@ type Config struct {
 	// to close); beyond it a new connection is closed at once. 0 means
 	// 4 × MaxAssociations + 64.
 	MaxConnections int
+	// MaxConnectionsPerHost bounds the open TCP connections from one peer
+	// address, counted from accept, before anything is read: one host
+	// holding idle connections cannot take every one of MaxConnections,
+	// and the others keep room. 0 means a quarter of MaxConnections, but
+	// at least MaxAssociations + 16, so that a sender can always use every
+	// association and still hear A-ASSOCIATE-RJ 2/3/2 beyond them; it may
+	// not exceed MaxConnections.
+	MaxConnectionsPerHost int
 	// Admit, if set, is asked before an association is accepted; an error
 	// refuses it with A-ASSOCIATE-RJ 2/3/1 (transient, temporary
 	// congestion): the spool is full, come back later.
@@ -110,6 +118,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.MaxConnections <= 0 {
 		out.MaxConnections = 4*out.MaxAssociations + 64
+	}
+	if out.MaxConnectionsPerHost <= 0 {
+		out.MaxConnectionsPerHost = min(max(out.MaxConnections/4, out.MaxAssociations+16), out.MaxConnections)
+	}
+	if out.MaxConnectionsPerHost > out.MaxConnections {
+		return out, fmt.Errorf("dimse: %d connections per host (--max-connections-per-host) is more than %d in all (--max-connections)",
+			out.MaxConnectionsPerHost, out.MaxConnections)
 	}
 	if out.PDUTimeout <= 0 {
 		out.PDUTimeout = DefaultPDUTimeout
@@ -186,11 +201,13 @@ type Server struct {
 	hostsMu sync.Mutex
 	hosts   map[netip.Addr]int // slots held per peer address
 
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	assocs    map[*assoc]struct{}
-	wg        sync.WaitGroup
+	mu             sync.Mutex
+	closing        bool
+	listeners      map[net.Listener]struct{}
+	assocs         map[*assoc]struct{}
+	conns          map[netip.Addr]int       // open connections per peer address
+	hostFullLogged map[netip.Addr]time.Time // when "too many connections from one host" was last logged
+	wg             sync.WaitGroup
 }
 
 // NewServer returns a Server that hands C-STORE data sets to h. Its metrics
@@ -208,11 +225,13 @@ func NewServer(cfg Config, h StoreHandler, log *slog.Logger, reg prometheus.Regi
 	}
 	s := &Server{
 		cfg: c, handler: h, log: log,
-		pool:      pdu.NewPool(c.MaxPDULength),
-		listeners: make(map[net.Listener]struct{}),
-		assocs:    make(map[*assoc]struct{}),
-		hosts:     make(map[netip.Addr]int),
-		m:         newMetrics(reg),
+		pool:           pdu.NewPool(c.MaxPDULength),
+		listeners:      make(map[net.Listener]struct{}),
+		assocs:         make(map[*assoc]struct{}),
+		hosts:          make(map[netip.Addr]int),
+		conns:          make(map[netip.Addr]int),
+		hostFullLogged: make(map[netip.Addr]time.Time),
+		m:              newMetrics(reg),
 	}
 	if err := s.SetPolicy(Policy{AETitles: c.AETitles, CallingAEs: c.CallingAEs}); err != nil {
 		return nil, err
@@ -263,8 +282,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			conn.Close()
 			return ErrServerClosed
 		case trackFull:
-			s.m.refused.Inc()
+			s.m.refused.WithLabelValues("total").Inc()
 			s.log.Warn("too many connections: closed a new one at once", "peer", conn.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
+			conn.Close()
+			continue
+		case trackHostFull:
+			s.m.refused.WithLabelValues("per_host").Inc()
+			s.logHostFull(a.peerAddr())
 			conn.Close()
 			continue
 		}
@@ -283,10 +307,14 @@ type trackResult uint8
 const (
 	tracked trackResult = iota
 	trackClosed
-	trackFull
+	trackFull     // MaxConnections
+	trackHostFull // MaxConnectionsPerHost
 )
 
+// track counts a new connection against the limits, or says which one it
+// would pass.
 func (s *Server) track(a *assoc) trackResult {
+	addr := a.peerAddr()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -295,16 +323,45 @@ func (s *Server) track(a *assoc) trackResult {
 	if len(s.assocs) >= s.cfg.MaxConnections {
 		return trackFull
 	}
+	if s.conns[addr] >= s.cfg.MaxConnectionsPerHost {
+		return trackHostFull
+	}
 	s.assocs[a] = struct{}{}
+	s.conns[addr]++
 	s.wg.Add(1)
 	return tracked
 }
 
 func (s *Server) untrack(a *assoc) {
+	addr := a.peerAddr()
 	s.mu.Lock()
 	delete(s.assocs, a)
+	if s.conns[addr]--; s.conns[addr] <= 0 {
+		delete(s.conns, addr) // the map holds only hosts with connections open
+	}
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// logHostFull says, once a minute per host at most, that a host holds all
+// the connections it may (a flood logs one line, not thousands).
+func (s *Server) logHostFull(addr netip.Addr) {
+	now := time.Now()
+	s.mu.Lock()
+	last, seen := s.hostFullLogged[addr]
+	if !seen || now.Sub(last) >= time.Minute {
+		s.hostFullLogged[addr] = now
+		for a, t := range s.hostFullLogged {
+			if now.Sub(t) >= time.Minute {
+				delete(s.hostFullLogged, a)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if !seen || now.Sub(last) >= time.Minute {
+		s.log.Warn("too many connections from one host: closing its new ones at once (logged once a minute)", "peer", addr.String(),
+			"max_connections_per_host", s.cfg.MaxConnectionsPerHost)
+	}
 }
 
 // Shutdown stops accepting, lets running associations end by themselves
