@@ -20,6 +20,7 @@ FUZZ_TARGETS := \
 	./pkg/dimse:FuzzDecodeCommand \
 	./pkg/dimse:FuzzAssociation \
 	./pkg/dcmhead:FuzzWalk \
+	./pkg/part10:FuzzReadGroup \
 	./pkg/forward:FuzzSTOWAnswer \
 	./pkg/forward:FuzzMatcher \
 	./pkg/route:FuzzRoute

@@ -3,7 +3,6 @@ package forward
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -386,17 +385,10 @@ func sameDataSet(o *Object, path string) (bool, error) {
 	return sameBytes(fa, io.NewSectionReader(fb, off, sb.Size()-off))
 }
 
-// dataSetOffset finds the end of a Part 10 file's meta group from its group
-// length (PS3.10 7.1: (0002,0000) UL comes first).
+// dataSetOffset finds where a Part 10 file's data set begins.
 func dataSetOffset(r io.ReaderAt) (int64, error) {
-	var h [144]byte
-	if _, err := r.ReadAt(h[:], 0); err != nil {
-		return 0, err
-	}
-	if string(h[128:132]) != "DICM" || string(h[132:136]) != "\x02\x00\x00\x00" || string(h[136:138]) != "UL" {
-		return 0, errors.New("no file meta group length")
-	}
-	return 144 + int64(binary.LittleEndian.Uint32(h[140:144])), nil
+	g, err := part10.ReadGroup(r)
+	return g.DataOffset, err
 }
 
 // sameBytes compares two streams of the same length; a (the spool's copy)

@@ -2,7 +2,6 @@ package spool
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,14 +37,9 @@ type record struct {
 	Meta
 }
 
-// Tags of the file meta information group (PS3.10 Table 7.1-1) that
-// ReadMeta looks for: element numbers of group 0002.
-const (
-	tagGroupLength = 0x0000
-	tagPrivateInfo = 0x0102
-)
-
-const preambleLen = part10.PreambleLen
+// tagPrivateInfo is where the record is: Private Information (0002,0102)
+// (PS3.10 Table 7.1-1).
+const tagPrivateInfo = 0x0102
 
 // appendMeta appends the preamble, "DICM" and the file meta information
 // (PS3.10 7.1): version 00 01, media storage SOP class and instance from the
@@ -102,58 +96,23 @@ func rewriteRecord(head []byte, r recordAt, m *Meta) error {
 // write (or that were damaged).
 var ErrNotSpoolFile = errors.New("spool: not a spool file")
 
-// maxMetaLen bounds the meta group we read back; ours are well under 4 KiB.
-const maxMetaLen = 64 << 10
-
 // ReadMeta reads back the record and the data set offset of a file written
 // by the spool.
 func ReadMeta(r io.ReaderAt) (Meta, int64, error) {
-	var head [preambleLen + 4 + 12]byte
-	if _, err := r.ReadAt(head[:], 0); err != nil {
+	g, err := part10.ReadGroup(r)
+	if err != nil {
 		return Meta{}, 0, fmt.Errorf("%w: %v", ErrNotSpoolFile, err)
 	}
-	if string(head[preambleLen:preambleLen+4]) != "DICM" {
-		return Meta{}, 0, fmt.Errorf("%w: no DICM prefix", ErrNotSpoolFile)
+	v, ok := g.Elements[tagPrivateInfo]
+	if !ok {
+		return Meta{}, 0, fmt.Errorf("%w: no spool record", ErrNotSpoolFile)
 	}
-	g := head[preambleLen+4:]
-	if binary.LittleEndian.Uint16(g) != 2 || binary.LittleEndian.Uint16(g[2:]) != tagGroupLength || string(g[4:6]) != "UL" {
-		return Meta{}, 0, fmt.Errorf("%w: no group length", ErrNotSpoolFile)
+	var rec record
+	if err := json.Unmarshal(bytes.TrimRight(v, " "), &rec); err != nil {
+		return Meta{}, 0, fmt.Errorf("%w: record: %v", ErrNotSpoolFile, err)
 	}
-	n := binary.LittleEndian.Uint32(g[8:])
-	if n > maxMetaLen {
-		return Meta{}, 0, fmt.Errorf("%w: meta group of %d bytes", ErrNotSpoolFile, n)
+	if rec.Version != recordVersion {
+		return Meta{}, 0, fmt.Errorf("%w: record version %d", ErrNotSpoolFile, rec.Version)
 	}
-	start := int64(len(head))
-	meta := make([]byte, n)
-	if _, err := r.ReadAt(meta, start); err != nil {
-		return Meta{}, 0, fmt.Errorf("%w: meta group: %v", ErrNotSpoolFile, err)
-	}
-	for off := 0; off+8 <= len(meta); {
-		elem := binary.LittleEndian.Uint16(meta[off+2:])
-		vr := string(meta[off+4 : off+6])
-		var vlen, hdr int
-		if vr == "OB" || vr == "UN" || vr == "SQ" || vr == "UT" {
-			if off+12 > len(meta) {
-				break
-			}
-			vlen, hdr = int(binary.LittleEndian.Uint32(meta[off+8:])), 12
-		} else {
-			vlen, hdr = int(binary.LittleEndian.Uint16(meta[off+6:])), 8
-		}
-		if vlen < 0 || off+hdr+vlen > len(meta) {
-			return Meta{}, 0, fmt.Errorf("%w: element (0002,%04X) overruns the meta group", ErrNotSpoolFile, elem)
-		}
-		if elem == tagPrivateInfo {
-			var rec record
-			if err := json.Unmarshal(bytes.TrimRight(meta[off+hdr:off+hdr+vlen], " "), &rec); err != nil {
-				return Meta{}, 0, fmt.Errorf("%w: record: %v", ErrNotSpoolFile, err)
-			}
-			if rec.Version != recordVersion {
-				return Meta{}, 0, fmt.Errorf("%w: record version %d", ErrNotSpoolFile, rec.Version)
-			}
-			return rec.Meta, start + int64(n), nil
-		}
-		off += hdr + vlen
-	}
-	return Meta{}, 0, fmt.Errorf("%w: no spool record", ErrNotSpoolFile)
+	return rec.Meta, g.DataOffset, nil
 }
