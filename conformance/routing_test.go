@@ -556,7 +556,7 @@ func TestDeadLetterPerDestination(t *testing.T) {
 	if err := g.Stop(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	g = startGateway(t, spoolDir, args...)
+	_ = startGateway(t, spoolDir, args...)
 	check("after a restart", "dead")
 	if rows := spoolLs(t, spoolDir, "--state", "dead", "--destination", "picky"); len(rows) != 2 {
 		t.Errorf("spool ls --destination picky: %d rows", len(rows))

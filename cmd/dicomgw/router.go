@@ -164,17 +164,6 @@ func (r *router) run() {
 // wait waits for every forwarder to end (their context ended).
 func (r *router) wait() { r.wg.Wait() }
 
-// names are the destinations with a running forwarder.
-func (r *router) names() map[string]*dest {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]*dest, len(r.running))
-	for n, rd := range r.running {
-		out[n] = rd.d
-	}
-	return out
-}
-
 // legacy routes an object committed before routing existed: to "default"
 // when it is configured (it was the only destination), else by the
 // routes, else to --unrouted's destination; none: nowhere.

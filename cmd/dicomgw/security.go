@@ -6,15 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 
 	"github.com/dicomgw/dicomgw/pkg/auth"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
-	"github.com/dicomgw/dicomgw/pkg/forward"
 	"github.com/dicomgw/dicomgw/pkg/pdu"
 )
 
@@ -126,61 +122,4 @@ func (c serveConfig) authConfig() *auth.Config {
 		ac.JWT = &auth.JWTConfig{Issuer: c.jwtIssuer, Audience: c.jwtAudience, JWKSFile: c.jwtJWKSFile, Algorithms: c.jwtAlgorithms}
 	}
 	return ac
-}
-
-// stowCredentials builds the upstream credentials the flags ask for (one
-// kind at most); nil when none.
-func (c serveConfig) stowCredentials(client *http.Client) (forward.Credentials, error) {
-	var set []string
-	if c.stowTokenFile != "" {
-		set = append(set, "--stow-token-file")
-	}
-	if c.stowBasicFile != "" {
-		set = append(set, "--stow-basic-auth-file")
-	}
-	if c.oauthTokenURL != "" {
-		set = append(set, "--stow-oauth2-token-url")
-	}
-	switch {
-	case len(set) > 1:
-		return nil, fmt.Errorf("one kind of STOW-RS credentials at a time, not %s", strings.Join(set, " and "))
-	case c.stowTokenFile != "":
-		return forward.NewTokenFile(c.stowTokenFile)
-	case c.stowBasicFile != "":
-		return forward.NewBasicFile(c.stowBasicFile)
-	case c.oauthTokenURL != "":
-		return forward.NewOAuth2(forward.OAuth2Config{TokenURL: c.oauthTokenURL, ClientID: c.oauthClientID,
-			ClientSecretFile: c.oauthSecretFile, Scopes: c.oauthScopes, HTTPClient: client})
-	}
-	return nil, nil
-}
-
-// stowTLS is the TLS configuration towards the endpoint: verified against
-// the system's roots plus --stow-ca-file, with a client certificate if
-// given. Turning verification off is allowed only loudly.
-func (c serveConfig) stowTLS(log *slog.Logger) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.stowCAFile != "" {
-		pool, err := certPool(c.stowCAFile, true)
-		if err != nil {
-			return nil, fmt.Errorf("--stow-ca-file: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	if (c.stowClientCert == "") != (c.stowClientKey == "") {
-		return nil, errors.New("--stow-client-cert and --stow-client-key go together")
-	}
-	if c.stowClientCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.stowClientCert, c.stowClientKey)
-		if err != nil {
-			return nil, fmt.Errorf("--stow-client-cert/--stow-client-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if c.stowInsecure {
-		cfg.InsecureSkipVerify = true
-		log.Warn("TLS VERIFICATION OF THE STOW-RS ENDPOINT IS DISABLED (--stow-insecure-skip-verify): " +
-			"anyone on the network path can read and alter what is forwarded, credentials included. Use --stow-ca-file instead.")
-	}
-	return cfg, nil
 }
