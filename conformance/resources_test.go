@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,7 +227,8 @@ func closedBy(conns []net.Conn, timeout time.Duration) (closed, open []net.Conn,
 // TestResourceIdleConnections: connections that never send an
 // A-ASSOCIATE-RQ (Sta2) cost the gateway little while they are open, do
 // not stop it serving, and are all closed by it when ARTIM expires (PS3.8
-// 9.1.5, Table 9-10 Sta2 Evt18 AA-2); beyond --max-connections new
+// 9.1.5, Table 9-10 Sta2 Evt18 AA-2); beyond --max-connections (reached
+// from several hosts, each within --max-connections-per-host) new
 // connections are closed at once and counted.
 func TestResourceIdleConnections(t *testing.T) {
 	t.Parallel()
@@ -237,7 +237,7 @@ func TestResourceIdleConnections(t *testing.T) {
 	t.Run("1000 under the limit", func(t *testing.T) {
 		t.Parallel()
 		const idle = 1000
-		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections", "1100", "--max-connections-per-host", "1100")
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections", "1100", "--max-connections-per-host", "1099")
 		base := baseline(t, g)
 		start := time.Now()
 		conns := openIdle(t, g.Addr, idle)
@@ -285,42 +285,53 @@ func TestResourceIdleConnections(t *testing.T) {
 		t.Logf("after ARTIM: %v", after)
 	})
 
-	t.Run("400 at the default limit", func(t *testing.T) {
+	t.Run("400 from five hosts at the default limits", func(t *testing.T) {
 		t.Parallel()
-		const idle = 400
+		const hosts, perHost = 5, (4*dimse.DefaultMaxAssociations + 64) / 4 // --max-connections-per-host default
+		const idle = hosts * perHost
 		const limit = 4*dimse.DefaultMaxAssociations + 64 // --max-connections default
-		// One address may hold them all here: this is about the total.
-		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String(), "--max-connections-per-host", strconv.Itoa(limit))
+		g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--artim-timeout", artim.String())
 		base := baseline(t, g)
 		start := time.Now()
-		conns := openIdle(t, g.Addr, idle)
+		// Each host stays within its own limit; the first four fill the
+		// total, so the fifth's connections are refused for the total.
+		var conns []net.Conn
+		for h := 1; h <= hosts; h++ {
+			conns = append(conns, openIdleFrom(t, fmt.Sprintf("127.0.0.%d", h), g.Addr, perHost)...)
+		}
 		// Beyond the limit a connection is accepted and closed at once:
 		// well before ARTIM.
 		refusedConns, open, _ := closedBy(conns, artim/3)
 		if n := len(refusedConns); n != idle-limit {
 			t.Errorf("%d of %d connections closed at once, want %d (the default --max-connections is %d)", n, idle, idle-limit, limit)
 		}
-		var refused float64
+		var refused, perHostRefused float64
 		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			m, err := g.Scrape()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if refused = m.Get("dicomgw_connections_refused_total", `reason="total"`); refused >= idle-limit || time.Now().After(deadline) {
+			refused, perHostRefused = m.Get("dicomgw_connections_refused_total", `reason="total"`), m.Get("dicomgw_connections_refused_total", `reason="per_host"`)
+			if refused >= idle-limit || time.Now().After(deadline) {
 				break
 			}
 		}
-		if refused != idle-limit {
-			t.Errorf("dicomgw_connections_refused_total = %v, want %d", refused, idle-limit)
+		if refused != idle-limit || perHostRefused != 0 {
+			t.Errorf("dicomgw_connections_refused_total{reason=total} = %v, want %d; {reason=per_host} = %v, want 0", refused, idle-limit, perHostRefused)
 		}
-		// At the limit, a real association is refused the same way.
+		// At the limit, a real association from yet another host is
+		// refused the same way.
 		if time.Since(start) < artim-500*time.Millisecond {
-			if c, err := dialErr(g.Addr, "LATECOMER", calledAE, verificationContext); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c, err := dimse.Dial(ctx, g.Addr, dimse.DialConfig{CallingAE: "LATECOMER", CalledAE: calledAE, Contexts: []dimse.ProposedContext{verificationContext},
+				Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.6")}})
+			cancel()
+			if err == nil {
 				c.Close()
 				t.Errorf("an association got through with %d connections open (limit %d)", limit, limit)
 			}
 		}
-		t.Logf("%d idle connections: %d closed at once, dicomgw_connections_refused_total %v", idle, len(refusedConns), refused)
+		t.Logf("%d idle connections from %d hosts: %d closed at once, dicomgw_connections_refused_total{reason=total} %v", idle, hosts, len(refusedConns), refused)
 		closed, stillOpen, last := closedBy(open, artim+10*time.Second)
 		if len(stillOpen) != 0 {
 			t.Errorf("%d of the %d connections under the limit not closed by ARTIM (%v) + 10 s", len(stillOpen), len(open), artim)
@@ -484,6 +495,9 @@ func TestOneHostCannotLockOutOthers(t *testing.T) {
 		idle, perHost int
 	}{
 		{"small limits", []string{"--max-connections", "40", "--max-connections-per-host", "10"}, 60, 10},
+		// A --max-connections below the default per-host limit scales it
+		// down to half: one host still cannot take them all.
+		{"small total, default per host", []string{"--max-connections", "40"}, 60, 20},
 		{"defaults, 3000 connections", nil, 3000, (4*dimse.DefaultMaxAssociations + 64) / 4},
 	} {
 		t.Run(c.name, func(t *testing.T) {

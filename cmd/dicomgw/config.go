@@ -121,7 +121,7 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.IntVar(&c.maxAssociations, "max-associations", dimse.DefaultMaxAssociations, "simultaneous associations; more are rejected transient (A-ASSOCIATE-RJ 2/3/2)")
 	fs.IntVar(&c.maxPerHost, "max-associations-per-host", 0, "simultaneous associations from one peer address (0: only --max-associations); more are rejected transient (2/3/2)")
 	fs.IntVar(&c.maxConnections, "max-connections", 0, "open TCP connections of any kind; beyond, a new one is closed at once (0: 4 x --max-associations + 64)")
-	fs.IntVar(&c.maxConnsPerHost, "max-connections-per-host", 0, "open TCP connections from one peer address; beyond, its new ones are closed at once, so that one host cannot take every connection (0: a quarter of --max-connections, at least --max-associations + 16: more than a busy PACS or a Kubernetes probe ever opens)")
+	fs.IntVar(&c.maxConnsPerHost, "max-connections-per-host", 0, "open TCP connections from one peer address; beyond, its new ones are closed at once, so that one host cannot take every connection (0: a quarter of --max-connections, at least --max-associations + 16: more than a busy PACS or a Kubernetes probe ever opens, at most half of --max-connections; set, it must be less than --max-connections; senders behind one NAT or proxy address share it)")
 	fs.Uint32Var(&c.maxPDULength, "max-pdu-length", dimse.DefaultMaxPDULength, "maximum PDU length advertised to and accepted from peers (bytes)")
 	fs.DurationVar(&c.artimTimeout, "artim-timeout", dimse.DefaultARTIMTimeout, "ARTIM timer: wait for the A-ASSOCIATE-RQ, and for the peer to close after release or abort")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", dimse.DefaultIdleTimeout, "abort an association when nothing arrives for this long")

@@ -89,6 +89,7 @@ func TestCheckConfig(t *testing.T) {
 		"--log-format=xml\n":                "neither text nor json",
 		"--uid-policy=lax\n":                "--uid-policy: UID policy \"lax\": want lenient or strict",
 		"--no-such=1\n":                     "unknown flag --no-such",
+		"--max-connections=40\n--max-connections-per-host=40\n": "40 connections per host (--max-connections-per-host) would let one host take all 40 connections (--max-connections)",
 	} {
 		p := writeFile(t, "c.flags", content)
 		code, _, errs := runCmd(t, "check-config", "--flagfile", p)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -576,10 +577,24 @@ func TestMaxConnectionsPerHost(t *testing.T) {
 		t.Errorf("echo: %v %v", st, err)
 	}
 	c.Release()
-	if _, err := withDefaultsErr(Config{MaxConnections: 10, MaxConnectionsPerHost: 11}); err == nil {
-		t.Error("more connections per host than in all accepted")
+	// Set, one host may never take every connection; a default keeps at
+	// least half for the others.
+	for _, c := range []struct {
+		conns, perHost int
+		ok             bool
+	}{{10, 11, false}, {10, 10, false}, {10, 9, true}, {1, 1, true}} {
+		_, err := withDefaultsErr(Config{MaxConnections: c.conns, MaxConnectionsPerHost: c.perHost})
+		if (err == nil) != c.ok {
+			t.Errorf("max connections %d, per host %d: %v, want ok %v", c.conns, c.perHost, err, c.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "--max-connections-per-host") || !strings.Contains(err.Error(), "(--max-connections)")) {
+			t.Errorf("the error does not name both flags: %v", err)
+		}
 	}
-	for _, c := range []struct{ conns, assocs, want int }{{0, 0, 80}, {0, 2, 18}, {100, 64, 80}, {40, 64, 40}, {1000, 64, 250}} {
+	for _, c := range []struct{ conns, assocs, want int }{
+		{0, 0, 80}, {0, 2, 18}, {1000, 64, 250}, // a quarter, at least associations + 16
+		{100, 64, 50}, {40, 64, 20}, {3, 64, 1}, {1, 64, 1}, // at most half
+	} {
 		got, err := withDefaultsErr(Config{MaxConnections: c.conns, MaxAssociations: c.assocs})
 		if err != nil || got.MaxConnectionsPerHost != c.want {
 			t.Errorf("max connections %d, associations %d: per host %d (%v), want %d", c.conns, c.assocs, got.MaxConnectionsPerHost, err, c.want)
@@ -588,3 +603,34 @@ func TestMaxConnectionsPerHost(t *testing.T) {
 }
 
 func withDefaultsErr(c Config) (Config, error) { return c.withDefaults() }
+
+type strAddr string
+
+func (a strAddr) Network() string { return "tcp" }
+func (a strAddr) String() string  { return string(a) }
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestPeerAddrOf: the per-host limits count an IPv4-mapped IPv6 peer as
+// its IPv4 address (one host, one count).
+func TestPeerAddrOf(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.2.3"), Port: 104}, "10.1.2.3"},
+		{strAddr("[::ffff:10.1.2.3]:104"), "10.1.2.3"},
+		{&net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 104}, "10.1.2.3"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 104}, "2001:db8::1"},
+		{strAddr("pipe"), "invalid IP"},
+	} {
+		if got := peerAddrOf(addrConn{remote: c.addr}); got.String() != c.want {
+			t.Errorf("%v: %v, want %s", c.addr, got, c.want)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/dicomgw/dicomgw/pkg/pdu"
 )
 
@@ -61,12 +63,14 @@ func TestPerHostLimit(t *testing.T) {
 }
 
 // TestMaxConnections: beyond the connection cap a new connection is closed
-// at once, and counted; the ones already open are unaffected.
+// at once, and counted; the ones already open are unaffected. (From three
+// addresses: one host may not hold them all.)
 func TestMaxConnections(t *testing.T) {
 	srv, addr := startServer(t, Config{MaxConnections: 3, ARTIMTimeout: 5 * time.Second}, newMemStore())
 	var idle []net.Conn
-	for range 3 {
-		c, err := net.Dial("tcp", addr)
+	for i := range 3 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1))}}
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +88,9 @@ func TestMaxConnections(t *testing.T) {
 	r.expectClosed(2 * time.Second)
 	if srv.ActiveAssociations() != 3 {
 		t.Fatalf("%d connections", srv.ActiveAssociations())
+	}
+	if n := testutil.ToFloat64(srv.m.refused.WithLabelValues("total")); n != 1 {
+		t.Errorf("refused{total} = %v, want 1", n)
 	}
 	for _, c := range idle {
 		c.Close()

@@ -58,8 +58,9 @@ type Config struct {
 	// holding idle connections cannot take every one of MaxConnections,
 	// and the others keep room. 0 means a quarter of MaxConnections, but
 	// at least MaxAssociations + 16, so that a sender can always use every
-	// association and still hear A-ASSOCIATE-RJ 2/3/2 beyond them; it may
-	// not exceed MaxConnections.
+	// association and still hear A-ASSOCIATE-RJ 2/3/2 beyond them, and at
+	// most half of MaxConnections, so that the others keep at least half.
+	// Set, it must be less than MaxConnections (unless that is 1).
 	MaxConnectionsPerHost int
 	// Admit, if set, is asked before an association is accepted; an error
 	// refuses it with A-ASSOCIATE-RJ 2/3/1 (transient, temporary
@@ -119,11 +120,14 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.MaxConnections <= 0 {
 		out.MaxConnections = 4*out.MaxAssociations + 64
 	}
-	if out.MaxConnectionsPerHost <= 0 {
-		out.MaxConnectionsPerHost = min(max(out.MaxConnections/4, out.MaxAssociations+16), out.MaxConnections)
-	}
-	if out.MaxConnectionsPerHost > out.MaxConnections {
-		return out, fmt.Errorf("dimse: %d connections per host (--max-connections-per-host) is more than %d in all (--max-connections)",
+	switch {
+	case out.MaxConnectionsPerHost <= 0:
+		// A default never lets one host take more than half: a lower
+		// --max-connections scales it down.
+		out.MaxConnectionsPerHost = max(1, min(max(out.MaxConnections/4, out.MaxAssociations+16), out.MaxConnections/2))
+	case out.MaxConnectionsPerHost >= out.MaxConnections && out.MaxConnections > 1:
+		return out, fmt.Errorf("dimse: %d connections per host (--max-connections-per-host) would let one host take all %d connections (--max-connections): "+
+			"set it lower, or --max-connections higher, so that the other hosts keep room",
 			out.MaxConnectionsPerHost, out.MaxConnections)
 	}
 	if out.PDUTimeout <= 0 {

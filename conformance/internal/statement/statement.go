@@ -158,7 +158,7 @@ func limits() string {
 		{"Simultaneous associations", fmt.Sprint(dimse.DefaultMaxAssociations), "`--max-associations`"},
 		{"Simultaneous associations from one peer address", "no limit beyond the above", "`--max-associations-per-host`"},
 		{"Open TCP connections", "4 × associations + 64", "`--max-connections`"},
-		{"Open TCP connections from one peer address", "a quarter of the above, at least associations + 16", "`--max-connections-per-host`"},
+		{"Open TCP connections from one peer address", "a quarter of the above, at least associations + 16, at most half of the above", "`--max-connections-per-host`"},
 		{"ARTIM timer (A-ASSOCIATE-RQ awaited; peer to close after release or abort)", duration(dimse.DefaultARTIMTimeout), "`--artim-timeout`"},
 		{"Association idle timeout (nothing received)", duration(dimse.DefaultIdleTimeout), "`--idle-timeout`"},
 		{"Time for one PDU to arrive once begun", duration(dimse.DefaultPDUTimeout), "`--pdu-timeout`"},
