@@ -3,6 +3,8 @@ package conformance
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -522,41 +524,124 @@ func TestOneHostCannotLockOutOthers(t *testing.T) {
 	}
 }
 
-// TestBareConnectLoggedAtDebug: a TCP connect-and-close (a load
-// balancer's or Kubernetes' TCP check) is no warning: at --log-level info
-// nothing is logged for it, at debug one line.
+// TestBareConnectLoggedAtDebug: a TCP connect-and-close or -reset (a load
+// balancer's or Kubernetes' TCP check), on the plaintext port or the TLS
+// port, is no warning and no failed TLS handshake: at --log-level info
+// nothing is logged for it, at debug one line each. A client that sent a
+// ClientHello and then closed did fail a handshake: counted and warned
+// about, though crypto/tls reports its close at a record boundary as the
+// same io.EOF as a bare close.
 func TestBareConnectLoggedAtDebug(t *testing.T) {
 	t.Parallel()
+	pki, err := harness.NewPKI(filepath.Join(t.TempDir(), "ca"), "probe-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := pki.Server("server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := tlsClientHello(t)
 	for _, level := range []string{"info", "debug"} {
 		t.Run(level, func(t *testing.T) {
-			g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--log-level", level)
-			for range 3 {
-				c, err := net.Dial("tcp", g.Addr)
+			g := startGateway(t, t.TempDir(), "--archive-dir", t.TempDir(), "--log-level", level,
+				"--tls-listen", "127.0.0.1:0", "--tls-cert", server.CertFile, "--tls-key", server.KeyFile)
+			const bare = 4
+			for _, addr := range []string{g.Addr, g.TLSAddr} {
+				for _, reset := range []bool{false, true} {
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if reset {
+						c.(*net.TCPConn).SetLinger(0) // RST, as HAProxy's checks do
+					}
+					c.Close()
+				}
+			}
+			lost := func() float64 {
+				m, err := g.Scrape()
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.Close()
+				return m.Get("dicomgw_associations_total", `outcome="connection-lost"`)
 			}
-			echoWorks(t, g, "AFTERPROBE") // its "association ended" line comes after the probes'
-			waitFor(t, 5*time.Second, "the echo's association ended", func() bool { return len(g.LogLines("association ended")) > 0 })
-			var warn, debug int
-			for _, r := range g.LogRecords("association ended") {
-				if r["calling_ae"] != "" {
+			waitFor(t, 10*time.Second, "the bare connects ended", func() bool { return lost() >= bare })
+			if n := tlsFailures(t, g); n != 0 {
+				t.Errorf("dicomgw_tls_handshake_failures_total = %v after bare connects, want 0: they attempted no handshake", n)
+			}
+
+			// A ClientHello, then a clean close (FIN after the record).
+			c, err := net.Dial("tcp", g.TLSAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("the gateway's answer to a ClientHello: %v", err)
+			}
+			waitFor(t, 10*time.Second, "the ClientHello's connection ended", func() bool { return lost() >= bare+1 })
+			if n := tlsFailures(t, g); n != 1 {
+				t.Errorf("dicomgw_tls_handshake_failures_total = %v after a ClientHello and a close, want 1", n)
+			}
+			echoWorks(t, g, "AFTERPROBE")
+
+			var warns []string
+			debug := 0
+			for _, l := range strings.Split(g.Logs(), "\n") {
+				var rec map[string]any
+				if json.Unmarshal([]byte(l), &rec) != nil {
 					continue
 				}
-				switch r["level"] {
-				case "WARN":
-					warn++
-				case "DEBUG":
+				switch {
+				case rec["level"] == "WARN":
+					warns = append(warns, l)
+				case rec["level"] == "DEBUG" && rec["msg"] == "association ended" && strings.HasPrefix(fmt.Sprint(rec["detail"]), "closed before"):
 					debug++
 				}
 			}
-			if warn != 0 {
-				t.Errorf("%d WARN lines for bare connects", warn)
+			if len(warns) != 1 || !strings.Contains(warns[0], `"msg":"TLS handshake failed"`) || !strings.Contains(warns[0], `"peer":"`+c.LocalAddr().String()+`"`) {
+				t.Errorf("WARN lines: %q, want one, for the handshake of the ClientHello from %s", warns, c.LocalAddr())
 			}
-			if want := map[string]int{"info": 0, "debug": 3}[level]; debug != want {
-				t.Errorf("%d DEBUG lines for 3 bare connects at --log-level %s, want %d", debug, level, want)
+			if want := map[string]int{"info": 0, "debug": bare}[level]; debug != want {
+				t.Errorf("%d DEBUG lines for %d bare connects at --log-level %s, want %d", debug, bare, level, want)
 			}
 		})
 	}
+}
+
+func tlsFailures(t *testing.T, g *harness.Gateway) float64 {
+	t.Helper()
+	m, err := g.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Get("dicomgw_tls_handshake_failures_total")
+}
+
+// tlsClientHello is the first flight of a TLS client: a record holding
+// its ClientHello.
+func tlsClientHello(t *testing.T) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tls.Client(c, &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS12}).Handshake()
+	}()
+	buf := make([]byte, 16<<10)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := s.Read(buf)
+	s.Close()
+	c.Close()
+	<-done
+	if err != nil || n < 5 || buf[0] != 0x16 {
+		t.Fatalf("no ClientHello record: %d bytes, %v", n, err)
+	}
+	return buf[:n]
 }

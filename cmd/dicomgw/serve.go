@@ -132,7 +132,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 			return err
 		}
 		tlsCerts.cur.Store(set.tls)
-		listeners, tlsAddr = append(listeners, tls.NewListener(ln, tlsCerts.listenerConfig())), ln.Addr().String()
+		listeners, tlsAddr = append(listeners, dimse.NewTLSListener(ln, tlsCerts.listenerConfig())), ln.Addr().String()
 	}
 	log.Info("dicomgw listening", "addr", plainAddr, "tls_addr", tlsAddr, "mutual_tls", c.tlsClientCA != "",
 		"ae_titles", strings.Join(c.aeTitles, ","), "calling_aes", strings.Join(c.callingAEs, ","),

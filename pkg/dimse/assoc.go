@@ -151,15 +151,7 @@ func (a *assoc) serve() {
 	}()
 	if err := a.handshake(); err != nil {
 		// Not a DICOM peer yet: nothing to abort, only to close.
-		if errors.Is(err, io.EOF) {
-			// Connected and closed without a byte: a load balancer's or
-			// Kubernetes' TCP check, no failed handshake.
-			a.bare = true
-		} else {
-			a.srv.m.tlsFailures.Inc()
-			a.log.Warn("TLS handshake failed", "err", err)
-		}
-		a.end, a.endDetail = EndConnectionLost, "TLS handshake failed: "+err.Error()
+		a.handshakeFailed(err)
 		a.teardown()
 		return
 	}

@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicomgw_tls_handshake_failures_total",
-			Help: "TLS handshakes that failed on the DICOM TLS port (no or untrusted client certificate, plaintext on the TLS port, protocol mismatch).",
+			Help: "TLS handshakes that failed on the DICOM TLS port (no or untrusted client certificate, plaintext on the TLS port, protocol mismatch); a connection that sends nothing (a TCP check) attempted none.",
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicomgw_user_identity_failures_total",

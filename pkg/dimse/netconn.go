@@ -1,6 +1,7 @@
 package dimse
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -60,4 +61,48 @@ func (c *ackConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// NewTLSListener is tls.NewListener, except that the server can tell how
+// many bytes arrived beneath TLS: a connection closed, reset or left
+// silent before its first byte (a load balancer's or Kubernetes' TCP
+// check) made no handshake at all, so it is logged at DEBUG, as on the
+// plaintext port, and not counted as a failed handshake. Serve TLS ports
+// from this listener; with tls.NewListener every such check is a failure.
+func NewTLSListener(inner net.Listener, config *tls.Config) net.Listener {
+	return &tlsListener{Listener: inner, config: config}
+}
+
+type tlsListener struct {
+	net.Listener
+	config *tls.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(&countConn{Conn: c}, l.config), nil
+}
+
+// countConn counts the bytes read from the connection beneath TLS. Only
+// the association's goroutine reads (the handshake, then the records).
+type countConn struct {
+	net.Conn
+	read int64
+}
+
+func (c *countConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// SyscallConn lets ackConn reach the socket through the wrapper.
+func (c *countConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("dimse: no socket beneath the connection")
 }

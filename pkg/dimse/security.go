@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -59,6 +61,43 @@ func (a *assoc) handshake() error {
 		a.peerCert = st.PeerCertificates[0]
 	}
 	return nil
+}
+
+// handshakeFailed records how a TLS connection ended before its handshake
+// completed. A peer that sent not a byte attempted no handshake: a load
+// balancer's or Kubernetes' TCP check (connect, then close or reset), or a
+// connection silent until ARTIM. Those end as on the plaintext port (logged
+// at DEBUG) and are not counted as failed handshakes; so is a handshake cut
+// short by shutdown. Anything else is a failure, counted and logged.
+func (a *assoc) handshakeFailed(err error) {
+	a.mu.Lock()
+	closing := a.closing
+	a.mu.Unlock()
+	silent := false
+	if tc, ok := a.conn.(*tls.Conn); ok {
+		// Unknown (not from NewTLSListener): counted as a failure.
+		cc, ok := tc.NetConn().(*countConn)
+		silent = ok && cc.read == 0
+	}
+	switch {
+	case closing:
+		a.end = EndShutdown
+	case silent && isTimeout(err):
+		a.end = EndARTIMExpired
+	case silent:
+		a.bare = true
+		a.end, a.endDetail = EndConnectionLost, "closed before sending anything: "+errDetail(err)
+	default:
+		a.srv.m.tlsFailures.Inc()
+		a.log.Warn("TLS handshake failed", "err", err)
+		a.end, a.endDetail = EndConnectionLost, "TLS handshake failed: "+err.Error()
+	}
+}
+
+// isTimeout reports a handshake or read that ran out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // certMatches reports whether a client certificate names subject: its

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"testing"
@@ -68,7 +69,7 @@ func startTLS(t *testing.T, pki *testPKI, cfg Config, h StoreHandler) (*Server, 
 		t.Fatal(err)
 	}
 	inner, _ := net.Listen("tcp", "127.0.0.1:0")
-	ln := tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.pool,
+	ln := NewTLSListener(inner, &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -206,4 +207,89 @@ func TestUserIdentity(t *testing.T) {
 	if !errors.As(err, &rj) || rj.AssociateRJ != want {
 		t.Fatalf("identity in plaintext: %v", err)
 	}
+}
+
+// clientHello is the first flight of a TLS client: one record holding a
+// ClientHello.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tls.Client(c, &tls.Config{ServerName: "gateway", MinVersion: tls.VersionTLS12}).Handshake()
+	}()
+	buf := make([]byte, 16<<10)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := s.Read(buf)
+	s.Close()
+	c.Close()
+	<-done
+	if err != nil || n < 5 || buf[0] != 0x16 {
+		t.Fatalf("no ClientHello record: %d bytes, %v", n, err)
+	}
+	return buf[:n]
+}
+
+// TestTLSBareConnect: on a TLS port, a connection that closes, resets or
+// stays silent before its first byte (a load balancer's or Kubernetes' TCP
+// check) attempted no handshake and is not counted as a failed one; a
+// client that sent its ClientHello and then closed is, even though it
+// closed at a TLS record boundary (which crypto/tls reports as io.EOF,
+// like a bare close).
+func TestTLSBareConnect(t *testing.T) {
+	pki := newPKI(t)
+	srv, addr := startTLS(t, pki, Config{ARTIMTimeout: 300 * time.Millisecond}, newMemStore())
+	ended := func(outcome string) float64 { return testutil.ToFloat64(srv.m.ended.WithLabelValues(outcome)) }
+	waitEnded := func(outcome string, n float64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ended(outcome) < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v connections ended %s, want %v", ended(outcome), outcome, n)
+			}
+		}
+	}
+	dialTCP := func() *net.TCPConn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.TCPConn)
+	}
+
+	dialTCP().Close() // FIN
+	c := dialTCP()
+	c.SetLinger(0) // RST, as HAProxy's and some cloud load balancers' checks do
+	c.Close()
+	waitEnded("connection-lost", 2)
+	silent := dialTCP()
+	defer silent.Close()
+	waitEnded("artim-expired", 1)
+	if n := testutil.ToFloat64(srv.m.tlsFailures); n != 0 {
+		t.Errorf("dicomgw_tls_handshake_failures_total = %v after bare connects, want 0", n)
+	}
+
+	// A ClientHello, then a clean close at the record boundary.
+	hello := clientHello(t)
+	c = dialTCP()
+	defer c.Close()
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the server's answer to a ClientHello: %v", err)
+	}
+	waitEnded("connection-lost", 3)
+	if n := testutil.ToFloat64(srv.m.tlsFailures); n != 1 {
+		t.Errorf("dicomgw_tls_handshake_failures_total = %v after a ClientHello and a close, want 1", n)
+	}
+	// And a real association still works.
+	ct1 := pki.issue(t, "ct1.hospital", nil, x509.ExtKeyUsageClientAuth)
+	cl, err := dialTLS(addr, "CT1", pki, &ct1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Release()
 }
