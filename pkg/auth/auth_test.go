@@ -184,7 +184,8 @@ func TestJWT(t *testing.T) {
 // the users file's own bcrypt cost (so that it takes as long as a known
 // user's wrong passcode), made at the first unknown user, not before.
 func TestDecoyHasTheFilesCost(t *testing.T) {
-	for _, costs := range [][]int{{5, 5, 12}, {4}, {6, 7, 7}} {
+	// The most common cost, the higher on a tie.
+	for _, costs := range [][]int{{5, 5, 12}, {4}, {6, 7, 7}, {5, 6}} {
 		var lines []string
 		for i, c := range costs {
 			h, err := bcrypt.GenerateFromPassword([]byte("pass"), c)
