@@ -76,7 +76,7 @@ func measureFanout(ctx context.Context, c *config, set objectSet) (*fanoutResult
 	var secs [2][]float64
 	var diags [2][]fanoutDiag
 	var copies []copyCheck
-	for i := 1; i <= c.runs; i++ {
+	for i := 1; i <= c.fanoutRuns; i++ {
 		for k := 1; k <= 2; k++ {
 			d, diag, cc, err := timeFanout(ctx, c, set, k)
 			if err != nil {
@@ -86,7 +86,7 @@ func measureFanout(ctx context.Context, c *config, set objectSet) (*fanoutResult
 			if k == 2 {
 				copies = append(copies, *cc)
 			}
-			progress("fan-out: %d destination(s) run %d/%d: %7.3f s (receive %.3f s)", k, i, c.runs, d.Seconds(), diag.Receive)
+			progress("fan-out: %d destination(s) run %d/%d: %7.3f s (receive %.3f s)", k, i, c.fanoutRuns, d.Seconds(), diag.Receive)
 		}
 	}
 	r.One, r.Two = newTiming(secs[0], set), newTiming(secs[1], set)

@@ -171,7 +171,7 @@ func measureLedgerCost(ctx context.Context, c *config, set objectSet, baseBin st
 		tx        int
 	}
 	runs := make([][]run, len(bins))
-	for i := 1; i <= c.runs; i++ {
+	for i := 1; i <= c.baselineRuns; i++ {
 		for k, b := range bins {
 			before := ep.requests.Load()
 			d, cpu, writes, tx, err := timeReceive(ctx, c, b.bin, set, "--stow-url", ep.url)
@@ -180,7 +180,7 @@ func measureLedgerCost(ctx context.Context, c *config, set objectSet, baseBin st
 			}
 			r.MaxRequests = max(r.MaxRequests, int(ep.requests.Load()-before))
 			runs[k] = append(runs[k], run{d.Seconds(), cpu, writes, tx})
-			progress("ledger cost: %-16s run %d/%d: %7.3f s", b.name, i, c.runs, d.Seconds())
+			progress("ledger cost: %-16s run %d/%d: %7.3f s", b.name, i, c.baselineRuns, d.Seconds())
 		}
 	}
 	for k, b := range bins {

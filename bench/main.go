@@ -12,7 +12,8 @@
 //
 //	go run ./bench [--small 500] [--large 40] [--runs 3] [--skip-huge] [--json FILE]
 //	               [--skip-e2e | --e2e-only] [--e2e-runs N] [--e2e-workers 4] [--e2e-batch 50]
-//	               [--skip-sets] [--skip-fanout] [--skip-baseline | --baseline REV]
+//	               [--skip-sets] [--skip-fanout] [--fanout-runs N]
+//	               [--skip-baseline | --baseline REV] [--baseline-runs N]
 //
 // It is a program rather than a Go benchmark because what it measures is
 // three separate processes talking over TCP, and because its output is a
@@ -55,6 +56,7 @@ type config struct {
 
 	// The fan-out and ledger-cost cases (on the small set).
 	skipFanout, skipBaseline bool
+	fanoutRuns, baselineRuns int
 	baseline                 string // revision built as the receive before the ledger
 
 	work string // temporary directory of this run
@@ -88,13 +90,21 @@ func main() {
 	flag.BoolVar(&c.skipSets, "skip-sets", false, "skip the comparison with storescp (the small and large sets)")
 	flag.BoolVar(&c.skipFanout, "skip-fanout", false, "skip the fan-out case (the small set through dicomgw to two STOW-RS sinks against one)")
 	flag.BoolVar(&c.skipBaseline, "skip-baseline", false, "skip the ledger-cost case (the small set's receive against a dicomgw built from --baseline)")
+	flag.IntVar(&c.fanoutRuns, "fanout-runs", 0, "timed runs of each fan-out path (one destination, two); the median is reported (default: --runs)")
 	flag.StringVar(&c.baseline, "baseline", defaultBaseline, "the git `REV`ision built as the receive without the delivery ledger")
+	flag.IntVar(&c.baselineRuns, "baseline-runs", 0, "timed runs of each binary in the ledger-cost case; the median is reported (default: --runs)")
 	flag.Parse()
 	if c.scpRuns == 0 {
 		c.scpRuns = c.runs
 	}
 	if c.e2eRuns == 0 {
 		c.e2eRuns = c.runs
+	}
+	if c.fanoutRuns == 0 {
+		c.fanoutRuns = c.runs
+	}
+	if c.baselineRuns == 0 {
+		c.baselineRuns = c.runs
 	}
 	if c.tmpfs != "" {
 		if fi, err := os.Stat(c.tmpfs); err != nil || !fi.IsDir() {
@@ -104,7 +114,7 @@ func main() {
 	}
 	if flag.NArg() > 0 || c.small < 0 || c.large < 0 || c.runs < 1 || c.scpRuns < 1 || c.timeout <= 0 ||
 		c.skipE2E && c.e2eOnly || c.e2eRuns < 1 || c.e2eWorkers < 1 || c.e2eBatch < 1 || c.e2eLinger < 0 ||
-		c.baseline == "" || strings.HasPrefix(c.baseline, "-") {
+		c.fanoutRuns < 1 || c.baselineRuns < 1 || c.baseline == "" || strings.HasPrefix(c.baseline, "-") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -305,7 +315,7 @@ func runSmallSetCases(ctx context.Context, c *config, set *objectSet, sum *summa
 		sum.FanoutSkipped = "it runs on the small set: --small 0"
 	default:
 		progress("fan-out: %d objects from storescu through dicomgw to one STOW-RS sink, then two; %d runs each; dicomgw %s",
-			len(set.Files), c.runs, strings.Join(e2eSettings(c), " "))
+			len(set.Files), c.fanoutRuns, strings.Join(e2eSettings(c), " "))
 		r, err := measureFanout(ctx, c, *set)
 		if err != nil {
 			return err
@@ -331,7 +341,7 @@ func runSmallSetCases(ctx context.Context, c *config, set *objectSet, sum *summa
 			progress("SKIPPING the ledger-cost case: %s", skip)
 			return nil
 		}
-		progress("ledger cost: %d objects into dicomgw at HEAD and at %s, %d runs each", len(set.Files), shortRev(info.Commit), c.runs)
+		progress("ledger cost: %d objects into dicomgw at HEAD and at %s, %d runs each", len(set.Files), shortRev(info.Commit), c.baselineRuns)
 		r, err := measureLedgerCost(ctx, c, *set, bin, info)
 		if err != nil {
 			return err
