@@ -110,13 +110,13 @@ func buildBaseline(ctx context.Context, c *config) (bin string, info baselineInf
 		return skipped("git archive %s: %v", info.Commit, err)
 	}
 	if out, err := exec.CommandContext(ctx, "tar", "-xf", tarball, "-C", src).CombinedOutput(); err != nil {
-		return skipped("extracting %s: %v %s", info.Commit, err, harness.Tail(string(out), 2000))
+		return skipped("extracting %s: %v: %s", info.Commit, err, strings.TrimSpace(harness.Tail(string(out), 2000)))
 	}
 	bin = filepath.Join(c.work, "dicomgw-baseline")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/dicomgw")
 	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return skipped("go build of %s: %v\n%s", info.Commit, err, harness.Tail(string(out), 2000))
+		return skipped("go build of %s: %v: %s", info.Commit, err, strings.TrimSpace(harness.Tail(string(out), 2000)))
 	}
 	return bin, info, "", nil
 }
