@@ -5,10 +5,15 @@
 // Orthanc through dicomgw, against a direct batched STOW-RS of the same
 // files (the endpoint's own limit) and against Orthanc itself used as the
 // router, and checks the gateway's memory while it forwards the huge
-// object with STOW-RS.
+// object with STOW-RS. On the small set it also times fan-out (the gateway
+// forwarding to two STOW-RS destinations against one) and what the
+// delivery ledger costs the receive (this checkout against a dicomgw built
+// from a revision before the ledger).
 //
 //	go run ./bench [--small 500] [--large 40] [--runs 3] [--skip-huge] [--json FILE]
 //	               [--skip-e2e | --e2e-only] [--e2e-runs N] [--e2e-workers 4] [--e2e-batch 50]
+//	               [--skip-sets] [--skip-fanout] [--fanout-runs N]
+//	               [--skip-baseline | --baseline REV] [--baseline-runs N]
 //
 // It is a program rather than a Go benchmark because what it measures is
 // three separate processes talking over TCP, and because its output is a
@@ -40,12 +45,19 @@ type config struct {
 	jsonPath       string
 	timeout        time.Duration
 
+	skipSets bool // skip the storescp comparison (the sets are still made for the other cases)
+
 	// The end-to-end case.
 	skipE2E, e2eOnly     bool
 	e2eRuns              int
 	e2eWorkers, e2eBatch int
 	e2eLinger            time.Duration
 	tmpfs                string // where the diagnostic tmpfs spool goes ("": none)
+
+	// The fan-out and ledger-cost cases (on the small set).
+	skipFanout, skipBaseline bool
+	fanoutRuns, baselineRuns int
+	baseline                 string // revision built as the receive before the ledger
 
 	work string // temporary directory of this run
 	bin  string // the dicomgw binary built for it
@@ -75,12 +87,24 @@ func main() {
 	flag.IntVar(&c.e2eBatch, "e2e-batch", 50, "dicomgw --batch-max-instances in the end-to-end case, and the direct STOW-RS client's batch size")
 	flag.DurationVar(&c.e2eLinger, "e2e-linger", 200*time.Millisecond, "dicomgw --batch-linger in the end-to-end case")
 	flag.StringVar(&c.tmpfs, "e2e-tmpfs", "/dev/shm", "a tmpfs directory for a diagnostic end-to-end run of dicomgw with a non-durable spool (\"\": none)")
+	flag.BoolVar(&c.skipSets, "skip-sets", false, "skip the comparison with storescp (the small and large sets)")
+	flag.BoolVar(&c.skipFanout, "skip-fanout", false, "skip the fan-out case (the small set through dicomgw to two STOW-RS sinks against one)")
+	flag.BoolVar(&c.skipBaseline, "skip-baseline", false, "skip the ledger-cost case (the small set's receive against a dicomgw built from --baseline)")
+	flag.IntVar(&c.fanoutRuns, "fanout-runs", 0, "timed runs of each fan-out path (one destination, two); the median is reported (default: --runs)")
+	flag.StringVar(&c.baseline, "baseline", defaultBaseline, "the git `REV`ision built as the receive without the delivery ledger")
+	flag.IntVar(&c.baselineRuns, "baseline-runs", 0, "timed runs of each binary in the ledger-cost case; the median is reported (default: --runs)")
 	flag.Parse()
 	if c.scpRuns == 0 {
 		c.scpRuns = c.runs
 	}
 	if c.e2eRuns == 0 {
 		c.e2eRuns = c.runs
+	}
+	if c.fanoutRuns == 0 {
+		c.fanoutRuns = c.runs
+	}
+	if c.baselineRuns == 0 {
+		c.baselineRuns = c.runs
 	}
 	if c.tmpfs != "" {
 		if fi, err := os.Stat(c.tmpfs); err != nil || !fi.IsDir() {
@@ -89,7 +113,8 @@ func main() {
 		}
 	}
 	if flag.NArg() > 0 || c.small < 0 || c.large < 0 || c.runs < 1 || c.scpRuns < 1 || c.timeout <= 0 ||
-		c.skipE2E && c.e2eOnly || c.e2eRuns < 1 || c.e2eWorkers < 1 || c.e2eBatch < 1 || c.e2eLinger < 0 {
+		c.skipE2E && c.e2eOnly || c.e2eRuns < 1 || c.e2eWorkers < 1 || c.e2eBatch < 1 || c.e2eLinger < 0 ||
+		c.fanoutRuns < 1 || c.baselineRuns < 1 || c.baseline == "" || strings.HasPrefix(c.baseline, "-") {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -120,6 +145,7 @@ type summary struct {
 	Started     time.Time   `json:"started"`
 	Environment environment `json:"environment"`
 	Sets        []setResult `json:"sets"`
+	SetsSkipped string      `json:"sets_skipped,omitempty"`
 	Huge        *hugeResult `json:"huge,omitempty"`
 	HugeSkipped string      `json:"huge_skipped,omitempty"`
 
@@ -127,6 +153,11 @@ type summary struct {
 	E2ESkipped         string             `json:"e2e_skipped,omitempty"`
 	HugeForward        *hugeForwardResult `json:"huge_forward,omitempty"`
 	HugeForwardSkipped string             `json:"huge_forward_skipped,omitempty"`
+
+	Fanout            *fanoutResult `json:"fanout,omitempty"`
+	FanoutSkipped     string        `json:"fanout_skipped,omitempty"`
+	LedgerCost        *ledgerResult `json:"ledger_cost,omitempty"`
+	LedgerCostSkipped string        `json:"ledger_cost_skipped,omitempty"`
 }
 
 type environment struct {
@@ -176,7 +207,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	pixels := newPixelSource()
 	var e2eSet *objectSet
 	for _, s := range sets {
-		if s.n == 0 || c.e2eOnly && s.name != "small" {
+		if s.n == 0 || (c.e2eOnly || c.skipSets) && s.name != "small" {
 			continue
 		}
 		progress("generating %d %s objects (%d bytes of pixels each)", s.n, s.name, s.g.pixelBytes())
@@ -187,7 +218,7 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		if s.name == "small" {
 			e2eSet = &set
 		}
-		if c.e2eOnly {
+		if c.e2eOnly || c.skipSets {
 			continue
 		}
 		r, err := measureSet(ctx, c, set, s.target)
@@ -195,6 +226,13 @@ func run(ctx context.Context, c *config) (*summary, error) {
 			return nil, err
 		}
 		sum.Sets = append(sum.Sets, r)
+	}
+
+	if c.skipSets {
+		sum.SetsSkipped = "--skip-sets"
+	}
+	if err := runSmallSetCases(ctx, c, e2eSet, sum); err != nil {
+		return nil, err
 	}
 
 	switch {
@@ -264,6 +302,53 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	progress("huge: delivered after %.2f s, dicomgw peak RSS %.1f MB", hf.Seconds, float64(hf.DicomgwPeakRSS)/1e6)
 	sum.HugeForward = &hf
 	return sum, nil
+}
+
+// runSmallSetCases runs the fan-out and ledger-cost cases on the small set.
+func runSmallSetCases(ctx context.Context, c *config, set *objectSet, sum *summary) error {
+	switch {
+	case c.skipFanout:
+		sum.FanoutSkipped = "--skip-fanout"
+	case c.e2eOnly:
+		sum.FanoutSkipped = "--e2e-only"
+	case set == nil:
+		sum.FanoutSkipped = "it runs on the small set: --small 0"
+	default:
+		progress("fan-out: %d objects from storescu through dicomgw to one STOW-RS sink, then two; %d runs each; dicomgw %s",
+			len(set.Files), c.fanoutRuns, strings.Join(e2eSettings(c), " "))
+		r, err := measureFanout(ctx, c, *set)
+		if err != nil {
+			return err
+		}
+		sum.Fanout = r
+	}
+
+	switch {
+	case c.skipBaseline:
+		sum.LedgerCostSkipped = "--skip-baseline"
+	case c.e2eOnly:
+		sum.LedgerCostSkipped = "--e2e-only"
+	case set == nil:
+		sum.LedgerCostSkipped = "it runs on the small set: --small 0"
+	default:
+		progress("ledger cost: building dicomgw at %s", c.baseline)
+		bin, info, skip, err := buildBaseline(ctx, c)
+		if err != nil {
+			return err
+		}
+		if skip != "" {
+			sum.LedgerCostSkipped = skip
+			progress("SKIPPING the ledger-cost case: %s", skip)
+			return nil
+		}
+		progress("ledger cost: %d objects into dicomgw at HEAD and at %s, %d runs each", len(set.Files), shortRev(info.Commit), c.baselineRuns)
+		r, err := measureLedgerCost(ctx, c, *set, bin, info)
+		if err != nil {
+			return err
+		}
+		sum.LedgerCost = r
+	}
+	return nil
 }
 
 func freeBytes(dir string) (int64, error) {

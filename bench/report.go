@@ -38,6 +38,21 @@ func printReport(w io.Writer, s *summary) {
 		fmt.Fprintln(w)
 	}
 
+	if s.SetsSkipped != "" {
+		fmt.Fprintf(w, "storescp comparison: SKIPPED (%s)\n\n", s.SetsSkipped)
+	}
+
+	if r := s.Fanout; r != nil {
+		printFanout(w, r)
+	} else if s.FanoutSkipped != "" {
+		fmt.Fprintf(w, "fan-out: SKIPPED (%s)\n\n", s.FanoutSkipped)
+	}
+	if r := s.LedgerCost; r != nil {
+		printLedgerCost(w, r)
+	} else if s.LedgerCostSkipped != "" {
+		fmt.Fprintf(w, "ledger cost on receive: SKIPPED (%s)\n\n", s.LedgerCostSkipped)
+	}
+
 	if h := s.Huge; h != nil {
 		fmt.Fprintf(w, "huge object: %.1f MB in one association to a fresh dicomgw: %.2f s (%.1f MB/s)\n", float64(h.Bytes)/1e6, h.Seconds, h.MBPerS)
 		fmt.Fprintf(w, "  dicomgw peak RSS (VmHWM): %.1f MB (target < %.0f MB): %s\n", float64(h.DicomgwPeakRSS)/1e6, float64(h.TargetPeakRSS)/1e6, verdict(h.Pass))
@@ -96,6 +111,68 @@ func printE2E(w io.Writer, r *e2eResult) {
 			t.Median, ceil2(t.Median/r.Direct.Median), floor1(r.Router.Median/t.Median), secs(t.Runs))
 	}
 }
+
+// printFanout writes the fan-out table: storescu start until every
+// object is delivered to every destination.
+func printFanout(w io.Writer, r *fanoutResult) {
+	fmt.Fprintf(w, "fan-out: %d objects (%.1f MB) from storescu (one association) through dicomgw until delivered to every STOW-RS destination\n", r.Objects, float64(r.Bytes)/1e6)
+	fmt.Fprintf(w, "destinations: in-process STOW-RS sinks answering DICOM JSON; dicomgw %s per destination; --route '{} -> a,b'\n\n", strings.Join(r.Settings, " "))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "destinations\tmedian s\tobj/s\tMB/s\t|\treceive s\tdicomgw CPU s\tledger tx\tdisk KB/obj\t|\truns\t")
+	for _, row := range []struct {
+		name string
+		t    timing
+		d    fanoutDiag
+	}{
+		{"one (a)", r.One, r.OneDiag},
+		{"two (a, b)", r.Two, r.TwoDiag},
+	} {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.0f\t%.1f\t|\t%.3f\t%.2f\t%d\t%.1f\t|\t%s\t\n", row.name, row.t.Median, row.t.ObjectsPerS, row.t.MBPerS,
+			row.d.Receive, row.d.CPU["dicomgw"], row.d.LedgerTransactions, perObjectKB(row.d.DiskWriteBytes, r.Objects), secs(row.t.Runs))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "two / one destination: %.2f× (target ≤ %.1f×): %s\n", ceil2(r.Ratio), r.Target, verdict(r.Pass))
+	cc := r.Copies
+	fmt.Fprintf(w, "one stored copy (checked in every two-destination run; the median run's figures):\n")
+	fmt.Fprintf(w, "  spool: %d commits of %d SOP instances under %d spool IDs, %d of them routed to a and b\n",
+		cc.Commits, cc.SOPInstances, cc.SpoolIDs, cc.RoutedToAll)
+	fmt.Fprintf(w, "  ledger: %d objects, each under its spool ID with deliveries to a (%d delivered) and b (%d delivered); %d files gone from the spool\n",
+		cc.LedgerObjects, cc.LedgerDelivered["a"], cc.LedgerDelivered["b"], cc.LedgerGone)
+	fmt.Fprintf(w, "  disk: dicomgw wrote %.1f KB per object with two destinations, %.1f KB with one: the second adds %.1f KB, where a second copy would add its %.1f KB\n",
+		perObjectKB(cc.WriteBytesTwo, r.Objects), perObjectKB(cc.WriteBytesOne, r.Objects),
+		perObjectKB(cc.WriteBytesTwo-cc.WriteBytesOne, r.Objects), float64(cc.ObjectBytes)/1e3)
+	fmt.Fprintf(w, "processor seconds in the timed run (median runs): one %s; two %s (on %s)\n\n",
+		cpuString(r.OneDiag.CPU), cpuString(r.TwoDiag.CPU), cpusString())
+}
+
+// printLedgerCost writes the ledger-cost table: this checkout's receive
+// against the baseline's.
+func printLedgerCost(w io.Writer, r *ledgerResult) {
+	b := r.Baseline
+	fmt.Fprintf(w, "ledger cost on receive: %d objects (%.1f MB) from storescu (one association) into a fresh dicomgw\n", r.Objects, float64(r.Bytes)/1e6)
+	fmt.Fprintf(w, "forwarding: %s (it got at most %d request(s) per run)\n\n", r.Forward, r.MaxRequests)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "dicomgw\tmedian s\tobj/s\tMB/s\t|\tCPU s\tledger tx\tdisk KB/obj\t|\truns\t")
+	for _, row := range []struct {
+		name string
+		t    receiveRuns
+	}{
+		{"HEAD (with the ledger)", r.Head},
+		{shortRev(b.Commit) + " (before it)", r.Base},
+	} {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.0f\t%.1f\t|\t%.2f\t%d\t%.1f\t|\t%s\t\n", row.name, row.t.Median, row.t.ObjectsPerS, row.t.MBPerS,
+			row.t.CPU, row.t.LedgerTransactions, perObjectKB(row.t.DiskWriteBytes, r.Objects), secs(row.t.Runs))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "HEAD / %s: %.2f× (target ≤ %.2f×): %s\n", shortRev(b.Commit), ceil2(r.Ratio), r.Target, verdict(r.Pass))
+	fmt.Fprintf(w, "the baseline (--baseline %s: %q) lacks all %d commits since, and on the receive path not only the ledger: "+
+		"routing's header walk, the record rewrite, seal v2, --uid-policy; so the ratio bounds the ledger's cost from above\n\n",
+		b.Rev, b.Subject, b.CommitsSince)
+}
+
+func perObjectKB(bytes int64, n int) float64 { return float64(bytes) / float64(n) / 1e3 }
 
 // cpuString lists processor seconds by program, largest first, with the
 // total.

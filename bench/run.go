@@ -110,7 +110,12 @@ func receivingGateway(c *config) (*harness.Gateway, func(), error) {
 // second on some file systems), so that a timed run measures a running
 // daemon, as a modality meets it, not one still starting.
 func startGateway(c *config, spool string, args ...string) (*harness.Gateway, error) {
-	g, err := harness.StartBinary(c.bin, spool, args...)
+	return startGatewayBin(c.bin, spool, args...)
+}
+
+// startGatewayBin is startGateway with another binary (the baseline's).
+func startGatewayBin(bin, spool string, args ...string) (*harness.Gateway, error) {
+	g, err := harness.StartBinary(bin, spool, args...)
 	if err != nil {
 		return nil, err
 	}
