@@ -167,9 +167,12 @@ func printLedgerCost(w io.Writer, r *ledgerResult) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "HEAD / %s: %.2f× (target ≤ %.2f×): %s\n", shortRev(b.Commit), ceil2(r.Ratio), r.Target, verdict(r.Pass))
-	fmt.Fprintf(w, "the baseline (--baseline %s: %q) lacks all %d commits since, and on the receive path not only the ledger: "+
-		"routing's header walk, the record rewrite, seal v2, --uid-policy; so the ratio bounds the ledger's cost from above\n\n",
-		b.Rev, b.Subject, b.CommitsSince)
+	what := "on the receive path the ledger and routing's header walk (destinations chosen and recorded with each object)"
+	if b.Rev != defaultBaseline {
+		what = "not only the ledger (git log " + b.Rev + "..HEAD)"
+	}
+	fmt.Fprintf(w, "the baseline (--baseline %s: %q) lacks all %d commits since: %s; so the ratio bounds the ledger's cost from above\n\n",
+		b.Rev, b.Subject, b.CommitsSince, what)
 }
 
 func perObjectKB(bytes int64, n int) float64 { return float64(bytes) / float64(n) / 1e3 }
