@@ -72,6 +72,7 @@ type serveConfig struct {
 	// Forwarding.
 	stowURL           string
 	archiveDir        string
+	archiveDirSet     bool // --archive-dir given, not its default
 	forwardWorkers    int
 	batchMaxInstances int
 	batchMaxBytes     int64
@@ -129,7 +130,7 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", dimse.DefaultWriteTimeout, "abort an association when a write to the peer takes longer")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let running associations finish for this long, then abort them")
 	fs.StringVar(&c.stowURL, "stow-url", "", "DICOMweb base URL to forward to with STOW-RS (e.g. http://host:8042/dicom-web); empty: file into --archive-dir")
-	fs.StringVar(&c.archiveDir, "archive-dir", "./var/archive", "local archive (<study>/<series>/<instance>.dcm) used when --stow-url is empty")
+	fs.StringVar(&c.archiveDir, "archive-dir", "./var/archive", "local archive (<study>/<series>/<instance>.dcm), the destination \"default\" when --stow-url is empty and either no --destination line is given or this flag is")
 	fs.StringVar(&c.stowTokenFile, "stow-token-file", "", "bearer token for the endpoint (a KHEOPS album token...), re-read whenever the file changes")
 	fs.StringVar(&c.stowBasicFile, "stow-basic-auth-file", "", "HTTP Basic credentials for the endpoint, as user:password in a file")
 	fs.StringVar(&c.oauthTokenURL, "stow-oauth2-token-url", "", "OAuth2 token endpoint (client credentials grant, e.g. Keycloak) for the endpoint's access tokens")
@@ -185,6 +186,7 @@ func loadConfig(name string, args []string, out io.Writer) (serveConfig, *pflag.
 	if err := applyFlagFiles(fs, c.flagfiles); err != nil {
 		return c, fs, err
 	}
+	c.archiveDirSet = fs.Changed("archive-dir")
 	return c, fs, nil
 }
 

@@ -177,10 +177,14 @@ func (c serveConfig) forwardConfig() forward.Config {
 // destinations builds every destination: the default one from the legacy
 // flags (--stow-url, or the archive at --archive-dir) unless a
 // --destination line defines "default", then each --destination line.
+// With --destination lines, the archive is "default" only when
+// --archive-dir is given: its default value alone does not make an
+// archive nobody asked for.
 func (c serveConfig) destinations(dcfg dimse.Config, log *slog.Logger) (map[string]*dest, error) {
 	out := map[string]*dest{}
 	defined := slices.ContainsFunc(c.destinationSpecs.specs, func(d destSpec) bool { return d.Name == defaultDestination })
-	if !defined {
+	legacy := c.stowURL != "" || c.archiveDirSet || len(c.destinationSpecs.specs) == 0
+	if !defined && legacy {
 		d, err := c.legacyDestination(dcfg, log)
 		if err != nil {
 			return nil, err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/dicomgw/dicomgw/pkg/route"
@@ -67,7 +69,8 @@ func (f *routeFlags) Replace(ss []string) error {
 func (f *routeFlags) table(dests map[string]*dest) (*route.Table, error) {
 	if len(f.specs) == 0 {
 		if dests[defaultDestination] == nil {
-			return nil, fmt.Errorf("no --route, and no destination %q for everything to go to", defaultDestination)
+			names := slices.Sorted(maps.Keys(dests))
+			return nil, fmt.Errorf("no --route, and no destination %q for everything to go to: say where objects go, e.g. --route '{} -> %s'", defaultDestination, strings.Join(names, ","))
 		}
 		r, err := route.Parse("{} -> " + defaultDestination)
 		if err != nil {

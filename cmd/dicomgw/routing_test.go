@@ -41,11 +41,23 @@ func TestCheckConfigRouting(t *testing.T) {
 		`{called_ae=~"KP-.+"} -> proj1`,
 		`{Modality="MR", called_ae!="KP-TEST"} -> mr,pacs`,
 		"an object no route matches: sent to pacs",
-		"default (archive, from --stow-url/--archive-dir)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check-config output lacks %q:\n%s", want, out)
 		}
+	}
+	// With --destination lines, the archive's default directory alone
+	// makes no destination "default"; --archive-dir given does.
+	if strings.Contains(out, "default (") {
+		t.Errorf("a destination \"default\" nobody asked for:\n%s", out)
+	}
+	code, out, errs = runCmd(t, "check-config", "--flagfile", good, "--archive-dir", archive+"/default")
+	if want := "default (archive, from --stow-url/--archive-dir)"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("with --archive-dir: exit %d, output lacks %q:\n%s\n%s", code, want, out, errs)
+	}
+	code, _, errs = runCmd(t, "check-config", "--destination", "a=file://"+archive)
+	if want := "say where objects go, e.g. --route '{} -> a'"; code == 0 || !strings.Contains(errs, want) {
+		t.Errorf("one --destination and no --route: exit %d, %q lacks %q", code, errs, want)
 	}
 	if strings.Contains(out, "SECRET") {
 		t.Errorf("the album query string was printed:\n%s", out)
