@@ -256,6 +256,29 @@ func TestMetricsExist(t *testing.T) {
 			t.Errorf("%s (in %s) is not exported by dicomgw", name, strings.Join(used[name], ", "))
 		}
 	}
+	// The labels an aggregation keeps (sum by (job, instance, destination)
+	// (rate(m[5m]))) must be labels of the metric it aggregates: otherwise
+	// the alert fires with the label empty, "objects were dead-lettered
+	// for " and nothing to tell destinations apart.
+	for _, r := range alertRules(t) {
+		for _, g := range groupings(r.Expr) {
+			fam, ok := series(families, g.metric)
+			if !ok {
+				continue // reported above
+			}
+			has := map[string]bool{}
+			for _, m := range fam.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					has[lp.GetName()] = true
+				}
+			}
+			for _, l := range g.labels {
+				if l != "job" && l != "instance" && !has[l] {
+					t.Errorf("rule %s: aggregates %s by %q, a label it does not have (it has %v)", r.Alert, g.metric, l, slices.Sorted(mapsKeys(has)))
+				}
+			}
+		}
+	}
 	known := knownLabelValues()
 	for _, s := range selectors {
 		fam, ok := series(families, s.metric)
@@ -327,6 +350,30 @@ func metricNames(expr string) []string {
 		if strings.HasPrefix(id, "dicomgw_") || strings.HasPrefix(id, "go_") || strings.HasPrefix(id, "process_") {
 			out = append(out, id)
 		}
+	}
+	return out
+}
+
+// groupingRE finds "by (labels) (" followed by an optional function call
+// and the metric aggregated: sum by (a, b) (increase(metric{...}[5m])).
+var groupingRE = regexp.MustCompile(`\bby\s*\(([^)]*)\)\s*\(\s*(?:[a-z_]+\s*\(\s*)?([a-zA-Z_:][a-zA-Z0-9_:]*)`)
+
+type grouping struct {
+	metric string
+	labels []string
+}
+
+// groupings are the aggregations by labels of one metric in an expression.
+func groupings(expr string) []grouping {
+	var out []grouping
+	for _, m := range groupingRE.FindAllStringSubmatch(expr, -1) {
+		g := grouping{metric: m[2]}
+		for _, l := range strings.Split(m[1], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				g.labels = append(g.labels, l)
+			}
+		}
+		out = append(out, g)
 	}
 	return out
 }

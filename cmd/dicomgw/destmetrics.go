@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -12,9 +13,13 @@ import (
 // destinationCollector exports, per destination, what the ledger says
 // waits for it: how many objects, and how old the oldest is; and how many
 // of the objects still in the spool it could not deliver. The ledger is
-// asked at most once per maxAge (a scrape, a dashboard refreshing).
+// asked at most once per maxAge (a scrape, a dashboard refreshing). Every
+// configured destination has its series, at 0 while nothing waits for it
+// (names); one no longer configured keeps them while the ledger has
+// objects for it.
 type destinationCollector struct {
 	led    *ledger.Ledger
+	names  func() []string
 	maxAge time.Duration
 
 	pending, oldest, dead, scrapeErr *prometheus.Desc
@@ -25,12 +30,12 @@ type destinationCollector struct {
 	err   error
 }
 
-func newDestinationCollector(led *ledger.Ledger, maxAge time.Duration) *destinationCollector {
+func newDestinationCollector(led *ledger.Ledger, names func() []string, maxAge time.Duration) *destinationCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &destinationCollector{
-		led: led, maxAge: maxAge,
+		led: led, names: names, maxAge: maxAge,
 		pending:   d("dicomgw_destination_queued_objects", "Objects waiting to be delivered to the destination (in the spool, pending for it).", "destination"),
 		oldest:    d("dicomgw_destination_oldest_queued_age_seconds", "Age of the oldest object waiting for the destination (0 when none).", "destination"),
 		dead:      d("dicomgw_destination_dead_objects", "Objects the destination could not deliver (dead letters for it), as the ledger remembers them.", "destination"),
@@ -57,7 +62,16 @@ func (c *destinationCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.scrapeErr, prometheus.GaugeValue, failed)
-	for name, s := range stats {
+	all := maps.Clone(stats)
+	if all == nil {
+		all = map[string]ledger.DestStats{}
+	}
+	for _, name := range c.names() {
+		if _, ok := all[name]; !ok {
+			all[name] = ledger.DestStats{}
+		}
+	}
+	for name, s := range all {
 		age := 0.0
 		if s.Pending > 0 && !s.OldestPending.IsZero() {
 			age = max(0, time.Since(s.OldestPending).Seconds())

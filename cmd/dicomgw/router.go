@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -82,6 +84,15 @@ func newRouter(ctx context.Context, del *deliveries, sp *spool.Spool, reg promet
 }
 
 func (r *router) current() *routing { return r.cur.Load() }
+
+// destinationNames are the destinations of the current configuration.
+func (r *router) destinationNames() []string {
+	rt := r.current()
+	if rt == nil {
+		return nil
+	}
+	return slices.Collect(maps.Keys(rt.fwds))
+}
 
 // apply makes a routing table and its destinations current: destinations
 // new to the gateway are prepared and their forwarders made (started once

@@ -61,7 +61,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 	defer led.Close()
 	stats := spool.NewStatsCache(sp.Dir, 5*time.Second)
-	reg.MustRegister(spool.NewCollector(stats), spool.NewCapacityCollector(sp), newDestinationCollector(led, 5*time.Second))
+	reg.MustRegister(spool.NewCollector(stats), spool.NewCapacityCollector(sp))
 
 	// Forwarders run until the receiving side has stopped; then their
 	// requests in flight finish or are abandoned, objects staying queued.
@@ -69,6 +69,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	fwdCtx, stopForwarding := context.WithCancel(context.Background())
 	del := newDeliveries(sp, led, log.With("component", "forward"), reg)
 	rt := newRouter(fwdCtx, del, sp, reg, log.With("component", "forward"))
+	reg.MustRegister(newDestinationCollector(led, rt.destinationNames, 5*time.Second))
 	defer func() {
 		stopForwarding()
 		rt.wait()
