@@ -138,9 +138,13 @@ func (d dashboard) exprs() map[string]string {
 	return out
 }
 
+// perDestination matches the metrics that carry a destination label.
+var perDestination = regexp.MustCompile(`\bdicomgw_(forward|destination|archive)_`)
+
 // TestDashboard: the dashboard is well-formed for Grafana (unique panel
 // IDs, panels on the 24-column grid without overlaps, a data source
-// variable every panel uses, job and instance variables), and each of its
+// variable every panel uses, job, instance and destination variables, the
+// per-destination metrics filtered by destination), and each of its
 // queries is valid PromQL (promtool checks them as recording rules).
 func TestDashboard(t *testing.T) {
 	d := readDashboard(t)
@@ -151,8 +155,8 @@ func TestDashboard(t *testing.T) {
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v.Type
 	}
-	if vars["datasource"] != "datasource" || vars["job"] != "query" || vars["instance"] != "query" {
-		t.Errorf("template variables %v: want datasource, job, instance", vars)
+	if vars["datasource"] != "datasource" || vars["job"] != "query" || vars["instance"] != "query" || vars["destination"] != "query" {
+		t.Errorf("template variables %v: want datasource, job, instance, destination", vars)
 	}
 	ids := map[int]bool{}
 	type cell struct{ x, y int }
@@ -188,6 +192,11 @@ func TestDashboard(t *testing.T) {
 				if !strings.Contains(tg.Expr, `instance=~"$instance"`) {
 					t.Errorf("panel %q: query %q ignores the instance variable", p.Title, tg.Expr)
 				}
+				// Metrics per destination are shown per destination, and
+				// the destination variable selects which.
+				if perDestination.MatchString(tg.Expr) && !strings.Contains(tg.Expr, `destination=~"$destination"`) {
+					t.Errorf("panel %q: query %q of a per-destination metric ignores the destination variable", p.Title, tg.Expr)
+				}
 			}
 			walk(p.Panels)
 		}
@@ -220,7 +229,7 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 
 // grafanaToPromQL replaces Grafana's variables by what they stand for.
 func grafanaToPromQL(expr string) string {
-	return strings.NewReplacer("$__rate_interval", "1m", "$__range", "1h", "$__interval", "30s", "$job", ".*", "$instance", ".*").Replace(expr)
+	return strings.NewReplacer("$__rate_interval", "1m", "$__range", "1h", "$__interval", "30s", "$job", ".*", "$instance", ".*", "$destination", ".*").Replace(expr)
 }
 
 // TestMetricsExist: every metric the alert rules and the dashboard name is
