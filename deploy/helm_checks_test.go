@@ -311,7 +311,7 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 		if f.last("stow-url") != stow || f.has("archive-dir") {
 			t.Errorf("--stow-url %q --archive-dir %q, want %q and no archive", f.last("stow-url"), f.last("archive-dir"), stow)
 		}
-	} else if !strings.HasPrefix(f.last("archive-dir"), dataMount+"/") {
+	} else if dests, _ := v.get("gateway", "destinations").([]any); len(dests) == 0 && !strings.HasPrefix(f.last("archive-dir"), dataMount+"/") {
 		t.Errorf("--archive-dir %q is not on the spool volume", f.last("archive-dir"))
 	}
 	var aes []string
@@ -321,11 +321,24 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 	if !slices.Equal(f["ae-title"], aes) {
 		t.Errorf("--ae-title %q, want %q", f["ae-title"], aes)
 	}
+	checkRoutingFlags(t, v, f)
+	files := map[string]string{} // flag (or destination option) -> file
 	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "users-file", "jwt-jwks-file", "stow-token-file", "stow-basic-auth-file", "stow-oauth2-client-secret-file", "stow-ca-file", "stow-client-cert", "stow-client-key"} {
-		file := f.last(name)
-		if file == "" {
-			continue
+		if file := f.last(name); file != "" {
+			files[name] = file
 		}
+	}
+	for _, d := range f["destination"] {
+		fields := strings.Fields(d)
+		for _, kv := range fields[1:] {
+			k, val, _ := strings.Cut(kv, "=")
+			if strings.HasPrefix(val, "/") && k != "batch-max-bytes" {
+				files["destination "+fields[0]+" "+k] = val
+			}
+		}
+	}
+	for _, name := range slices.Sorted(mapsKeys(files)) {
+		file := files[name]
 		found := false
 		for _, vm := range ctr.VolumeMounts {
 			rel, ok := strings.CutPrefix(file, vm.MountPath+"/")
@@ -340,6 +353,62 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 		if !found {
 			t.Errorf("--%s=%s is in no mounted volume", name, file)
 		}
+	}
+}
+
+// checkRoutingFlags: a --destination line per gateway.destinations entry,
+// its file options in its Secret's mount, its other options as given; the
+// routes, --unrouted and --ledger-retention as given; the archive is the
+// destination "default" only without destinations (or with stowURL).
+func checkRoutingFlags(t *testing.T, v values, f flagSet) {
+	t.Helper()
+	dests, _ := v.get("gateway", "destinations").([]any)
+	if len(f["destination"]) != len(dests) {
+		t.Errorf("--destination %q for %d gateway.destinations", f["destination"], len(dests))
+	}
+	for i, x := range dests {
+		d := x.(map[string]any)
+		if i >= len(f["destination"]) {
+			break
+		}
+		fields := strings.Fields(f["destination"][i])
+		if want := fmt.Sprintf("%v=%v", d["name"], d["url"]); fields[0] != want {
+			t.Errorf("--destination %q, want %q first", f["destination"][i], want)
+		}
+		want := map[string]string{}
+		if files, ok := d["secretFiles"].(map[string]any); ok {
+			for k, key := range files {
+				want[k] = fmt.Sprintf("%s/destinations/%v/%v", secretsMount, d["name"], key)
+			}
+		}
+		if opts, ok := d["options"].(map[string]any); ok {
+			for k, val := range opts {
+				want[k] = fmt.Sprint(val)
+			}
+		}
+		got := map[string]string{}
+		for _, kv := range fields[1:] {
+			k, val, _ := strings.Cut(kv, "=")
+			got[k] = val
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("--destination %s options %v, want %v", fields[0], got, want)
+		}
+	}
+	var routes []string
+	if rs, ok := v.get("gateway", "routes").([]any); ok {
+		for _, r := range rs {
+			routes = append(routes, fmt.Sprint(r))
+		}
+	}
+	if !slices.Equal(f["route"], routes) {
+		t.Errorf("--route %q, want %q", f["route"], routes)
+	}
+	if f.last("unrouted") != v.str("gateway", "unrouted") || f.last("ledger-retention") != v.str("gateway", "ledgerRetention") {
+		t.Errorf("--unrouted %q --ledger-retention %q, want %q and %q", f.last("unrouted"), f.last("ledger-retention"), v.str("gateway", "unrouted"), v.str("gateway", "ledgerRetention"))
+	}
+	if len(dests) > 0 && v.str("gateway", "stowURL") == "" && f.has("archive-dir") {
+		t.Errorf("--archive-dir %q with destinations and no stowURL: an archive nobody routes to", f.last("archive-dir"))
 	}
 }
 

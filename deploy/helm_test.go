@@ -43,6 +43,7 @@ func TestHelmChart(t *testing.T) {
 		{name: "tls", release: "dicomgw", values: []string{"values-tls.yaml"}, kube: "1.31.0"},
 		{name: "everything", release: "pacs-gw", values: []string{everything}, kube: "1.31.0"},
 		{name: "kube-1.28", release: "dicomgw", kube: "1.28.0"},
+		{name: "routing-only", release: "gw", kube: "1.31.0", values: []string{writeRoutingValues(t)}},
 		{name: "ephemeral-nodeport", release: "gw", kube: "1.31.0",
 			set: []string{"spool.persistence.enabled=false", "service.type=NodePort", "service.nodePort=31112", "stow.auth.type=token", "stow.auth.token=abc"}},
 	}
@@ -229,6 +230,12 @@ func TestHelmChartRefuses(t *testing.T) {
 		{[]string{"tls.disablePlaintext=true"}, "tls.disablePlaintext needs tls.enabled"},
 		{[]string{"tls.enabled=true"}, "tls.cert (PEM, or tls.existingSecret) is required"},
 		{[]string{"gateway.aeTitles=null"}, "gateway.aeTitles needs at least one AE title"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw"}, `gateway.routes: with gateway.destinations and no gateway.stowURL there is no destination "default"`},
+		{[]string{"gateway.destinations[0].name=A", "gateway.destinations[0].url=https://h/dw", "gateway.unrouted=A"}, `gateway.destinations[0].name "A": want 1 to 32 of a-z`},
+		{[]string{"gateway.destinations[0].name=a", "gateway.unrouted=a"}, "gateway.destinations[0].url is required"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].options.workers=2 batch-linger=1s", "gateway.unrouted=a"}, "must be one word"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].secretFiles.token-file=token", "gateway.unrouted=a"}, "secretFiles needs secret"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, `gateway.destinations: "a" is defined twice`},
 	} {
 		args := []string{"template", "dicomgw", path(chartDir), "--kube-version", "1.31.0"}
 		for _, s := range c.set {

@@ -126,6 +126,17 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 			"shutdownTimeoutSeconds":  60,
 			"logLevel":                "debug",
 			"extraFlags":              []any{"--batch-max-instances=100", "--keep-delivered=24h"},
+			"destinations": []any{
+				map[string]any{"name": "kheops-ct", "url": "https://kheops.example/api", "secret": "kheops-ct-album",
+					"secretFiles": map[string]any{"token-file": "token"}, "options": map[string]any{"workers": 2, "retry-for": "24h"}},
+				map[string]any{"name": "pacs-tls", "url": "dicoms://PACS@pacs.example:2762", "secret": "pacs-dicom-tls",
+					"secretFiles": map[string]any{"client-cert": "tls.crt", "client-key": "tls.key", "ca-file": "ca.crt"},
+					"options":     map[string]any{"calling-ae": "original"}},
+				map[string]any{"name": "research", "url": "file:///var/lib/dicomgw/research"},
+			},
+			"routes":          []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
+			"unrouted":        "default",
+			"ledgerRetention": "2160h",
 		},
 		"stow": map[string]any{
 			"auth": map[string]any{"type": "oauth2", "oauth2": map[string]any{
@@ -174,6 +185,29 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "values-everything.yaml")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeRoutingValues is a values file with destinations and routes and no
+// stowURL: no destination "default", no archive flag, the routes say where
+// objects go.
+func writeRoutingValues(t *testing.T) string {
+	t.Helper()
+	v := map[string]any{"gateway": map[string]any{
+		"destinations": []any{
+			map[string]any{"name": "kheops-ct", "url": "https://kheops.example/api", "secret": "kheops-ct-album", "secretFiles": map[string]any{"token-file": "token"}},
+			map[string]any{"name": "pacs", "url": "dicom://PACS@pacs.example:104", "options": map[string]any{"calling-ae": "original", "workers": 2}},
+		},
+		"routes": []any{`{called_ae="KP-CT"} -> kheops-ct`, `{} -> pacs`},
+	}}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "routing.yaml")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -63,18 +63,22 @@ func writeSecretFiles(t *testing.T) string {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{
-		"tls/tls.crt":              certPEM,
-		"tls/tls.key":              keyPEM,
-		"tls-client-ca/ca.crt":     certPEM,
-		"stow/token":               []byte(testJWT(time.Now().Add(30 * 24 * time.Hour))),
-		"stow/basic":               []byte("gateway:secret\n"),
-		"stow/client-secret":       []byte("s3cret\n"),
-		"stow-ca/ca.crt":           certPEM,
-		"stow-client/tls.crt":      certPEM,
-		"stow-client/tls.key":      keyPEM,
-		"users/users":              []byte("# username:bcrypt-hash\nct1:" + string(hash) + "\n"),
-		"jwks/jwks.json":           jwks,
-		"unused-but-harmless.note": []byte("test fixture\n"),
+		"tls/tls.crt":                   certPEM,
+		"tls/tls.key":                   keyPEM,
+		"tls-client-ca/ca.crt":          certPEM,
+		"stow/token":                    []byte(testJWT(time.Now().Add(30 * 24 * time.Hour))),
+		"stow/basic":                    []byte("gateway:secret\n"),
+		"stow/client-secret":            []byte("s3cret\n"),
+		"stow-ca/ca.crt":                certPEM,
+		"stow-client/tls.crt":           certPEM,
+		"stow-client/tls.key":           keyPEM,
+		"users/users":                   []byte("# username:bcrypt-hash\nct1:" + string(hash) + "\n"),
+		"jwks/jwks.json":                jwks,
+		"destinations/kheops-ct/token":  []byte(testJWT(time.Now().Add(30 * 24 * time.Hour))),
+		"destinations/pacs-tls/tls.crt": certPEM,
+		"destinations/pacs-tls/tls.key": keyPEM,
+		"destinations/pacs-tls/ca.crt":  certPEM,
+		"unused-but-harmless.note":      []byte("test fixture\n"),
 	}
 	for name, b := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))

@@ -117,6 +117,13 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
   mountPath: {{ $secrets }}/users
   readOnly: true
 {{- end }}
+{{- range $i, $d := .Values.gateway.destinations }}
+{{- if $d.secret }}
+- name: destination-{{ $i }}
+  mountPath: {{ $secrets }}/destinations/{{ $d.name }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- if .Values.userIdentity.jwt.jwksSecret }}
 - name: jwks
   mountPath: {{ $secrets }}/jwks
@@ -173,10 +180,71 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
     secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
+{{- range $i, $d := .Values.gateway.destinations }}
+{{- with $d.secret }}
+- name: destination-{{ $i }}
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
 {{- with .Values.userIdentity.jwt.jwksSecret }}
 - name: jwks
   secret:
     secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
+{{- end }}
+
+{{/* The routing flags: --destination lines (options that name files point
+into the destination's mounted Secret), --route, --unrouted,
+--ledger-retention. A value with a space cannot be a flags file option. */}}
+{{- define "dicomgw.routingFlags" -}}
+{{- $secrets := include "dicomgw.secretsDir" . -}}
+{{- $names := dict }}
+{{- range $i, $d := .Values.gateway.destinations }}
+{{- $name := required (printf "gateway.destinations[%d].name is required" $i) $d.name }}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9_-]{0,31}$" $name) }}
+{{- fail (printf "gateway.destinations[%d].name %q: want 1 to 32 of a-z, 0-9, _ and -, beginning with a letter or digit" $i $name) }}
+{{- end }}
+{{- if hasKey $names $name }}
+{{- fail (printf "gateway.destinations: %q is defined twice" $name) }}
+{{- end }}
+{{- $_ := set $names $name true }}
+{{- $url := toString (required (printf "gateway.destinations[%d].url is required" $i) $d.url) }}
+{{- $words := list $url }}
+{{- if and $d.secretFiles (not $d.secret) }}
+{{- fail (printf "gateway.destinations[%d] (%s): secretFiles needs secret, the Secret that holds them" $i $name) }}
+{{- end }}
+{{- range $k, $v := $d.secretFiles }}
+{{- $words = append $words (printf "%s/destinations/%s/%v" $secrets $name $v) }}
+{{- end }}
+{{- range $k, $v := $d.options }}
+{{- $words = append $words (printf "%v" $v) }}
+{{- end }}
+{{- range $words }}
+{{- if or (eq . "") (regexMatch "\\s" .) }}
+{{- fail (printf "gateway.destinations[%d] (%s): %q: a url or option value must be one word (no spaces or line breaks)" $i $name .) }}
+{{- end }}
+{{- end }}
+{{- $line := printf "%s=%s" $name $url }}
+{{- range $k, $v := $d.secretFiles }}
+{{- $line = printf "%s %s=%s/destinations/%s/%v" $line $k $secrets $name $v }}
+{{- end }}
+{{- range $k, $v := $d.options }}
+{{- $line = printf "%s %s=%v" $line $k $v }}
+{{- end }}
+{{ printf "--destination=%s" $line }}
+{{- end }}
+{{- if and .Values.gateway.destinations (not .Values.gateway.stowURL) (not .Values.gateway.routes) (eq (toString .Values.gateway.unrouted) "refuse") }}
+{{- fail "gateway.routes: with gateway.destinations and no gateway.stowURL there is no destination \"default\": say where objects go (e.g. '{} -> NAME'), or set gateway.unrouted to a destination" }}
+{{- end }}
+{{- range .Values.gateway.routes }}
+{{- if contains "\n" . }}
+{{- fail (printf "gateway.routes: %q contains a line break" .) }}
+{{- end }}
+{{ printf "--route=%s" . }}
+{{- end }}
+{{ printf "--unrouted=%s" (toString .Values.gateway.unrouted) }}
+{{ printf "--ledger-retention=%s" (toString .Values.gateway.ledgerRetention) }}
 {{- end }}
