@@ -88,13 +88,18 @@ type serveConfig struct {
 	routes           routeFlags
 	unrouted         string
 	ledgerRetention  time.Duration
+
+	// Storage commitment.
+	commitment        string
+	commitmentTimeout time.Duration
+	remoteAEs         remoteAEFlags
 }
 
 // liveFlags are applied on SIGHUP to new associations; every other flag
 // takes effect at the next start. (The files they name are re-read on
 // SIGHUP too: a renewed certificate, an edited users file.)
 var liveFlags = map[string]bool{
-	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true,
+	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true, "remote-ae": true,
 	"tls-cert": true, "tls-key": true, "tls-client-ca": true,
 	"users-file": true, "jwt-issuer": true, "jwt-audience": true, "jwt-jwks-file": true, "jwt-algorithms": true,
 }
@@ -153,6 +158,9 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.Var(&c.routes, "route", "route objects to destinations: 'MATCHERS -> DEST[,DEST...]' with Prometheus label matchers on called_ae, calling_ae, peer and DICOM keywords of the header, e.g. '{called_ae=~\"KP-.+\", Modality!=\"SR\"} -> research'; every matching route applies; repeatable; none: everything to \"default\" (live on SIGHUP)")
 	fs.StringVar(&c.unrouted, "unrouted", "refuse", "an object no route matches: refuse (the sender gets 0124, not authorized, before anything is stored) or the name of a destination to send it to")
 	fs.DurationVar(&c.ledgerRetention, "ledger-retention", 30*24*time.Hour, "how long the delivery ledger remembers an object after its file has left the spool (spool trace, storage commitment)")
+	fs.StringVar(&c.commitment, "commitment", "delivered", "what a storage commitment (N-ACTION, Storage Commitment Push Model) commits to: delivered (every referenced instance confirmed by every destination it was routed to), received (durable in the spool), or off (the SOP class is not accepted)")
+	fs.DurationVar(&c.commitmentTimeout, "commitment-timeout", 24*time.Hour, "a storage commitment request reports the instances not delivered (or received) by then as failures (0110)")
+	fs.Var(&c.remoteAEs, "remote-ae", "how to reach an AE title for the storage commitment report when it does not wait on its own association: AET=HOST:PORT [tls=true ca-file=F client-cert=F client-key=F timeout=D]; repeatable; a commitment request from an AE title not listed is refused (live on SIGHUP)")
 	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", ":9477", "address for /metrics, /healthz and /readyz (empty: none)")
 	c.spoolMinFree = 1 << 30
@@ -197,6 +205,7 @@ type settings struct {
 	dests    map[string]*dest // by name
 	table    *route.Table
 	unrouted string              // "": refuse; else a destination's name
+	remotes  map[string]remoteAE // --remote-ae, by AE title
 	tls      *tls.Config         // the DICOM TLS port's; nil without one
 	auth     *auth.Authenticator // nil when user identities are not checked
 }
@@ -258,6 +267,17 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 		return nil, err
 	}
 	s.policy.CalledAE = s.table.AcceptsCalledAE
+	switch c.commitment {
+	case "delivered", "received", "off":
+	default:
+		return nil, fmt.Errorf("--commitment=%s: want delivered, received or off", c.commitment)
+	}
+	if c.commitmentTimeout <= 0 {
+		return nil, fmt.Errorf("--commitment-timeout=%v: want a positive duration", c.commitmentTimeout)
+	}
+	if s.remotes, err = c.remoteAEs.remoteAEs(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
