@@ -8,6 +8,9 @@
 #   prometheus        (a real Prometheus scraping the gateway, and promtool:
 #                      the alert rules' checks and unit tests)
 #   systemd           (systemd-analyze verify/security on the systemd unit)
+#   nodejs, npm       (dcmjs-dimse, a second storage commitment SCU, from
+#                      the npm registry into conformance/node/node_modules
+#                      with `npm ci`: conformance/node/package-lock.json)
 # and helm (the Helm chart's lint and render tests), built with
 # `go install helm.sh/helm/v3/cmd/helm@HELM_VERSION` into $(go env GOPATH)/bin
 # when it is neither in $PATH nor there (about 3.5 minutes on a fresh
@@ -23,6 +26,7 @@ requirements=(
   "/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb"
   "prometheus:prometheus" "promtool:prometheus"
   "systemd-analyze:systemd"
+  "node:nodejs" "npm:npm"
 )
 
 HELM_VERSION=${HELM_VERSION:-v3.16.3}
@@ -52,7 +56,20 @@ for req in "${requirements[@]}"; do
   fi
 done
 
+# The npm packages of the conformance tests, when node_modules is missing
+# or older than the lock file.
+install_npm() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/conformance/node"
+  if [ -d "$dir/node_modules/dcmjs-dimse" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    return 0
+  fi
+  echo "install-test-deps: npm ci in $dir" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts)
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+  install_npm
   exit 0
 fi
 
@@ -73,3 +90,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+install_npm
