@@ -30,6 +30,14 @@ type message struct {
 	// nonconforming are the UIDs of the message that break PS3.5 9.1 but
 	// pass the UID policy, counted once the object is stored.
 	nonconforming []uid.Finding
+
+	// N-ACTION: the data set is collected in memory (collect), and
+	// afterSent runs once the response is written.
+	collect   bool
+	data      []byte
+	afterSent func()
+	// A response from the peer (to one of our reports): nothing to answer.
+	isResponse bool
 }
 
 // protocolError is a DIMSE-level violation found in a P-DATA-TF: the
@@ -105,6 +113,8 @@ func (a *assoc) pdv(v pdu.PDV) error {
 			m.w = nil
 			m.fail(err)
 		}
+	} else if m.collect {
+		m.collectData(v.Data, a.srv.cfg.MaxCommitmentRequest)
 	}
 	if v.Last {
 		a.dataSetComplete(m)
@@ -125,6 +135,18 @@ func (a *assoc) commandComplete(m *message) error {
 	}
 	m.cmd, m.cmdBuf = cmd, nil
 	f := cmd.CommandField
+	if f&responseBit != 0 && a.srv.cfg.Commitment != nil {
+		// A response to a request of ours: the only requests we send on an
+		// association we accepted are storage commitment reports.
+		m.isResponse = true
+		if err := a.responseComplete(m); err != nil {
+			return err
+		}
+		if !cmd.HasDataSet() {
+			a.msg = nil
+		}
+		return nil
+	}
 	if !f.IsRequest() && f != CCancelRQ {
 		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a request an SCP can receive", f)
 	}
@@ -143,6 +165,8 @@ func (a *assoc) commandComplete(m *message) error {
 		return nil
 	case CStoreRQ:
 		a.beginStore(m)
+	case NActionRQ:
+		a.beginAction(m)
 	case CCancelRQ:
 		// Nothing of ours can be cancelled: C-STORE has no pending state.
 		// C-CANCEL has no response (PS3.7 9.3.2.3).
@@ -229,6 +253,13 @@ func (a *assoc) beginStore(m *message) {
 // is committed (made durable) before it is answered.
 func (a *assoc) dataSetComplete(m *message) {
 	a.msg = nil
+	if m.isResponse {
+		return // its data set (an event reply) is not used
+	}
+	if m.cmd.CommandField == NActionRQ {
+		a.actionComplete(m)
+		return
+	}
 	rsp := CommandField(uint16(m.cmd.CommandField) | responseBit)
 	if m.cmd.CommandField != CStoreRQ {
 		a.respond(m, rsp, m.status, m.comment)
@@ -290,6 +321,19 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	if field == CStoreRSP && m.cmd.Has&HasAffectedSOPInstanceUID != 0 {
 		rsp.AffectedSOPInstanceUID, rsp.Has = m.cmd.AffectedSOPInstanceUID, rsp.Has|HasAffectedSOPInstanceUID
 	}
+	if field == NActionRSP {
+		// PS3.7 10.1.4.1: the response names, as affected, the SOP class
+		// and instance the request named as requested.
+		if m.cmd.Has&HasRequestedSOPClassUID != 0 {
+			rsp.AffectedSOPClassUID, rsp.Has = m.cmd.RequestedSOPClassUID, rsp.Has|HasAffectedSOPClassUID
+		}
+		if m.cmd.Has&HasRequestedSOPInstanceUID != 0 {
+			rsp.AffectedSOPInstanceUID, rsp.Has = m.cmd.RequestedSOPInstanceUID, rsp.Has|HasAffectedSOPInstanceUID
+		}
+		if st == StatusSuccess && m.cmd.Has&HasActionTypeID != 0 {
+			rsp.ActionTypeID, rsp.Has = m.cmd.ActionTypeID, rsp.Has|HasActionTypeID
+		}
+	}
 	if comment != "" && st != StatusSuccess {
 		rsp.ErrorComment, rsp.Has = errorComment(comment), rsp.Has|HasErrorComment
 	}
@@ -297,7 +341,7 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	cmd := AppendCommand(nil, rsp)
 	// A fresh buffer: one PDU can complete several messages, each response
 	// waiting in the pending queue until DT-1 sends it.
-	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax)})
+	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax), after: m.afterSent})
 }
 
 // fragment appends cmd as command PDVs in P-DATA-TF PDUs, each PDU no longer

@@ -105,6 +105,8 @@ func commandLabel(f CommandField) string {
 		return "C-ECHO"
 	case CStoreRQ:
 		return "C-STORE"
+	case NActionRQ:
+		return "N-ACTION"
 	}
 	return "other"
 }

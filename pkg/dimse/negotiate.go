@@ -19,6 +19,7 @@ type contextKind uint8
 const (
 	kindVerification contextKind = iota + 1
 	kindStorage
+	kindCommitment // Storage Commitment Push Model, when Config.Commitment is set
 )
 
 // presContext is one proposed presentation context and what became of it.
@@ -216,6 +217,19 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 	pc := &presContext{id: p.ID, abstract: p.AbstractSyntax}
 	switch {
+	case p.AbstractSyntax == StorageCommitmentSOPClass:
+		if s.cfg.Commitment == nil {
+			break
+		}
+		pc.kind = kindCommitment
+		for _, ts := range commitmentSyntaxes {
+			if slices.Contains(p.TransferSyntaxes, ts) {
+				pc.ts, pc.result = ts, pdu.ContextAcceptance
+				return pc
+			}
+		}
+		pc.result = pdu.ContextTransferSyntaxesNotSupported
+		return pc
 	case p.AbstractSyntax == uid.Verification:
 		pc.kind = kindVerification
 	case uid.IsStorageSOPClass(p.AbstractSyntax):
