@@ -22,10 +22,11 @@ const (
 	opRequeue
 	opSync
 	opPrune
+	opExec // a statement of its own (storage commitments)
 )
 
 func (k opKind) String() string {
-	return [...]string{"received", "attempted", "gone", "delivered", "dead", "ensure", "requeue", "sync", "prune"}[k]
+	return [...]string{"received", "attempted", "gone", "delivered", "dead", "ensure", "requeue", "sync", "prune", "exec"}[k]
 }
 
 // op is one queued write. Synchronous callers wait on done.
@@ -39,6 +40,7 @@ type op struct {
 	reason   string    // dead
 	before   time.Time // prune
 	limit    int       // prune: rows per chunk
+	exec     func(ctx context.Context, tx *sql.Tx) error
 	enqueued time.Time
 	done     chan result  // nil for asynchronous operations
 	state    atomic.Int32 // synchronous operations: opQueued, opCommitting, opAbandoned
@@ -214,6 +216,8 @@ func (o *op) apply(t txStmts, now time.Time) error {
 		var err error
 		o.res.n, err = pruneChunk(t.ctx, t.tx, o.before, o.limit)
 		return err
+	case opExec:
+		return o.exec(t.ctx, t.tx)
 	case opSync:
 	}
 	return nil
