@@ -39,6 +39,10 @@ type deliveries struct {
 	log     *slog.Logger
 	damaged prometheus.Counter
 	now     func() time.Time
+	// news, if set, is told that an object was received or that a
+	// destination is done with one (storage commitment looks again). It
+	// must not block.
+	news func()
 
 	mu   sync.Mutex
 	objs map[string]*objState // objects in queue/ with a destination pending, as far as known
@@ -80,6 +84,13 @@ func (d *deliveries) received(desc *spool.Description) {
 	d.mu.Lock()
 	d.objs[desc.ID] = &objState{pending: setOf(desc.Destinations), dead: map[string]string{}}
 	d.mu.Unlock()
+	d.tell()
+}
+
+func (d *deliveries) tell() {
+	if d.news != nil {
+		d.news()
+	}
 }
 
 func setOf(ss []string) map[string]bool {
@@ -230,10 +241,12 @@ func (d *deliveries) settle(id string, dests []string, reason string) {
 	}
 	if len(st.pending) > 0 {
 		d.mu.Unlock()
+		d.tell()
 		return
 	}
 	delete(d.objs, id)
 	d.mu.Unlock()
+	d.tell()
 	d.finish(id, st)
 }
 

@@ -283,8 +283,9 @@ func TestCommitmentOnlyLittleEndian(t *testing.T) {
 }
 
 // TestClientEventReport: the requestor proposes the SCP role and sends a
-// report the acceptor answers (here dicomgw's own acceptor cannot take a
-// report, so a hand-written one answers).
+// report the acceptor answers with an event reply (here dicomgw's own
+// acceptor cannot take a report, so a hand-written one answers); the
+// association is then released in step.
 func TestClientEventReport(t *testing.T) {
 	ln, err := netListen(t)
 	if err != nil {
@@ -315,9 +316,13 @@ func TestClientEventReport(t *testing.T) {
 		c.Write(b)
 		cmd, data := r.message()
 		got <- seen{rq, cmd, data}
-		rsp := &Command{CommandField: NEventRSP, MessageIDBeingRespondedTo: cmd.MessageID, CommandDataSetType: NoDataSet,
+		// The response carries an event reply, which the requestor must
+		// read past.
+		rsp := &Command{CommandField: NEventRSP, MessageIDBeingRespondedTo: cmd.MessageID, CommandDataSetType: 0,
 			Status: StatusSuccess, Has: HasMessageIDBeingRespondedTo | HasStatus}
-		b, _ = pdu.Encode(pdata(cmdPDV(1, rsp)))
+		b, _ = pdu.Encode(pdata(cmdPDV(1, rsp), pdu.PDV{ContextID: 1, Data: []byte{1, 2}}))
+		c.Write(b)
+		b, _ = pdu.Encode(pdata(pdu.PDV{ContextID: 1, Last: true, Data: []byte{3, 4}}))
 		c.Write(b)
 		r.recv() // A-RELEASE-RQ
 		b, _ = pdu.Encode(&pdu.ReleaseRP{})

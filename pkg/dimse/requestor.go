@@ -436,7 +436,7 @@ func (c *Client) EventReport(sopClass, sopInstance string, eventType uint16, dat
 	if err := c.writeRaw(fragmentData(b, id, data, c.peerMax)); err != nil {
 		return nil, err
 	}
-	rsp, err := c.readResponse(id)
+	rsp, err := c.readResponseData(id, true)
 	if err != nil {
 		return nil, err
 	}
@@ -451,9 +451,13 @@ func (c *Client) EventReport(sopClass, sopInstance string, eventType uint16, dat
 // dropped): an event reply or a failed store's is a few elements.
 const maxResponseData = 1 << 20
 
-// readResponse reads the response command on context id, and the data set
-// that follows it, if any, which it drops.
-func (c *Client) readResponse(id uint8) (*Command, error) {
+// readResponse reads the response command on context id. A data set the
+// command announces is the caller's to judge (a C-STORE-RSP must not have
+// one), except with withData, where it is read and dropped (an
+// N-EVENT-REPORT-RSP's event reply).
+func (c *Client) readResponse(id uint8) (*Command, error) { return c.readResponseData(id, false) }
+
+func (c *Client) readResponseData(id uint8, withData bool) (*Command, error) {
 	var buf []byte
 	var cmd *Command
 	dropped := 0
@@ -489,7 +493,7 @@ func (c *Client) readResponse(id uint8) (*Command, error) {
 					c.Abort()
 					return nil, err
 				}
-				if !cmd.HasDataSet() {
+				if !withData || !cmd.HasDataSet() {
 					return cmd, nil
 				}
 			}

@@ -77,6 +77,7 @@ const (
 	sqlOpenCommitments = `SELECT ` + commitmentCols + ` FROM commitments WHERE state IN ('waiting', 'reporting')
 		ORDER BY requested_at`
 	sqlCommitment    = `SELECT ` + commitmentCols + ` FROM commitments WHERE calling_ae = ? AND transaction_uid = ?`
+	sqlCommitments   = `SELECT ` + commitmentCols + ` FROM commitments ORDER BY requested_at DESC LIMIT ?`
 	sqlPruneCommit   = `DELETE FROM commitments WHERE state IN ('reported', 'abandoned') AND updated_at < ?`
 	sqlObjectsBySOP  = `SELECT ` + objectCols + ` FROM objects WHERE sop_instance_uid IN (SELECT value FROM json_each(?))`
 	maxCommitmentIDs = 100000
@@ -172,6 +173,31 @@ func (q *queries) OpenCommitments() ([]Commitment, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
 	rows, err := q.db.QueryContext(ctx, sqlOpenCommitments)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
+	}
+	defer rows.Close()
+	var out []Commitment
+	for rows.Next() {
+		c, err := scanCommitment(rows)
+		if err != nil {
+			q.skip(err.(*RowError))
+			continue
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
+	}
+	return out, nil
+}
+
+// Commitments returns the requests of any state, newest first; limit <= 0
+// means all.
+func (q *queries) Commitments(limit int) ([]Commitment, error) {
+	ctx, cancel := q.ctx()
+	defer cancel()
+	rows, err := q.db.QueryContext(ctx, sqlCommitments, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
 	}

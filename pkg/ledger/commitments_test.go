@@ -79,6 +79,14 @@ func TestCommitmentLifecycle(t *testing.T) {
 	if len(open) != 3 {
 		t.Fatalf("%d open, want 3", len(open))
 	}
+	all, err := l2.Commitments(0)
+	mustNil(t, err)
+	if len(all) != 3 {
+		t.Fatalf("Commitments: %d, want 3", len(all))
+	}
+	if two, _ := l2.Commitments(2); len(two) != 2 {
+		t.Fatalf("Commitments(2): %d", len(two))
+	}
 }
 
 // TestCommitmentAbandonAndPrune: abandoned and reported requests are

@@ -59,6 +59,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 		{"objects by SOP instance", sqlObjectsBySOP, "objects_sop (sop_instance_uid=?)", ""},
 		{"open commitments", sqlOpenCommitments, "commitments_open", ""},
 		{"commitment", sqlCommitment, "PRIMARY KEY (calling_ae=? AND transaction_uid=?)", ""},
+		{"commitments, newest first", sqlCommitments, "commitments_requested", ""},
 		{"prune commitments", sqlPruneCommit, "commitments_done (updated_at<?)", ""},
 	} {
 		rows, err := l.rdb.Query("EXPLAIN QUERY PLAN "+c.sql, make([]any, strings.Count(c.sql, "?"))...)

@@ -93,6 +93,7 @@ var migrations = []string{
 		PRIMARY KEY (calling_ae, transaction_uid)
 	) WITHOUT ROWID;
 	CREATE INDEX commitments_open ON commitments(requested_at) WHERE state IN ('waiting', 'reporting');
+	CREATE INDEX commitments_requested ON commitments(requested_at);
 	CREATE INDEX commitments_done ON commitments(updated_at) WHERE state IN ('reported', 'abandoned');`,
 }
 
