@@ -216,3 +216,50 @@ func TestCommitmentReportRetriedThenAbandoned(t *testing.T) {
 		t.Errorf("open reporting %d after abandoning, want 0", s.n)
 	}
 }
+
+// TestSpoolCommitmentsCommand: `dicomgw spool commitments` lists requests
+// newest first, with what each is waiting for, from a ledger the daemon
+// holds open.
+func TestSpoolCommitmentsCommand(t *testing.T) {
+	dir, _, _ := spoolWith(t)
+	led, err := ledger.Open(ledger.Config{Path: filepath.Join(dir, ledgerFile)}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer led.Close()
+	t0 := time.Now().Add(-time.Hour)
+	ref := ledger.CommitRef{SOPClassUID: ctClass, SOPInstanceUID: "1.9.1"}
+	for i, tx := range []string{"1.2.1", "1.2.2", "1.2.3"} {
+		c := ledger.Commitment{CallingAE: "CT1", TransactionUID: tx, CalledAE: "DICOMGW", Mode: "delivered",
+			RequestedAt: t0.Add(time.Duration(i) * time.Minute), Deadline: t0.Add(24 * time.Hour), Refs: []ledger.CommitRef{ref, {SOPClassUID: ctClass, SOPInstanceUID: "1.9.2"}}}
+		if err := led.AddCommitment(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := led.DecideCommitment("CT1", "1.2.2", []ledger.CommitResult{{CommitRef: ref}, {CommitRef: ledger.CommitRef{SOPClassUID: ctClass, SOPInstanceUID: "1.9.2"}, Reason: 0x0112}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.CommitmentAttempted("CT1", "1.2.2", 2, t0.Add(time.Hour), "association with CT1 at 10.0.0.1:104: connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.DecideCommitment("CT1", "1.2.1", []ledger.CommitResult{{CommitRef: ref}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.CommitmentReported("CT1", "1.2.1", "same", t0); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "spool", "commitments", "--spool-dir", dir)
+	if code != 0 {
+		t.Fatalf("spool commitments: %d %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[1], "1.2.3") || !strings.Contains(lines[1], "waiting") || !strings.Contains(lines[1], "deadline") ||
+		!strings.Contains(lines[2], "reporting") || !strings.Contains(lines[2], "2 attempts") || !strings.Contains(lines[2], "connection refused") ||
+		!strings.Contains(lines[3], "reported") || !strings.Contains(lines[3], "requester's association") {
+		t.Fatalf("spool commitments:\n%s", out)
+	}
+	code, out, _ = runCmd(t, "spool", "commitments", "--spool-dir", dir, "--json")
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"committed":1,"failed":1`) || !strings.Contains(out, `"report_attempts":2`) {
+		t.Fatalf("spool commitments --json:\n%s", out)
+	}
+}
