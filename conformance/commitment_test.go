@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -478,4 +479,51 @@ func TestCommitmentRestart(t *testing.T) {
 		t.Fatalf("reports of the request made before the restart: %+v (all: %+v)\n%s", reports, ev, harness.Tail(g2.Logs(), 6000))
 	}
 	checkArrived(t, up, objs)
+}
+
+// TestCommitmentRemoteAEReloadAndTLS: --remote-ae is re-read on SIGHUP (a
+// request refused before is accepted after), and a report goes over DICOM
+// TLS to a requester listening with a certificate the gateway checks
+// against ca-file.
+func TestCommitmentRemoteAEReloadAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := harness.NewPKI(filepath.Join(dir, "ca"), "modality-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Server("modality")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportPort := freePort(t)
+	flags := filepath.Join(dir, "dicomgw.flags")
+	write := func(s string) {
+		if err := os.WriteFile(flags, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("--commitment=received\n--remote-ae=OTHER=127.0.0.1:1\n")
+	g := startGateway(t, dir+"/spool", "--flagfile", flags)
+	objs := studyObjects(t, t.TempDir(), 2, 512)
+	storeAll(t, g.Addr, "DCMJS", objs)
+	host, port := splitAddr(g.Addr)
+	p, _ := strconv.Atoi(port)
+	req := map[string]any{"host": host, "port": p, "callingAE": "DCMJS", "calledAE": "DICOMGW", "transactionUID": "1.2.826.0.1.3680043.2.1143.9.1",
+		"refs": []map[string]string{{"class": sopSecondaryCapture, "instance": objs[0].SOPInstanceUID}, {"class": sopSecondaryCapture, "instance": objs[1].SOPInstanceUID}}}
+	if rsp := eventsOf(dcmjsSCU(t, req), "n-action-rsp"); len(rsp) != 1 || rsp[0].Status != int(dimse.StatusNotAuthorized) {
+		t.Fatalf("before the reload: %+v, want 0124", rsp)
+	}
+
+	write(fmt.Sprintf("--commitment=received\n--remote-ae=DCMJS=127.0.0.1:%d tls=true ca-file=%s timeout=10s\n", reportPort, ca.CAFile))
+	g.Signal(syscall.SIGHUP)
+	if _, err := g.WaitLog("config reloaded", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	req["transactionUID"] = "1.2.826.0.1.3680043.2.1143.9.2"
+	req["listenPort"], req["waitMs"], req["tlsCertFile"], req["tlsKeyFile"] = reportPort, 6000, srv.CertFile, srv.KeyFile
+	ev := dcmjsSCU(t, req)
+	rsp, rep := eventsOf(ev, "n-action-rsp"), eventsOf(ev, "n-event-report")
+	if len(rsp) != 1 || rsp[0].Status != 0 || len(rep) != 1 || rep[0].Via != "new" || rep[0].EventTypeID != 1 || len(rep[0].Success) != 2 {
+		t.Fatalf("after the reload, report over TLS: %+v\n%s", ev, harness.Tail(g.Logs(), 4000))
+	}
 }
