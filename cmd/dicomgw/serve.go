@@ -91,27 +91,27 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 
 	// Storage commitment: requests left open by the last run are taken
-	// over before anyone can ask anything new. It stops before the ledger
-	// closes.
-	var cm *commitments
-	if c.commitment != "off" {
-		cm = newCommitments(led, c.commitment, c.commitmentTimeout, set.remotes, newCommitMetrics(reg), log.With("component", "commitment"))
-		if err := cm.load(); err != nil {
-			return fmt.Errorf("storage commitment requests in the ledger: %w", err)
-		}
-		del.news = cm.news
-		set.dimse.Commitment = cm
-		cmCtx, stopCommitments := context.WithCancel(context.Background())
-		cmDone := make(chan struct{})
-		go func() {
-			defer close(cmDone)
-			cm.run(cmCtx)
-		}()
-		defer func() {
-			stopCommitments()
-			<-cmDone
-		}()
+	// over before anyone can ask anything new, and answered even with
+	// --commitment off (which refuses new ones: the SOP class is not
+	// offered). It stops before the ledger closes.
+	cm := newCommitments(led, c.commitment, c.commitmentTimeout, set.remotes, newCommitMetrics(reg), log.With("component", "commitment"))
+	if err := cm.load(); err != nil {
+		return fmt.Errorf("storage commitment requests in the ledger: %w", err)
 	}
+	del.news = cm.news
+	if c.commitment != "off" {
+		set.dimse.Commitment = cm
+	}
+	cmCtx, stopCommitments := context.WithCancel(context.Background())
+	cmDone := make(chan struct{})
+	go func() {
+		defer close(cmDone)
+		cm.run(cmCtx)
+	}()
+	defer func() {
+		stopCommitments()
+		<-cmDone
+	}()
 
 	set.dimse.Admit = sp.Admit
 	ids := &identities{require: c.requireIdentity}
@@ -281,9 +281,7 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 	if a != nil {
 		ids.cur.Store(a)
 	}
-	if cm != nil {
-		cm.setRemotes(remotes)
-	}
+	cm.setRemotes(remotes)
 	var ignored []string
 	for name, v := range flagValues(nfs) {
 		switch {
