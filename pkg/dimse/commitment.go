@@ -182,19 +182,6 @@ func (a *assoc) reportAnswered(cmd *Command) bool {
 	return true
 }
 
-// fragmentData appends data as data set PDVs, each PDU at most max (0: no
-// limit), fragments even but the last.
-func fragmentData(b []byte, ctxID uint8, data []byte, max uint32) []byte {
-	chunk := dataChunk(max)
-	for first := true; first || len(data) > 0; first = false {
-		n := min(chunk, len(data))
-		b = pdu.AppendPDataHeader(b, uint32(pdu.PDVHeaderLen+n))
-		b = pdu.AppendPDV(b, ctxID, false, n == len(data), data[:n])
-		data = data[n:]
-	}
-	return b
-}
-
 // beginAction checks an N-ACTION-RQ: only storage commitment's one action
 // on its well-known instance is served. Its data set is collected in
 // memory, up to the configured bound.

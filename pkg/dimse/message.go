@@ -344,21 +344,26 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax), after: m.afterSent})
 }
 
-// fragment appends cmd as command PDVs in P-DATA-TF PDUs, each PDU no longer
-// than max (0 = no limit; PS3.8 D.1), one PDV per PDU.
+// fragment appends cmd as command PDVs in P-DATA-TF PDUs (PS3.8 D.1),
+// one PDV per PDU, each PDU no longer than max (0 = no limit).
 func fragment(b []byte, ctxID uint8, cmd []byte, max uint32) []byte {
-	chunk := len(cmd)
-	if max != 0 && int(max)-pdu.PDVHeaderLen < chunk {
-		chunk = int(max) - pdu.PDVHeaderLen
-		if chunk > 1 {
-			chunk &^= 1 // even fragments, as for data sets (dataChunk)
-		}
-	}
-	for len(cmd) > 0 {
-		n := min(chunk, len(cmd))
+	return appendPDVs(b, ctxID, true, cmd, max)
+}
+
+// fragmentData appends a data set as data set PDVs, the same way.
+func fragmentData(b []byte, ctxID uint8, data []byte, max uint32) []byte {
+	return appendPDVs(b, ctxID, false, data, max)
+}
+
+// appendPDVs cuts v into PDVs of dataChunk(max) bytes at most (even but
+// the last), one per P-DATA-TF PDU; an empty v is one empty last PDV.
+func appendPDVs(b []byte, ctxID uint8, command bool, v []byte, max uint32) []byte {
+	chunk := dataChunk(max)
+	for first := true; first || len(v) > 0; first = false {
+		n := min(chunk, len(v))
 		b = pdu.AppendPDataHeader(b, uint32(pdu.PDVHeaderLen+n))
-		b = pdu.AppendPDV(b, ctxID, true, n == len(cmd), cmd[:n])
-		cmd = cmd[n:]
+		b = pdu.AppendPDV(b, ctxID, command, n == len(v), v[:n])
+		v = v[n:]
 	}
 	return b
 }

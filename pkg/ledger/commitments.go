@@ -169,35 +169,20 @@ func (l *Ledger) PruneCommitments(before time.Time) (int, error) {
 
 // OpenCommitments returns the requests waiting or reporting, oldest first.
 // An unreadable row is skipped (and counted).
-func (q *queries) OpenCommitments() ([]Commitment, error) {
-	ctx, cancel := q.ctx()
-	defer cancel()
-	rows, err := q.db.QueryContext(ctx, sqlOpenCommitments)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
-	}
-	defer rows.Close()
-	var out []Commitment
-	for rows.Next() {
-		c, err := scanCommitment(rows)
-		if err != nil {
-			q.skip(err.(*RowError))
-			continue
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
-	}
-	return out, nil
-}
+func (q *queries) OpenCommitments() ([]Commitment, error) { return q.commitments(sqlOpenCommitments) }
 
 // Commitments returns the requests of any state, newest first; limit <= 0
 // means all.
 func (q *queries) Commitments(limit int) ([]Commitment, error) {
+	return q.commitments(sqlCommitments, limitArg(limit))
+}
+
+// commitments lists the requests a statement selects, skipping (and
+// counting) the rows it cannot read.
+func (q *queries) commitments(stmt string, args ...any) ([]Commitment, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	rows, err := q.db.QueryContext(ctx, sqlCommitments, limitArg(limit))
+	rows, err := q.db.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: storage commitments: %w", err)
 	}
