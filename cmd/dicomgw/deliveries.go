@@ -299,8 +299,9 @@ func deadSummary(dead map[string]string) (string, map[string]string) {
 // destQueue is the spool and the ledger as one destination's forwarder
 // sees them (forward.Queue).
 type destQueue struct {
-	d    *deliveries
-	name string
+	d      *deliveries
+	name   string
+	stamps []stampSpec // set on its copy
 }
 
 // maxPending bounds a rescan's listing: the forwarder holds at most its
@@ -322,7 +323,13 @@ func (q destQueue) Describe(id string) (*forward.Object, forward.RetryRecord, er
 		return nil, forward.RetryRecord{}, damageOf(err)
 	}
 	r := ds.Retry
-	return objectOf(desc), forward.RetryRecord{Attempts: r.Attempts, FirstFailure: r.FirstFailure, NextAttempt: r.NextAttempt,
+	obj := objectOf(desc)
+	if len(q.stamps) > 0 {
+		if obj, err = stamped(obj, &desc, q.stamps); err != nil {
+			return nil, forward.RetryRecord{}, damageOf(fmt.Errorf("stamping its copy: %w", err))
+		}
+	}
+	return obj, forward.RetryRecord{Attempts: r.Attempts, FirstFailure: r.FirstFailure, NextAttempt: r.NextAttempt,
 		LastError: r.LastError, Unconfirmed: r.Unconfirmed, Delay: r.Delay}, nil
 }
 

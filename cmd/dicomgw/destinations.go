@@ -34,6 +34,8 @@ type dest struct {
 	// key says whether two builds are the same destination (a SIGHUP
 	// that keeps it): its full definition, secrets included.
 	key string
+	// stamps are set on the copy it gets (--stamp).
+	stamps []stampSpec
 }
 
 // stowSettings are a STOW-RS destination's TLS and credential settings:

@@ -211,7 +211,7 @@ func (w *walker) next(m mode) (header, error) {
 	default:
 		h.vr = string(b[4:6])
 		if longVR(h.vr) {
-			if b, err = w.br.Peek(12); len(b) < 12 {
+			if b, _ = w.br.Peek(12); len(b) < 12 {
 				return header{}, fmt.Errorf("%w: truncated header at offset %d", ErrMalformed, w.off)
 			}
 			h.length, n = w.u32(b[8:]), 12
