@@ -34,6 +34,26 @@ func TestStampOrthanc(t *testing.T) {
 		t.Fatal(err)
 	}
 	today := time.Now().UTC().Format("20060102")
+	// The ledger tells the research copy from the original.
+	waitDrained(t, g, 30*time.Second)
+	recs := traceJSON(t, g.SpoolDir, "--study", objs[0].StudyInstanceUID)
+	if len(recs) != len(objs) {
+		t.Fatalf("spool trace: %d objects, want %d", len(recs), len(objs))
+	}
+	for _, rec := range recs {
+		if len(rec.Destinations) != 2 {
+			t.Errorf("spool trace: %s has %d destinations, want 2", rec.SOPInstance, len(rec.Destinations))
+		}
+		for _, d := range rec.Destinations {
+			want := ""
+			if d.Name == "research" {
+				want = "stamped ClinicalTrialSponsorName=DICOMGW ClinicalTrialProtocolID=CT_SCANNER_1-" + today + " InstitutionName=Research copy"
+			}
+			if d.State != "delivered" || d.Copy != want {
+				t.Errorf("spool trace: %s %s copy %q, want delivered, copy %q", rec.SOPInstance, d.Name, d.Copy, want)
+			}
+		}
+	}
 	for _, o := range objs {
 		id := ids[o.SOPInstanceUID]
 		if id == "" {

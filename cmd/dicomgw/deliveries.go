@@ -143,14 +143,15 @@ func (d *deliveries) pendingFor(id, dest string) (bool, error) {
 	return st.pending[dest], nil
 }
 
-// delivered records that dest has id, durably, then settles the object.
-func (d *deliveries) delivered(id, dest string) error {
+// delivered records that dest has id (the original, or the copy described
+// by copy), durably, then settles the object.
+func (d *deliveries) delivered(id, dest, copy string) error {
 	if ok, err := d.pendingFor(id, dest); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("object %s is not pending for %s: %w", id, dest, fs.ErrNotExist)
 	}
-	if err := d.led.Delivered(id, dest, d.now()); err != nil {
+	if err := d.led.DeliveredCopy(id, dest, copy, d.now()); err != nil {
 		return err
 	}
 	d.settle(id, []string{dest}, "")
@@ -333,7 +334,24 @@ func (q destQueue) Describe(id string) (*forward.Object, forward.RetryRecord, er
 		LastError: r.LastError, Unconfirmed: r.Unconfirmed, Delay: r.Delay}, nil
 }
 
-func (q destQueue) Delivered(id string) error { return q.d.delivered(id, q.name) }
+func (q destQueue) Delivered(id string) error { return q.d.delivered(id, q.name, q.copyOf(id)) }
+
+// copyOf describes the copy of id this destination gets, for the ledger:
+// "" for the original, else the stamps with their values for it.
+func (q destQueue) copyOf(id string) string {
+	if len(q.stamps) == 0 {
+		return ""
+	}
+	desc, err := q.d.sp.Describe(id)
+	if err != nil {
+		return "stamped (the values cannot be told: " + err.Error() + ")"
+	}
+	parts := make([]string, len(q.stamps))
+	for i, s := range q.stamps {
+		parts[i] = s.Keyword + "=" + strings.TrimRight(string(stampValue(s, &desc)), " ")
+	}
+	return "stamped " + strings.Join(parts, " ")
+}
 
 // DeliveredAll records a batch's deliveries concurrently, so that they
 // share the ledger's commits rather than wait for one each
@@ -342,7 +360,7 @@ func (q destQueue) DeliveredAll(ids []string) []error {
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		wg.Go(func() { errs[i] = q.d.delivered(id, q.name) })
+		wg.Go(func() { errs[i] = q.d.delivered(id, q.name, q.copyOf(id)) })
 	}
 	wg.Wait()
 	return errs

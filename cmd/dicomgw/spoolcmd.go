@@ -458,6 +458,7 @@ type tracedDelivery struct {
 	Attempts    int       `json:"attempts,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Copy        string    `json:"copy,omitempty"` // what it got when not the original
 }
 
 // spoolTrace answers "where did it go": from the ledger, the objects that
@@ -484,7 +485,7 @@ func spoolTrace(w io.Writer, d *spool.Dir, q ledger.Query, asJSON bool) error {
 		for _, ds := range o.Deliveries {
 			t.Destinations = append(t.Destinations, tracedDelivery{Name: ds.Destination, State: ds.State, DeliveredAt: utcOrZero(ds.DeliveredAt),
 				DeadAt: utcOrZero(ds.DeadAt), DeadReason: ds.DeadReason, Attempts: ds.Retry.Attempts, LastError: ds.Retry.LastError,
-				NextAttempt: utcOrZero(ds.Retry.NextAttempt)})
+				NextAttempt: utcOrZero(ds.Retry.NextAttempt), Copy: ds.Copy})
 		}
 		out = append(out, t)
 	}
@@ -511,7 +512,11 @@ func spoolTrace(w io.Writer, d *spool.Dir, q ledger.Query, asJSON bool) error {
 		for _, x := range t.Destinations {
 			switch x.State {
 			case "delivered":
-				fmt.Fprintf(tw, "  %s\tdelivered\t%s\t\n", cell(x.Name), x.DeliveredAt.Format(time.RFC3339))
+				what := "the original"
+				if x.Copy != "" {
+					what = x.Copy
+				}
+				fmt.Fprintf(tw, "  %s\tdelivered\t%s\t%s\n", cell(x.Name), x.DeliveredAt.Format(time.RFC3339), cell(what))
 			case "dead":
 				fmt.Fprintf(tw, "  %s\tdead\t%s\t%s\n", cell(x.Name), x.DeadAt.Format(time.RFC3339), cell(x.DeadReason))
 			default:

@@ -169,7 +169,7 @@ func TestCommitmentUnreadableRowSkipped(t *testing.T) {
 }
 
 // TestMigrationFromVersion1: a ledger of the first schema (before storage
-// commitment) is migrated at Open, its objects kept.
+// commitment and copies) is migrated at Open, its objects kept.
 func TestMigrationFromVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	d, err := dsn(path, pragmas(time.Second))
@@ -197,7 +197,30 @@ func TestMigrationFromVersion1(t *testing.T) {
 	mustNil(t, l.AddCommitment(commitReq("1.1", CommitRef{"1.2.840.10008.5.1.4.1.1.2", o.SOPInstanceUID})))
 	var v int
 	mustNil(t, l.rdb.QueryRow("PRAGMA user_version").Scan(&v))
-	if v != 2 {
-		t.Fatalf("user_version %d, want 2", v)
+	if v != SchemaVersion {
+		t.Fatalf("user_version %d, want %d", v, SchemaVersion)
+	}
+}
+
+// TestDeliveredCopy: a delivery of a copy that was not the original says
+// what it was, for spool trace; a delivery of the original says nothing;
+// a copy delivered again after a requeue is recorded anew.
+func TestDeliveredCopy(t *testing.T) {
+	l, _ := openTest(t, Config{})
+	o := obj(1, "1.2.1", "pacs", "research")
+	mustNil(t, l.Ensure([]Object{o}))
+	mustNil(t, l.Delivered(o.ID, "pacs", base))
+	mustNil(t, l.DeliveredCopy(o.ID, "research", "stamped ClinicalTrialSponsorName=KP-CT", base))
+	got, ok, err := l.Object(o.ID)
+	mustNil(t, err)
+	if !ok || len(got.Deliveries) != 2 || got.Deliveries[0].Copy != "" || got.Deliveries[1].Copy != "stamped ClinicalTrialSponsorName=KP-CT" {
+		t.Fatalf("deliveries: %+v", got.Deliveries)
+	}
+	// A delivery recorded for an object the ledger did not know yet.
+	mustNil(t, l.DeliveredCopy("unknown-object", "research", "stamped X=Y", base))
+	d, ok, err := l.Delivery("unknown-object", "research")
+	mustNil(t, err)
+	if !ok || d.Copy != "stamped X=Y" || d.State != StateDelivered {
+		t.Fatalf("delivery of an object not received yet: %+v %v", d, ok)
 	}
 }

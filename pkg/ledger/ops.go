@@ -37,7 +37,7 @@ type op struct {
 	objs     []Object // ensure
 	retry    Retry    // attempted
 	at       time.Time
-	reason   string    // dead
+	reason   string    // dead: why; delivered: what copy (Copy)
 	before   time.Time // prune
 	limit    int       // prune: rows per chunk
 	exec     func(ctx context.Context, tx *sql.Tx) error
@@ -86,10 +86,10 @@ const (
 		ON CONFLICT (object_id, destination) DO NOTHING`
 	// A confirmed delivery wins over any other state.
 	sqlDelivered = `UPDATE deliveries SET state = 'delivered', delivered_at = ?, next_attempt = NULL,
-		dead_at = NULL, dead_reason = '', updated_at = ?
+		dead_at = NULL, dead_reason = '', copy = ?, updated_at = ?
 		WHERE object_id = ? AND destination = ?`
-	sqlDeliveredNew = `INSERT INTO deliveries (object_id, destination, state, received_at, delivered_at, updated_at)
-		VALUES (?1, ?2, 'delivered', (SELECT received_at FROM objects WHERE id = ?1), ?3, ?4)
+	sqlDeliveredNew = `INSERT INTO deliveries (object_id, destination, state, received_at, delivered_at, updated_at, copy)
+		VALUES (?1, ?2, 'delivered', (SELECT received_at FROM objects WHERE id = ?1), ?3, ?4, ?5)
 		ON CONFLICT (object_id, destination) DO NOTHING`
 	// A dead letter never overwrites a confirmed delivery.
 	sqlDead = `UPDATE deliveries SET state = 'dead', dead_at = ?, dead_reason = ?, next_attempt = NULL, updated_at = ?
@@ -182,14 +182,14 @@ func (o *op) apply(t txStmts, now time.Time) error {
 			clip(r.LastError), r.Unconfirmed, int64(r.Delay), upd)
 		return err
 	case opDelivered:
-		n, err := t.exec(t.s.delivered, nsOrZero(o.at), upd, o.id, o.dest)
+		n, err := t.exec(t.s.delivered, nsOrZero(o.at), clip(o.reason), upd, o.id, o.dest)
 		if err != nil || n > 0 {
 			return err
 		}
 		if err := placeholder(t, o.id, o.at); err != nil {
 			return err
 		}
-		_, err = t.exec(t.s.deliveredNew, o.id, o.dest, nsOrZero(o.at), upd)
+		_, err = t.exec(t.s.deliveredNew, o.id, o.dest, nsOrZero(o.at), upd, clip(o.reason))
 		return err
 	case opDead:
 		n, err := t.exec(t.s.dead, nsOrZero(o.at), clip(o.reason), upd, o.id, o.dest)

@@ -95,6 +95,10 @@ var migrations = []string{
 	CREATE INDEX commitments_open ON commitments(requested_at) WHERE state IN ('waiting', 'reporting');
 	CREATE INDEX commitments_requested ON commitments(requested_at);
 	CREATE INDEX commitments_done ON commitments(updated_at) WHERE state IN ('reported', 'abandoned');`,
+
+	// 3: what a delivered copy was, when not the original (a stamped copy:
+	// which attributes were set to what).
+	`ALTER TABLE deliveries ADD COLUMN copy TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema this package reads and writes.
