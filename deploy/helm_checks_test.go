@@ -413,6 +413,15 @@ func checkRoutingFlags(t *testing.T, v values, f flagSet) {
 	if !slices.Equal(f["route"], routes) {
 		t.Errorf("--route %q, want %q", f["route"], routes)
 	}
+	var stamps []string
+	if ss, ok := v.get("gateway", "stamps").([]any); ok {
+		for _, s := range ss {
+			stamps = append(stamps, fmt.Sprint(s))
+		}
+	}
+	if !slices.Equal(f["stamp"], stamps) {
+		t.Errorf("--stamp %q, want %q", f["stamp"], stamps)
+	}
 	if f.last("unrouted") != v.str("gateway", "unrouted") || f.last("ledger-retention") != v.str("gateway", "ledgerRetention") {
 		t.Errorf("--unrouted %q --ledger-retention %q, want %q and %q", f.last("unrouted"), f.last("ledger-retention"), v.str("gateway", "unrouted"), v.str("gateway", "ledgerRetention"))
 	}

@@ -260,6 +260,12 @@ into the destination's mounted Secret), --route, --unrouted,
 {{- end }}
 {{ printf "--route=%s" . }}
 {{- end }}
+{{- range .Values.gateway.stamps }}
+{{- if contains "\n" . }}
+{{- fail (printf "gateway.stamps: %q contains a line break" .) }}
+{{- end }}
+{{ printf "--stamp=%s" . }}
+{{- end }}
 {{ printf "--unrouted=%s" (toString .Values.gateway.unrouted) }}
 {{ printf "--ledger-retention=%s" (toString .Values.gateway.ledgerRetention) }}
 {{- end }}
