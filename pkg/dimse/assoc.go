@@ -111,10 +111,12 @@ type assoc struct {
 	// DIMSE.
 	msg     *message
 	wbuf    []byte
-	reports reports // storage commitment reports sent on this association
+	reports reports      // storage commitment reports sent on this association
+	find    *runningFind // the C-FIND being answered
 	stats   struct {
 		echoes, stores, failed int
 		actions                int // storage commitment requests
+		finds                  int
 		nonconforming          int // objects stored with UIDs that break PS3.5 9.1
 		bytes                  int64
 	}
@@ -235,6 +237,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		// Our service user answers a release at once; a message cut short
 		// by it is dropped (its sender gets no response for it).
 		a.dropMessage("association released mid-message")
+		a.stopFind() // nothing of it after the A-RELEASE-RP
 		a.raise(Evt14, evInfo{})
 		return Sta8
 	case AR4:
@@ -479,6 +482,7 @@ func (a *assoc) writeLocked(b []byte) error {
 func (a *assoc) teardown() {
 	a.dropMessage("association ended")
 	a.closeReports()
+	a.stopFind()
 	a.conn.Close()
 	a.rd.Release()
 	if a.hasSlot {
@@ -509,6 +513,9 @@ func (a *assoc) teardown() {
 	}
 	if a.stats.actions > 0 {
 		attrs = append(attrs, "commitment_requests", a.stats.actions)
+	}
+	if a.stats.finds > 0 {
+		attrs = append(attrs, "finds", a.stats.finds)
 	}
 	if a.stats.nonconforming > 0 {
 		attrs = append(attrs, "nonconforming_uid_objects", a.stats.nonconforming)

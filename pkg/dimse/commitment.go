@@ -200,7 +200,7 @@ func (a *assoc) beginAction(m *message) {
 	case !cmd.HasDataSet():
 		m.status, m.comment = StatusInvalidArgumentValue, "N-ACTION-RQ without its data set"
 	default:
-		m.collect = true
+		m.collect, m.limit = true, a.srv.cfg.MaxCommitmentRequest
 	}
 }
 

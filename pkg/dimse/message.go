@@ -34,6 +34,7 @@ type message struct {
 	// N-ACTION: the data set is collected in memory (collect), and
 	// afterSent runs once the response is written.
 	collect   bool
+	limit     int // bound on data
 	data      []byte
 	afterSent func()
 	// A response from the peer (to one of our reports): nothing to answer.
@@ -114,7 +115,7 @@ func (a *assoc) pdv(v pdu.PDV) error {
 			m.fail(err)
 		}
 	} else if m.collect {
-		m.collectData(v.Data, a.srv.cfg.MaxCommitmentRequest)
+		m.collectData(v.Data, m.limit)
 	}
 	if v.Last {
 		a.dataSetComplete(m)
@@ -150,6 +151,9 @@ func (a *assoc) commandComplete(m *message) error {
 	if !f.IsRequest() && f != CCancelRQ {
 		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a request an SCP can receive", f)
 	}
+	if err := a.findCheck(f); err != nil {
+		return err
+	}
 	if f != CCancelRQ && cmd.Has&HasMessageID == 0 {
 		return protoErr(pdu.AbortInvalidPDUParameterValue, "%v without a message ID (0000,0110)", f)
 	}
@@ -167,7 +171,14 @@ func (a *assoc) commandComplete(m *message) error {
 		a.beginStore(m)
 	case NActionRQ:
 		a.beginAction(m)
+	case CFindRQ:
+		if a.srv.cfg.Find == nil {
+			m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
+			break
+		}
+		a.beginFind(m)
 	case CCancelRQ:
+		a.cancelFind(cmd)
 		// Nothing of ours can be cancelled: C-STORE has no pending state.
 		// C-CANCEL has no response (PS3.7 9.3.2.3).
 		if cmd.HasDataSet() {
@@ -256,9 +267,15 @@ func (a *assoc) dataSetComplete(m *message) {
 	if m.isResponse {
 		return // its data set (an event reply) is not used
 	}
-	if m.cmd.CommandField == NActionRQ {
+	switch m.cmd.CommandField {
+	case NActionRQ:
 		a.actionComplete(m)
 		return
+	case CFindRQ:
+		if a.srv.cfg.Find != nil {
+			a.startFind(m)
+			return
+		}
 	}
 	rsp := CommandField(uint16(m.cmd.CommandField) | responseBit)
 	if m.cmd.CommandField != CStoreRQ {

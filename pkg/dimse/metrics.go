@@ -107,6 +107,8 @@ func commandLabel(f CommandField) string {
 		return "C-STORE"
 	case NActionRQ:
 		return "N-ACTION"
+	case CFindRQ:
+		return "C-FIND"
 	}
 	return "other"
 }

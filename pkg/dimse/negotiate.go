@@ -20,6 +20,7 @@ const (
 	kindVerification contextKind = iota + 1
 	kindStorage
 	kindCommitment // Storage Commitment Push Model, when Config.Commitment is set
+	kindFind       // Query/Retrieve FIND, when Config.Find is set
 )
 
 // presContext is one proposed presentation context and what became of it.
@@ -217,11 +218,14 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 	pc := &presContext{id: p.ID, abstract: p.AbstractSyntax}
 	switch {
-	case p.AbstractSyntax == StorageCommitmentSOPClass:
-		if s.cfg.Commitment == nil {
+	case p.AbstractSyntax == StorageCommitmentSOPClass, p.AbstractSyntax == PatientRootQueryFind, p.AbstractSyntax == StudyRootQueryFind:
+		if p.AbstractSyntax == StorageCommitmentSOPClass && s.cfg.Commitment != nil {
+			pc.kind = kindCommitment
+		} else if p.AbstractSyntax != StorageCommitmentSOPClass && s.cfg.Find != nil {
+			pc.kind = kindFind
+		} else {
 			break
 		}
-		pc.kind = kindCommitment
 		for _, ts := range commitmentSyntaxes {
 			if slices.Contains(p.TransferSyntaxes, ts) {
 				pc.ts, pc.result = ts, pdu.ContextAcceptance

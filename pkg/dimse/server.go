@@ -90,6 +90,12 @@ type Config struct {
 	// Class (N-ACTION requests; the reports are its business); nil: the
 	// SOP class is not accepted.
 	Commitment CommitmentHandler
+	// Find, if set, answers C-FIND in the Patient and Study Root
+	// Query/Retrieve Information Models; nil: they are not accepted.
+	Find FindHandler
+	// MaxFindIdentifier bounds a C-FIND identifier (0:
+	// DefaultMaxFindIdentifier); a longer one is answered Unable to process.
+	MaxFindIdentifier int
 	// MaxCommitmentRequest bounds an N-ACTION data set, which is held in
 	// memory (0: DefaultMaxCommitmentRequest); a longer one is answered
 	// Resource limitation.
@@ -137,6 +143,9 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("dimse: %d connections per host (--max-connections-per-host) would let one host take all %d connections (--max-connections): "+
 			"set it lower, or --max-connections higher, so that the other hosts keep room",
 			out.MaxConnectionsPerHost, out.MaxConnections)
+	}
+	if out.MaxFindIdentifier <= 0 {
+		out.MaxFindIdentifier = DefaultMaxFindIdentifier
 	}
 	if out.MaxCommitmentRequest <= 0 {
 		out.MaxCommitmentRequest = DefaultMaxCommitmentRequest
