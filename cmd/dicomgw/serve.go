@@ -113,6 +113,12 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		<-cmDone
 	}()
 
+	if c.qrDestination != "" {
+		qc := set.dests[c.qrDestination].qido
+		qc.PageSize = c.qrPageSize
+		set.dimse.Find = newFinder(c.qrDestination, qc, log.With("component", "qr"), reg)
+	}
+
 	set.dimse.Admit = sp.Admit
 	ids := &identities{require: c.requireIdentity}
 	if set.auth != nil {
