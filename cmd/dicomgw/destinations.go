@@ -180,7 +180,6 @@ func newSTOW(base string, s stowSettings, dcfg dimse.Config, log *slog.Logger) (
 	return to, creds, qc, nil
 }
 
-
 // newArchive builds an archive destination.
 func newArchive(dir string, dcfg dimse.Config) *forward.Archive {
 	return &forward.Archive{Dir: dir, ImplementationClassUID: dcfg.ImplementationClassUID, ImplementationVersionName: dcfg.ImplementationVersionName}
