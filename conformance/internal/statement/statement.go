@@ -131,7 +131,9 @@ func overview() string {
 | Private and newer storage SOP classes (with `+"`--accept-unknown-sop-classes`"+`) | Yes (forwarding, as received) | Yes (optional) |
 | **Workflow Management** | | |
 | Storage Commitment Push Model SOP Class | No | Yes (unless `+"`--commitment off`"+`) |
-| **Query/Retrieve, other Workflow, Print, others** | No | No |
+| **Query/Retrieve** | | |
+| Patient Root and Study Root Query/Retrieve Information Model – FIND | No | Yes (with `+"`--qr-destination`"+`, answered from QIDO-RS) |
+| **Other Query/Retrieve models and services (MOVE, GET), other Workflow, Print, others** | No | No |
 
 | Web services (PS3.18) | User agent | Origin server |
 | --- | --- | --- |
