@@ -117,6 +117,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		qc := set.dests[c.qrDestination].qido
 		qc.PageSize = c.qrPageSize
 		set.dimse.Find = newFinder(c.qrDestination, qc, log.With("component", "qr"), reg)
+		set.dimse.Move = newMover(c.qrDestination, qc, cm.remote, "", log.With("component", "qr"), reg)
 	}
 
 	set.dimse.Admit = sp.Admit

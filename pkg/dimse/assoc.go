@@ -116,7 +116,7 @@ type assoc struct {
 	stats   struct {
 		echoes, stores, failed int
 		actions                int // storage commitment requests
-		finds                  int
+		finds, moves           int
 		nonconforming          int // objects stored with UIDs that break PS3.5 9.1
 		bytes                  int64
 	}
@@ -516,6 +516,9 @@ func (a *assoc) teardown() {
 	}
 	if a.stats.finds > 0 {
 		attrs = append(attrs, "finds", a.stats.finds)
+	}
+	if a.stats.moves > 0 {
+		attrs = append(attrs, "moves", a.stats.moves)
 	}
 	if a.stats.nonconforming > 0 {
 		attrs = append(attrs, "nonconforming_uid_objects", a.stats.nonconforming)

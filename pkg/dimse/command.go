@@ -98,6 +98,9 @@ type Command struct {
 	Status                    Status       // (0000,0900) US
 	ErrorComment              string       // (0000,0902) LO
 	AffectedSOPInstanceUID    string       // (0000,1000) UI
+	MoveDestination           string       // (0000,0600) AE
+	Remaining, Completed      uint16       // (0000,1020), (0000,1021) US: sub-operations
+	Failed, Warning           uint16       // (0000,1022), (0000,1023) US
 	RequestedSOPClassUID      string       // (0000,0003) UI
 	RequestedSOPInstanceUID   string       // (0000,1001) UI
 	EventTypeID               uint16       // (0000,1002) US
@@ -109,7 +112,7 @@ type Command struct {
 }
 
 // Presence flags the elements present in a Command.
-type Presence uint16
+type Presence uint32
 
 // Presence bits.
 const (
@@ -128,6 +131,8 @@ const (
 	HasRequestedSOPInstanceUID
 	HasEventTypeID
 	HasActionTypeID
+	HasMoveDestination
+	HasSubOperations // all four counts
 )
 
 // HasDataSet reports whether a data set follows this command.
@@ -141,6 +146,7 @@ const (
 	tagCommandField        = 0x0100
 	tagMessageID           = 0x0110
 	tagRespondedTo         = 0x0120
+	tagMoveDestination     = 0x0600
 	tagPriority            = 0x0700
 	tagDataSetType         = 0x0800
 	tagStatus              = 0x0900
@@ -149,6 +155,10 @@ const (
 	tagRequestedSOPInst    = 0x1001
 	tagEventTypeID         = 0x1002
 	tagActionTypeID        = 0x1008
+	tagRemaining           = 0x1020
+	tagCompleted           = 0x1021
+	tagFailed              = 0x1022
+	tagWarning             = 0x1023
 	tagMoveOriginatorAE    = 0x1030
 	tagMoveOriginatorMsgID = 0x1031
 )
@@ -179,6 +189,9 @@ func AppendCommand(b []byte, c *Command) []byte {
 	if c.Has&HasMessageIDBeingRespondedTo != 0 {
 		b = appendUS(b, tagRespondedTo, c.MessageIDBeingRespondedTo)
 	}
+	if c.Has&HasMoveDestination != 0 {
+		b = appendElement(b, tagMoveDestination, padEven([]byte(c.MoveDestination), ' '))
+	}
 	if c.Has&HasPriority != 0 {
 		b = appendUS(b, tagPriority, c.Priority)
 	}
@@ -200,6 +213,12 @@ func AppendCommand(b []byte, c *Command) []byte {
 	}
 	if c.Has&HasActionTypeID != 0 {
 		b = appendUS(b, tagActionTypeID, c.ActionTypeID)
+	}
+	if c.Has&HasSubOperations != 0 {
+		b = appendUS(b, tagRemaining, c.Remaining)
+		b = appendUS(b, tagCompleted, c.Completed)
+		b = appendUS(b, tagFailed, c.Failed)
+		b = appendUS(b, tagWarning, c.Warning)
 	}
 	if c.Has&HasMoveOriginatorAE != 0 {
 		b = appendElement(b, tagMoveOriginatorAE, padEven([]byte(c.MoveOriginatorAE), ' '))
@@ -284,6 +303,16 @@ func DecodeCommand(b []byte) (*Command, error) {
 			c.MessageID, err = us(HasMessageID)
 		case tagRespondedTo:
 			c.MessageIDBeingRespondedTo, err = us(HasMessageIDBeingRespondedTo)
+		case tagMoveDestination:
+			c.MoveDestination, c.Has = strings.Trim(string(v), " \x00"), c.Has|HasMoveDestination
+		case tagRemaining:
+			c.Remaining, err = us(HasSubOperations)
+		case tagCompleted:
+			c.Completed, err = us(HasSubOperations)
+		case tagFailed:
+			c.Failed, err = us(HasSubOperations)
+		case tagWarning:
+			c.Warning, err = us(HasSubOperations)
 		case tagPriority:
 			c.Priority, err = us(HasPriority)
 		case tagDataSetType:

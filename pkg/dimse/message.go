@@ -177,6 +177,12 @@ func (a *assoc) commandComplete(m *message) error {
 			break
 		}
 		a.beginFind(m)
+	case CMoveRQ:
+		if a.srv.cfg.Move == nil {
+			m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
+			break
+		}
+		a.beginMove(m)
 	case CCancelRQ:
 		a.cancelFind(cmd)
 		// Nothing of ours can be cancelled: C-STORE has no pending state.
@@ -274,6 +280,11 @@ func (a *assoc) dataSetComplete(m *message) {
 	case CFindRQ:
 		if a.srv.cfg.Find != nil {
 			a.startFind(m)
+			return
+		}
+	case CMoveRQ:
+		if a.srv.cfg.Move != nil {
+			a.startMove(m)
 			return
 		}
 	}

@@ -109,6 +109,8 @@ func commandLabel(f CommandField) string {
 		return "N-ACTION"
 	case CFindRQ:
 		return "C-FIND"
+	case CMoveRQ:
+		return "C-MOVE"
 	}
 	return "other"
 }

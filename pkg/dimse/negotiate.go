@@ -21,6 +21,7 @@ const (
 	kindStorage
 	kindCommitment // Storage Commitment Push Model, when Config.Commitment is set
 	kindFind       // Query/Retrieve FIND, when Config.Find is set
+	kindMove       // Query/Retrieve MOVE, when Config.Move is set
 )
 
 // presContext is one proposed presentation context and what became of it.
@@ -218,12 +219,17 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 	pc := &presContext{id: p.ID, abstract: p.AbstractSyntax}
 	switch {
-	case p.AbstractSyntax == StorageCommitmentSOPClass, p.AbstractSyntax == PatientRootQueryFind, p.AbstractSyntax == StudyRootQueryFind:
-		if p.AbstractSyntax == StorageCommitmentSOPClass && s.cfg.Commitment != nil {
+	case p.AbstractSyntax == StorageCommitmentSOPClass, p.AbstractSyntax == PatientRootQueryFind, p.AbstractSyntax == StudyRootQueryFind,
+		p.AbstractSyntax == PatientRootQueryMove, p.AbstractSyntax == StudyRootQueryMove:
+		switch {
+		case p.AbstractSyntax == StorageCommitmentSOPClass && s.cfg.Commitment != nil:
 			pc.kind = kindCommitment
-		} else if p.AbstractSyntax != StorageCommitmentSOPClass && s.cfg.Find != nil {
+		case (p.AbstractSyntax == PatientRootQueryFind || p.AbstractSyntax == StudyRootQueryFind) && s.cfg.Find != nil:
 			pc.kind = kindFind
-		} else {
+		case (p.AbstractSyntax == PatientRootQueryMove || p.AbstractSyntax == StudyRootQueryMove) && s.cfg.Move != nil:
+			pc.kind = kindMove
+		}
+		if pc.kind == 0 {
 			break
 		}
 		for _, ts := range commitmentSyntaxes {

@@ -93,7 +93,9 @@ type Config struct {
 	// Find, if set, answers C-FIND in the Patient and Study Root
 	// Query/Retrieve Information Models; nil: they are not accepted.
 	Find FindHandler
-	// MaxFindIdentifier bounds a C-FIND identifier (0:
+	// Move, if set, answers C-MOVE in the Patient and Study Root models.
+	Move MoveHandler
+	// MaxFindIdentifier bounds a C-FIND or C-MOVE identifier (0:
 	// DefaultMaxFindIdentifier); a longer one is answered Unable to process.
 	MaxFindIdentifier int
 	// MaxCommitmentRequest bounds an N-ACTION data set, which is held in

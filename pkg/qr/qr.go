@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"slices"
@@ -546,4 +548,92 @@ func value(vr string, a attr) ([]byte, error) {
 		return nil, nil // not returned: sequence and binary keys are not supported
 	}
 	return []byte(a.text()), nil
+}
+
+// Instance is one instance a retrieval selects.
+type Instance struct {
+	Study, Series, SOPInstance, SOPClass string
+}
+
+// Instances lists the instances q selects (its matching keys, whatever
+// its level), from QIDO-RS.
+func (c *Client) Instances(ctx context.Context, q *Query) ([]Instance, error) {
+	params := url.Values{}
+	for _, k := range q.Keys {
+		if k.Value == "" {
+			continue
+		}
+		v := k.Value
+		if k.VR == "UI" {
+			v = strings.ReplaceAll(v, `\`, ",")
+		}
+		params.Add(fmt.Sprintf("%08X", k.Tag), v)
+	}
+	if len(params) == 0 {
+		return nil, mismatch("a retrieval without a unique key would take everything")
+	}
+	for _, t := range []uint32{tagStudyInstanceUID, tagSeriesInstanceUID, tagSOPInstanceUID, 0x00080016} {
+		params.Add("includefield", fmt.Sprintf("%08X", t))
+	}
+	var out []Instance
+	err := c.pages(ctx, "instances", params, func(o map[string]attr) error {
+		in := Instance{
+			Study: o[fmt.Sprintf("%08X", tagStudyInstanceUID)].text(), Series: o[fmt.Sprintf("%08X", tagSeriesInstanceUID)].text(),
+			SOPInstance: o[fmt.Sprintf("%08X", tagSOPInstanceUID)].text(), SOPClass: o["00080016"].text(),
+		}
+		if in.Study == "" || in.Series == "" || in.SOPInstance == "" {
+			return fmt.Errorf("%w: an instance without its study, series or SOP instance UID", ErrEndpoint)
+		}
+		out = append(out, in)
+		return nil
+	})
+	return out, err
+}
+
+// Retrieve writes the Part 10 file of one instance, from WADO-RS, in the
+// transfer syntax it is stored in (transfer-syntax=*), to w as it arrives.
+func (c *Client) Retrieve(ctx context.Context, in Instance, w io.Writer) (int64, error) {
+	for _, s := range []string{in.Study, in.Series, in.SOPInstance} {
+		if strings.ContainsAny(s, "/?#%") || s == "." || s == ".." {
+			return 0, fmt.Errorf("%w: a UID that cannot go in a URL path", ErrEndpoint)
+		}
+	}
+	u := *c.Base
+	u.Path = strings.TrimRight(u.Path, "/") + "/studies/" + in.Study + "/series/" + in.Series + "/instances/" + in.SOPInstance
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Accept", `multipart/related; type="application/dicom"; transfer-syntax=*`)
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	if c.Auth != nil {
+		if err := c.Auth.Authorize(ctx, req); err != nil {
+			return 0, fmt.Errorf("%w: credentials: %v", ErrEndpoint, err)
+		}
+	}
+	rsp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrEndpoint, redact(err))
+	}
+	defer rsp.Body.Close()
+	if rsp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(rsp.Body, 64<<10))
+		return 0, fmt.Errorf("%w: WADO-RS answered HTTP %d", ErrEndpoint, rsp.StatusCode)
+	}
+	mt, params, err := mime.ParseMediaType(rsp.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/related" || params["boundary"] == "" {
+		return 0, fmt.Errorf("%w: WADO-RS answered %q, not multipart/related", ErrEndpoint, rsp.Header.Get("Content-Type"))
+	}
+	mr := multipart.NewReader(rsp.Body, params["boundary"])
+	part, err := mr.NextRawPart()
+	if err != nil {
+		return 0, fmt.Errorf("%w: WADO-RS answer: %v", ErrEndpoint, err)
+	}
+	n, err := io.Copy(w, part)
+	if err != nil {
+		return n, fmt.Errorf("%w: WADO-RS answer: %v", ErrEndpoint, err)
+	}
+	return n, nil
 }
