@@ -28,6 +28,8 @@ func movescuRun(t *testing.T, addr, dest string, opts []string, keys ...string) 
 	return string(out)
 }
 
+// TestMoveThroughWADO: C-MOVE to storescp and C-GET to getscu, through
+// dicomgw in front of Orthanc's QIDO-RS and WADO-RS.
 func TestMoveThroughWADO(t *testing.T) {
 	o := startOrthanc(t, nil)
 	objs := studyObjects(t, t.TempDir(), 6, 64<<10)
@@ -102,11 +104,32 @@ func TestMoveThroughWADO(t *testing.T) {
 		t.Errorf("C-CANCEL in the middle of a move:\n%s", out)
 	}
 	t.Logf("C-CANCEL after the first pending response: %s", lastLine(out, "Final Move Response"))
+	// C-GET of the series: the C-STOREs come back on getscu's own
+	// association (it takes the SCP role), each data set Orthanc's.
+	getDir := t.TempDir()
+	host, port := splitAddr(g.Addr)
+	gout, _ := exec.Command("getscu", "-v", "-S", "-aet", "GETTER", "-aec", "DICOMGW", "-od", getDir, host, port,
+		"-k", "QueryRetrieveLevel=SERIES", "-k", "StudyInstanceUID="+objs[0].StudyInstanceUID,
+		"-k", "SeriesInstanceUID="+orthancSeriesOf(t, o, objs[0].SOPInstanceUID)).CombinedOutput()
+	got, _ := filepath.Glob(filepath.Join(getDir, "*"))
+	if len(got) != len(objs) {
+		t.Fatalf("getscu received %d files, want %d:\n%s\n%s", len(got), len(objs), gout, harness.Tail(g.Logs(), 3000))
+	}
+	for _, obj := range objs {
+		b, err := os.ReadFile(filepath.Join(getDir, "SC."+obj.SOPInstanceUID))
+		if err != nil {
+			t.Errorf("C-GET: %v", err)
+			continue
+		}
+		if ds := dataSetOfFile(t, b); !bytes.Equal(ds, obj.DataSet) {
+			t.Errorf("C-GET %s: the data set differs from Orthanc's: %s", obj.SOPInstanceUID, firstDiff(ds, obj.DataSet))
+		}
+	}
 	m, err := g.Scrape()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := m.Get("dicomgw_qr_retrievals_total", `outcome="success"`); v < 2 {
+	if v := m.Get("dicomgw_qr_retrievals_total", `outcome="success"`); v < 3 {
 		t.Errorf("dicomgw_qr_retrievals_total{outcome=success} = %v", v)
 	}
 	if v := m.Get("dicomgw_qr_retrievals_total", `outcome="refused"`); v != 1 {

@@ -78,13 +78,16 @@ func (mv *mover) Move(ctx context.Context, req *dimse.MoveRequest, progress func
 		mv.moves.WithLabelValues(outcome).Inc()
 		mv.elapsed.Observe(time.Since(start).Seconds())
 	}()
-	r, ok := mv.remote(req.Destination)
-	if !ok {
-		outcome = "refused"
-		return p, &dimse.StatusError{Status: dimse.StatusMoveDestinationUnknown, Comment: "move destination not in --remote-ae"}
+	var r remoteAE
+	if req.Sender == nil { // C-MOVE: to a destination of ours
+		var ok bool
+		if r, ok = mv.remote(req.Destination); !ok {
+			outcome = "refused"
+			return p, &dimse.StatusError{Status: dimse.StatusMoveDestinationUnknown, Comment: "move destination not in --remote-ae"}
+		}
 	}
 	model := qr.StudyRoot
-	if req.SOPClassUID == dimse.PatientRootQueryMove {
+	if req.SOPClassUID == dimse.PatientRootQueryMove || req.SOPClassUID == dimse.PatientRootQueryGet {
 		model = qr.PatientRoot
 	}
 	q, err := qr.ParseQuery(model, req.TransferSyntaxUID, req.Identifier)
@@ -190,9 +193,13 @@ func (mv *mover) fetch(ctx context.Context, dir string, i int, in qr.Instance) (
 	return rt, nil
 }
 
-// send opens one association to the destination and stores the files.
+// send stores the files: a C-GET's back on the requester's association,
+// a C-MOVE's on one association to the destination.
 func (mv *mover) send(ctx context.Context, req *dimse.MoveRequest, r remoteAE, files []retrieved, p *dimse.Progress,
 	progress func(dimse.Progress) error, fail func(qr.Instance, error)) error {
+	if req.Sender != nil {
+		return mv.storeAll(ctx, req.Sender, files, p, progress, fail)
+	}
 	type pair struct{ class, ts string }
 	seen := map[pair]bool{}
 	var ctxs []dimse.ProposedContext
@@ -213,13 +220,24 @@ func (mv *mover) send(ctx context.Context, req *dimse.MoveRequest, r remoteAE, f
 	}
 	stop := context.AfterFunc(ctx, cl.Interrupt)
 	defer stop()
-	defer cl.Release()
+	if err := mv.storeAll(ctx, cl, files, p, progress, fail); err != nil {
+		cl.Abort()
+		return err
+	}
+	if err := cl.Release(); err != nil {
+		mv.log.Debug("C-MOVE: release of the destination's association", "err", err)
+	}
+	return nil
+}
+
+// storeAll sends each file with to, reporting progress after each.
+func (mv *mover) storeAll(ctx context.Context, to dimse.Storer, files []retrieved, p *dimse.Progress,
+	progress func(dimse.Progress) error, fail func(qr.Instance, error)) error {
 	for _, f := range files {
 		if ctx.Err() != nil {
-			cl.Abort()
 			return ctx.Err()
 		}
-		if err := mv.storeOne(cl, f); err != nil {
+		if err := mv.storeOne(to, f); err != nil {
 			fail(f.inst, err)
 		} else {
 			p.Remaining--
@@ -227,16 +245,15 @@ func (mv *mover) send(ctx context.Context, req *dimse.MoveRequest, r remoteAE, f
 			mv.stored.WithLabelValues("sent").Inc()
 		}
 		if err := progress(*p); err != nil {
-			cl.Abort()
 			return err
 		}
 	}
 	return nil
 }
 
-func (mv *mover) storeOne(cl *dimse.Client, f retrieved) error {
-	if _, ok := cl.AcceptedTransferSyntax(f.class); !ok {
-		return errors.New("the move destination accepted no context for its SOP class and transfer syntax")
+func (mv *mover) storeOne(to dimse.Storer, f retrieved) error {
+	if _, ok := to.AcceptedTransferSyntax(f.class); !ok {
+		return fmt.Errorf("no accepted context for its SOP class %s", f.class)
 	}
 	file, err := os.Open(f.path)
 	if err != nil {
@@ -246,7 +263,7 @@ func (mv *mover) storeOne(cl *dimse.Client, f retrieved) error {
 	if _, err := file.Seek(f.dataOffset, 0); err != nil {
 		return err
 	}
-	rsp, err := cl.Store(f.class, f.inst.SOPInstance, f.ts, file)
+	rsp, err := to.Store(f.class, f.inst.SOPInstance, f.ts, file)
 	if err != nil {
 		return err
 	}

@@ -249,17 +249,18 @@ func (a *assoc) actionComplete(m *message) {
 	a.respond(m, NActionRSP, m.status, m.comment)
 }
 
-// responseComplete takes a response from the peer: only an N-EVENT-REPORT
-// answering one of our reports can come.
+// responseComplete takes a response from the peer: an N-EVENT-REPORT-RSP
+// to one of our reports, or a C-STORE-RSP to a C-GET's sub-operation.
 func (a *assoc) responseComplete(m *message) error {
-	if m.cmd.CommandField != NEventRSP {
-		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a response to anything we sent", m.cmd.CommandField)
+	f := m.cmd.CommandField
+	if f != NEventRSP && !(f == CStoreRSP && a.srv.cfg.Move != nil) {
+		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a response to anything we sent", f)
 	}
 	if m.cmd.Has&HasMessageIDBeingRespondedTo == 0 {
-		return protoErr(pdu.AbortInvalidPDUParameterValue, "N-EVENT-REPORT-RSP without message ID being responded to (0000,0120)")
+		return protoErr(pdu.AbortInvalidPDUParameterValue, "%v without message ID being responded to (0000,0120)", f)
 	}
 	if !a.reportAnswered(m.cmd) {
-		a.log.Warn("N-EVENT-REPORT-RSP to no report of ours waiting; ignored", "message_id_responded_to", m.cmd.MessageIDBeingRespondedTo)
+		a.log.Warn("a response to no request of ours waiting; ignored", "command", f, "message_id_responded_to", m.cmd.MessageIDBeingRespondedTo)
 	}
 	return nil
 }

@@ -136,9 +136,10 @@ func (a *assoc) commandComplete(m *message) error {
 	}
 	m.cmd, m.cmdBuf = cmd, nil
 	f := cmd.CommandField
-	if f&responseBit != 0 && a.srv.cfg.Commitment != nil {
+	if f&responseBit != 0 && (a.srv.cfg.Commitment != nil || a.srv.cfg.Move != nil) {
 		// A response to a request of ours: the only requests we send on an
-		// association we accepted are storage commitment reports.
+		// association we accepted are storage commitment reports and a
+		// C-GET's C-STOREs.
 		m.isResponse = true
 		if err := a.responseComplete(m); err != nil {
 			return err
@@ -177,7 +178,7 @@ func (a *assoc) commandComplete(m *message) error {
 			break
 		}
 		a.beginFind(m)
-	case CMoveRQ:
+	case CMoveRQ, CGetRQ:
 		if a.srv.cfg.Move == nil {
 			m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
 			break
@@ -282,7 +283,7 @@ func (a *assoc) dataSetComplete(m *message) {
 			a.startFind(m)
 			return
 		}
-	case CMoveRQ:
+	case CMoveRQ, CGetRQ:
 		if a.srv.cfg.Move != nil {
 			a.startMove(m)
 			return

@@ -111,6 +111,8 @@ func commandLabel(f CommandField) string {
 		return "C-FIND"
 	case CMoveRQ:
 		return "C-MOVE"
+	case CGetRQ:
+		return "C-GET"
 	}
 	return "other"
 }

@@ -4,14 +4,21 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"time"
+
+	"github.com/dicomgw/dicomgw/pkg/pdu"
 )
 
-// The Query/Retrieve Information Models – MOVE served (PS3.4 C.4.2).
+// The Query/Retrieve Information Models – MOVE and GET served (PS3.4
+// C.4.2, C.4.3).
 const (
 	PatientRootQueryMove = "1.2.840.10008.5.1.4.1.2.1.2"
 	StudyRootQueryMove   = "1.2.840.10008.5.1.4.1.2.2.2"
+	PatientRootQueryGet  = "1.2.840.10008.5.1.4.1.2.1.3"
+	StudyRootQueryGet    = "1.2.840.10008.5.1.4.1.2.2.3"
 )
 
 // C-MOVE statuses (PS3.4 C.4.2.1.5).
@@ -29,14 +36,28 @@ type Progress struct {
 	FailedUIDs []string
 }
 
-// MoveRequest is one C-MOVE-RQ. Everything in it comes from the peer.
+// MoveRequest is one C-MOVE-RQ or C-GET-RQ. Everything in it comes from
+// the peer.
 type MoveRequest struct {
 	FindRequest
-	Destination string // Move Destination (0000,0600), a valid AE title
+	Destination string // C-MOVE: Move Destination (0000,0600), a valid AE title
+	// Sender, for a C-GET, sends the sub-operations' C-STOREs back on the
+	// requester's association; nil for a C-MOVE.
+	Sender Storer
 }
 
-// MoveHandler answers C-MOVE requests (PS3.4 C.4.2). With Config.Move nil,
-// the MOVE SOP classes are not accepted.
+// Storer sends C-STOREs: a Client, or a C-GET's requester.
+type Storer interface {
+	// AcceptedTransferSyntax is the transfer syntax a context for sopClass
+	// was accepted with, if one was.
+	AcceptedTransferSyntax(sopClass string) (string, bool)
+	// Store sends one object's data set, in transferSyntax, and returns
+	// the C-STORE-RSP.
+	Store(sopClass, sopInstance, transferSyntax string, data io.Reader) (*Command, error)
+}
+
+// MoveHandler answers C-MOVE and C-GET requests (PS3.4 C.4.2, C.4.3).
+// With Config.Move nil, the MOVE and GET SOP classes are not accepted.
 type MoveHandler interface {
 	// Move retrieves what the identifier selects and sends it with
 	// C-STORE to req.Destination, calling progress after each
@@ -46,17 +67,21 @@ type MoveHandler interface {
 	Move(ctx context.Context, req *MoveRequest, progress func(Progress) error) (Progress, error)
 }
 
-// beginMove checks a C-MOVE-RQ and collects its identifier.
+// beginMove checks a C-MOVE-RQ or C-GET-RQ and collects its identifier.
 func (a *assoc) beginMove(m *message) {
 	cmd := m.cmd
+	want := kindMove
+	if cmd.CommandField == CGetRQ {
+		want = kindGet
+	}
 	switch {
-	case m.ctx.kind != kindMove:
-		m.status, m.comment = StatusSOPClassNotSupported, "context is not for retrieval"
+	case m.ctx.kind != want:
+		m.status, m.comment = StatusSOPClassNotSupported, "context is not for this retrieval"
 	case cmd.AffectedSOPClassUID != m.ctx.abstract:
 		m.status, m.comment = StatusSOPClassNotSupported, "SOP class differs from context abstract syntax"
 	case !cmd.HasDataSet():
-		m.status, m.comment = StatusIdentifierMismatch, "C-MOVE-RQ without an identifier"
-	case cmd.Has&HasMoveDestination == 0 || ValidAETitle(cmd.MoveDestination) != nil:
+		m.status, m.comment = StatusIdentifierMismatch, "retrieval without an identifier"
+	case want == kindMove && (cmd.Has&HasMoveDestination == 0 || ValidAETitle(cmd.MoveDestination) != nil):
 		m.status, m.comment = StatusMoveDestinationUnknown, "no valid move destination"
 	default:
 		m.collect, m.limit = true, a.srv.cfg.MaxFindIdentifier
@@ -67,7 +92,11 @@ func (a *assoc) beginMove(m *message) {
 // its pending responses (with the sub-operation counts) and its final one.
 func (a *assoc) startMove(m *message) {
 	a.stats.moves++
-	field := CommandField(uint16(CMoveRQ) | responseBit)
+	field := CommandField(uint16(m.cmd.CommandField) | responseBit)
+	label := "C-MOVE"
+	if m.cmd.CommandField == CGetRQ {
+		label = "C-GET"
+	}
 	if !m.collect {
 		if m.status == 0 {
 			m.status = StatusUnableToProcess
@@ -80,6 +109,9 @@ func (a *assoc) startMove(m *message) {
 		SOPClassUID: m.cmd.AffectedSOPClassUID, TransferSyntaxUID: m.ctx.ts, MessageID: m.cmd.MessageID,
 		Priority: m.cmd.Priority, Identifier: m.data,
 	}}
+	if m.cmd.CommandField == CGetRQ {
+		req.Sender = assocStorer{a}
+	}
 	m.data, m.collect = nil, false
 	ctx, cancel := context.WithCancel(context.Background())
 	op := &runningFind{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
@@ -136,15 +168,15 @@ func (a *assoc) startMove(m *message) {
 		if st != StatusCancel {
 			p.Remaining = 0 // only a cancelled move's final response says what was left
 		}
-		a.srv.m.requests.WithLabelValues("C-MOVE", statusLabel(st), a.callingLabel()).Inc()
+		a.srv.m.requests.WithLabelValues(label, statusLabel(st), a.callingLabel()).Inc()
 		if werr := rsp(st, comment, p, data); werr != nil && !errors.Is(werr, ErrAssociationGone) {
-			a.log.Warn("C-MOVE: final response not sent", "err", werr)
+			a.log.Warn(label+": final response not sent", "err", werr)
 		}
 		level := a.log.Info
 		if st.Category() == "failure" {
 			level = a.log.Warn
 		}
-		level("C-MOVE answered", "model", req.SOPClassUID, "destination", req.Destination, "completed", p.Completed,
+		level(label+" answered", "model", req.SOPClassUID, "destination", req.Destination, "completed", p.Completed,
 			"failed", p.Failed, "warning", p.Warning, "status", st, "duration", time.Since(start).Round(time.Millisecond), "err", err)
 	}()
 }
@@ -170,4 +202,107 @@ func failedUIDList(uids []string, explicit bool) []byte {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
 	}
 	return append(b, v...)
+}
+
+// assocStorer sends a C-GET's C-STOREs back on the requester's association,
+// on the storage contexts whose SCP role it took (role selection).
+type assocStorer struct{ a *assoc }
+
+func (s assocStorer) context(sopClass string) *presContext {
+	for _, pc := range s.a.ctxs {
+		if pc.abstract == sopClass && pc.peerSCP && pc.result == pdu.ContextAcceptance {
+			return pc
+		}
+	}
+	return nil
+}
+
+func (s assocStorer) AcceptedTransferSyntax(sopClass string) (string, bool) {
+	if pc := s.context(sopClass); pc != nil {
+		return pc.ts, true
+	}
+	return "", false
+}
+
+// Store writes the C-STORE-RQ and its data set, streamed, under the
+// association's write lock, then waits for the C-STORE-RSP that its
+// goroutine routes back (or for the association to end).
+func (s assocStorer) Store(sopClass, sopInstance, transferSyntax string, data io.Reader) (*Command, error) {
+	a := s.a
+	pc := s.context(sopClass)
+	if pc == nil || pc.ts != transferSyntax {
+		return nil, fmt.Errorf("dimse: no context with the SCP role for %s in %s", sopClass, transferSyntax)
+	}
+	rp := &a.reports
+	ch := make(chan *Command, 1)
+	rp.mu.Lock()
+	if !rp.open {
+		rp.mu.Unlock()
+		return nil, ErrAssociationGone
+	}
+	rp.msgID++
+	if rp.msgID == 0 {
+		rp.msgID = 1
+	}
+	id := rp.msgID
+	rp.waiting[id] = ch
+	cmd := &Command{AffectedSOPClassUID: sopClass, CommandField: CStoreRQ, MessageID: id, CommandDataSetType: 0x0000,
+		AffectedSOPInstanceUID: sopInstance, Has: HasAffectedSOPClassUID | HasMessageID | HasPriority | HasAffectedSOPInstanceUID}
+	err := a.writeLocked(fragment(nil, pc.id, AppendCommand(nil, cmd), a.peerMax))
+	if err == nil {
+		err = s.streamLocked(pc.id, data)
+	}
+	if err != nil {
+		delete(rp.waiting, id)
+	}
+	rp.mu.Unlock()
+	if err != nil {
+		a.conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrAssociationGone, err)
+	}
+	t := time.NewTimer(a.srv.cfg.IdleTimeout)
+	defer t.Stop()
+	select {
+	case rsp, ok := <-ch:
+		if !ok {
+			return nil, ErrAssociationGone
+		}
+		return rsp, nil
+	case <-t.C:
+		rp.mu.Lock()
+		delete(rp.waiting, id)
+		rp.mu.Unlock()
+		return nil, fmt.Errorf("dimse: no C-STORE-RSP within %v", a.srv.cfg.IdleTimeout)
+	}
+}
+
+// streamLocked writes data as data set PDVs, one chunk ahead to know the
+// last; a.reports.mu is held.
+func (s assocStorer) streamLocked(ctxID uint8, data io.Reader) error {
+	chunk := dataChunk(s.a.peerMax)
+	hdr := pdu.HeaderLen + pdu.PDVHeaderLen
+	cur, next := make([]byte, hdr+chunk), make([]byte, hdr+chunk)
+	n, err := io.ReadFull(data, cur[hdr:])
+	for {
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return err
+		}
+		last := err != nil
+		var m int
+		var nerr error
+		if !last {
+			if m, nerr = io.ReadFull(data, next[hdr:]); nerr == io.EOF {
+				last = true
+			}
+		}
+		putDataPDU(cur, ctxID, last, n)
+		if werr := s.a.writeLocked(cur[:hdr+n]); werr != nil {
+			return werr
+		}
+		if last {
+			return nil
+		}
+		cur, next = next, cur
+		n, err = m, nerr
+	}
 }
