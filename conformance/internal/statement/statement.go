@@ -133,8 +133,8 @@ func overview() string {
 | Storage Commitment Push Model SOP Class | No | Yes (unless `+"`--commitment off`"+`) |
 | **Query/Retrieve** | | |
 | Patient Root and Study Root Query/Retrieve Information Model – FIND | No | Yes (with `+"`--qr-destination`"+`, answered from QIDO-RS) |
-| Patient Root and Study Root Query/Retrieve Information Model – MOVE | No | Yes (with `+"`--qr-destination`"+`, retrieved with WADO-RS) |
-| **Other Query/Retrieve models and services (GET), other Workflow, Print, others** | No | No |
+| Patient Root and Study Root Query/Retrieve Information Model – MOVE and GET | No | Yes (with `+"`--qr-destination`"+`, retrieved with WADO-RS) |
+| **Other Query/Retrieve models, other Workflow, Print, others** | No | No |
 
 | Web services (PS3.18) | User agent | Origin server |
 | --- | --- | --- |
