@@ -56,6 +56,7 @@ type config struct {
 
 	// The fan-out and ledger-cost cases (on the small set).
 	skipFanout, skipBaseline bool
+	skipQR                   bool
 	fanoutRuns, baselineRuns int
 	baseline                 string // revision built as the receive before the ledger
 
@@ -88,6 +89,7 @@ func main() {
 	flag.DurationVar(&c.e2eLinger, "e2e-linger", 200*time.Millisecond, "dicomgw --batch-linger in the end-to-end case")
 	flag.StringVar(&c.tmpfs, "e2e-tmpfs", "/dev/shm", "a tmpfs directory for a diagnostic end-to-end run of dicomgw with a non-durable spool (\"\": none)")
 	flag.BoolVar(&c.skipSets, "skip-sets", false, "skip the comparison with storescp (the small and large sets)")
+	flag.BoolVar(&c.skipQR, "skip-qr", false, "skip the query/retrieve case (C-FIND latency and C-MOVE throughput of the small set through dicomgw against Orthanc's own)")
 	flag.BoolVar(&c.skipFanout, "skip-fanout", false, "skip the fan-out case (the small set through dicomgw to two STOW-RS sinks against one)")
 	flag.BoolVar(&c.skipBaseline, "skip-baseline", false, "skip the ledger-cost case (the small set's receive against a dicomgw built from --baseline)")
 	flag.IntVar(&c.fanoutRuns, "fanout-runs", 0, "timed runs of each fan-out path (one destination, two); the median is reported (default: --runs)")
@@ -158,6 +160,8 @@ type summary struct {
 	FanoutSkipped     string        `json:"fanout_skipped,omitempty"`
 	LedgerCost        *ledgerResult `json:"ledger_cost,omitempty"`
 	LedgerCostSkipped string        `json:"ledger_cost_skipped,omitempty"`
+	QR                *qrResult     `json:"qr,omitempty"`
+	QRSkipped         string        `json:"qr_skipped,omitempty"`
 }
 
 type environment struct {
@@ -304,8 +308,24 @@ func run(ctx context.Context, c *config) (*summary, error) {
 	return sum, nil
 }
 
-// runSmallSetCases runs the fan-out and ledger-cost cases on the small set.
+// runSmallSetCases runs the fan-out, query/retrieve and ledger-cost cases
+// on the small set.
 func runSmallSetCases(ctx context.Context, c *config, set *objectSet, sum *summary) error {
+	switch {
+	case c.skipQR:
+		sum.QRSkipped = "--skip-qr"
+	case c.e2eOnly:
+		sum.QRSkipped = "--e2e-only"
+	case set == nil:
+		sum.QRSkipped = "it runs on the small set: --small 0"
+	default:
+		progress("query/retrieve: the small set in Orthanc; findscu and movescu to Orthanc and to dicomgw in front of its DICOMweb, %d moves each", c.runs)
+		r, err := measureQR(ctx, c, *set)
+		if err != nil {
+			return fmt.Errorf("query/retrieve: %w", err)
+		}
+		sum.QR = r
+	}
 	switch {
 	case c.skipFanout:
 		sum.FanoutSkipped = "--skip-fanout"

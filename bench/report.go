@@ -47,6 +47,11 @@ func printReport(w io.Writer, s *summary) {
 	} else if s.FanoutSkipped != "" {
 		fmt.Fprintf(w, "fan-out: SKIPPED (%s)\n\n", s.FanoutSkipped)
 	}
+	if r := s.QR; r != nil {
+		printQR(w, r)
+	} else if s.QRSkipped != "" {
+		fmt.Fprintf(w, "query/retrieve: SKIPPED (%s)\n\n", s.QRSkipped)
+	}
 	if r := s.LedgerCost; r != nil {
 		printLedgerCost(w, r)
 	} else if s.LedgerCostSkipped != "" {
@@ -229,4 +234,16 @@ func writeJSON(path string, s *summary) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// printQR writes the query/retrieve comparison.
+func printQR(w io.Writer, r *qrResult) {
+	fmt.Fprintf(w, "query/retrieve: %d objects (%.1f MB) of one study in Orthanc; the same requests to Orthanc's DIMSE and to dicomgw in front of its QIDO-RS/WADO-RS\n\n", r.Objects, float64(r.Bytes)/1e6)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tOrthanc s\tdicomgw s\t|\truns\t")
+	fmt.Fprintf(tw, "C-FIND (series of the study), median\t%.3f\t%.3f\t|\t%d\t\n", r.FindOrthanc.Median, r.FindDicomgw.Median, len(r.FindDicomgw.Runs))
+	fmt.Fprintf(tw, "C-MOVE (the study to storescp), median\t%.3f\t%.3f\t|\t%d\t\n", r.MoveOrthanc.Median, r.MoveDicomgw.Median, len(r.MoveDicomgw.Runs))
+	tw.Flush()
+	fmt.Fprintf(w, "\nC-MOVE throughput, dicomgw / Orthanc: %.2f (target ≥ %.1f): %s (%.0f vs %.0f obj/s)\n\n",
+		r.MoveThroughput, r.Target, verdict(r.Pass), r.MoveDicomgw.ObjectsPerS, r.MoveOrthanc.ObjectsPerS)
 }
