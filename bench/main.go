@@ -156,12 +156,14 @@ type summary struct {
 	HugeForward        *hugeForwardResult `json:"huge_forward,omitempty"`
 	HugeForwardSkipped string             `json:"huge_forward_skipped,omitempty"`
 
-	Fanout            *fanoutResult `json:"fanout,omitempty"`
-	FanoutSkipped     string        `json:"fanout_skipped,omitempty"`
-	LedgerCost        *ledgerResult `json:"ledger_cost,omitempty"`
-	LedgerCostSkipped string        `json:"ledger_cost_skipped,omitempty"`
-	QR                *qrResult     `json:"qr,omitempty"`
-	QRSkipped         string        `json:"qr_skipped,omitempty"`
+	Fanout            *fanoutResult   `json:"fanout,omitempty"`
+	FanoutSkipped     string          `json:"fanout_skipped,omitempty"`
+	LedgerCost        *ledgerResult   `json:"ledger_cost,omitempty"`
+	LedgerCostSkipped string          `json:"ledger_cost_skipped,omitempty"`
+	QR                *qrResult       `json:"qr,omitempty"`
+	QRSkipped         string          `json:"qr_skipped,omitempty"`
+	HugeMove          *hugeMoveResult `json:"huge_move,omitempty"`
+	HugeMoveSkipped   string          `json:"huge_move_skipped,omitempty"`
 }
 
 type environment struct {
@@ -293,6 +295,17 @@ func run(ctx context.Context, c *config) (*summary, error) {
 		}
 		progress("huge: %.2f s, dicomgw peak RSS %.1f MB", h.Seconds, float64(h.DicomgwPeakRSS)/1e6)
 		sum.Huge = &h
+	}
+	if c.skipQR || c.e2eOnly {
+		sum.HugeMoveSkipped = "--skip-qr or --e2e-only"
+	} else {
+		progress("huge: moving %d bytes from Orthanc through a fresh dicomgw (C-MOVE) to storescp", size)
+		hm, err := measureHugeMove(ctx, c, path, size)
+		if err != nil {
+			return nil, fmt.Errorf("huge object, C-MOVE: %w", err)
+		}
+		progress("huge: moved in %.2f s, dicomgw peak RSS %.1f MB", hm.Seconds, float64(hm.DicomgwPeakRSS)/1e6)
+		sum.HugeMove = &hm
 	}
 	if c.skipE2E {
 		sum.HugeForwardSkipped = "--skip-e2e"

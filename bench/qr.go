@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,4 +140,87 @@ func measureQR(ctx context.Context, c *config, set objectSet) (*qrResult, error)
 func splitHostPort(addr string) (string, string) {
 	i := strings.LastIndexByte(addr, ':')
 	return addr[:i], addr[i+1:]
+}
+
+// hugeMoveResult is the huge object moved through dicomgw (C-MOVE from
+// Orthanc's WADO-RS to storescp).
+type hugeMoveResult struct {
+	Bytes          int64   `json:"bytes"`
+	Seconds        float64 `json:"seconds"`
+	DicomgwPeakRSS int64   `json:"dicomgw_peak_rss_bytes"`
+	TargetPeakRSS  int64   `json:"target_peak_rss_bytes"`
+	Pass           bool    `json:"pass"`
+}
+
+// measureHugeMove loads the huge object into Orthanc (streamed) and moves
+// it through a fresh dicomgw to storescp, reading dicomgw's peak RSS.
+func measureHugeMove(ctx context.Context, c *config, path string, size int64) (hugeMoveResult, error) {
+	r := hugeMoveResult{Bytes: size, TargetPeakRSS: hugeTargetRSS}
+	scpDir, err := os.MkdirTemp(c.work, "huge-move-scp-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(scpDir)
+	scp, err := harness.StartStoreSCP(scpDir, "-aet", "BENCHSCP", "-dhl")
+	if err != nil {
+		return r, err
+	}
+	defer scp.Kill()
+	o, stop, err := freshOrthanc(c, "huge-move", nil)
+	if err != nil {
+		return r, err
+	}
+	defer stop()
+	f, err := os.Open(path)
+	if err != nil {
+		return r, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.URL()+"/instances", f)
+	if err != nil {
+		f.Close()
+		return r, err
+	}
+	req.ContentLength = size
+	rsp, err := http.DefaultClient.Do(req)
+	f.Close()
+	if err != nil {
+		return r, fmt.Errorf("loading Orthanc: %w", err)
+	}
+	rsp.Body.Close()
+	if rsp.StatusCode != http.StatusOK {
+		return r, fmt.Errorf("loading Orthanc: HTTP %d", rsp.StatusCode)
+	}
+	var studies []string
+	if err := o.GetJSON("/studies", &studies); err != nil || len(studies) != 1 {
+		return r, fmt.Errorf("Orthanc holds %d studies (%v)", len(studies), err)
+	}
+	var study struct{ MainDicomTags map[string]string }
+	if err := o.GetJSON("/studies/"+studies[0], &study); err != nil {
+		return r, err
+	}
+	spool, err := os.MkdirTemp(c.work, "huge-move-spool-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(spool)
+	g, err := harness.StartBinary(c.bin, spool, "--stow-url", o.BaseURL(), "--qr-destination", "default",
+		"--remote-ae", "BENCHSCP="+scp.Addr(), "--spool-min-free", "0")
+	if err != nil {
+		return r, err
+	}
+	defer g.Stop(30 * time.Second)
+	host, port := splitHostPort(g.Addr)
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "movescu", "-S", "-aet", "BENCH", "-aec", "DICOMGW", "-aem", "BENCHSCP", host, port,
+		"-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="+study.MainDicomTags["StudyInstanceUID"]).CombinedOutput()
+	r.Seconds = time.Since(start).Seconds()
+	got, _ := filepath.Glob(filepath.Join(scpDir, "*"))
+	if err != nil || len(got) != 1 {
+		return r, fmt.Errorf("movescu: %v, storescp received %d files\n%s", err, len(got), out)
+	}
+	if r.DicomgwPeakRSS, err = g.PeakRSS(); err != nil {
+		return r, err
+	}
+	r.Pass = r.DicomgwPeakRSS < hugeTargetRSS
+	return r, nil
 }

@@ -47,6 +47,12 @@ func printReport(w io.Writer, s *summary) {
 	} else if s.FanoutSkipped != "" {
 		fmt.Fprintf(w, "fan-out: SKIPPED (%s)\n\n", s.FanoutSkipped)
 	}
+	if r := s.HugeMove; r != nil {
+		fmt.Fprintf(w, "huge object moved (C-MOVE from Orthanc's WADO-RS through dicomgw to storescp): %.1f MB in %.2f s; dicomgw peak RSS %.1f MB (target < %.0f MB): %s\n\n",
+			float64(r.Bytes)/1e6, r.Seconds, float64(r.DicomgwPeakRSS)/1e6, float64(r.TargetPeakRSS)/1e6, verdict(r.Pass))
+	} else if s.HugeMoveSkipped != "" {
+		fmt.Fprintf(w, "huge object moved: SKIPPED (%s)\n\n", s.HugeMoveSkipped)
+	}
 	if r := s.QR; r != nil {
 		printQR(w, r)
 	} else if s.QRSkipped != "" {
