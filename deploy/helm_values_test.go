@@ -134,7 +134,7 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 					"options":     map[string]any{"calling-ae": "original"}},
 				map[string]any{"name": "research", "url": "file:///var/lib/dicomgw/research"},
 			},
-			"routes":          []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
+			"routes":            []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
 			"stamps":            []any{"kheops-ct=ClinicalTrialSponsorName={called_ae}", "research=InstitutionName=Research copy of {calling_ae}"},
 			"unrouted":          "default",
 			"ledgerRetention":   "2160h",

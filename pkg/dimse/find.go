@@ -118,25 +118,8 @@ func (a *assoc) startFind(m *message) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &runningFind{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
 	a.find = f
-	ctxID, peerMax := m.ctx.id, a.peerMax
-	rsp := func(st Status, comment string, data []byte) error {
-		c := &Command{
-			AffectedSOPClassUID: req.SOPClassUID, CommandField: CommandField(uint16(CFindRQ) | responseBit),
-			MessageIDBeingRespondedTo: req.MessageID, CommandDataSetType: NoDataSet, Status: st,
-			Has: HasAffectedSOPClassUID | HasMessageIDBeingRespondedTo | HasStatus,
-		}
-		if data != nil {
-			c.CommandDataSetType = 0x0000
-		}
-		if comment != "" && st.Category() == "failure" {
-			c.ErrorComment, c.Has = errorComment(comment), c.Has|HasErrorComment
-		}
-		b := fragment(nil, ctxID, AppendCommand(nil, c), peerMax)
-		if data != nil {
-			b = fragmentData(b, ctxID, data, peerMax)
-		}
-		return a.writeAsync(b)
-	}
+	send := a.opResponder(m)
+	rsp := func(st Status, comment string, data []byte) error { return send(st, comment, nil, data) }
 	go func() {
 		defer close(f.done)
 		defer cancel()
@@ -170,6 +153,38 @@ func (a *assoc) startFind(m *message) {
 		}
 		level("C-FIND answered", "model", req.SOPClassUID, "matches", matches, "status", st, "duration", time.Since(start).Round(time.Millisecond), "err", err)
 	}()
+}
+
+// opResponder writes the responses of the query or retrieval m from the
+// goroutine that answers it: its status, an error comment for a failure,
+// the sub-operation counts when p is not nil, and a data set when data is
+// not nil.
+func (a *assoc) opResponder(m *message) func(st Status, comment string, p *Progress, data []byte) error {
+	ctxID, peerMax := m.ctx.id, a.peerMax
+	class, msgID := m.cmd.AffectedSOPClassUID, m.cmd.MessageID
+	field := CommandField(uint16(m.cmd.CommandField) | responseBit)
+	return func(st Status, comment string, p *Progress, data []byte) error {
+		c := &Command{
+			AffectedSOPClassUID: class, CommandField: field, MessageIDBeingRespondedTo: msgID,
+			CommandDataSetType: NoDataSet, Status: st,
+			Has: HasAffectedSOPClassUID | HasMessageIDBeingRespondedTo | HasStatus,
+		}
+		if p != nil {
+			c.Remaining, c.Completed, c.Failed, c.Warning = clampCount(p.Remaining), clampCount(p.Completed), clampCount(p.Failed), clampCount(p.Warning)
+			c.Has |= HasSubOperations
+		}
+		if data != nil {
+			c.CommandDataSetType = 0x0000
+		}
+		if comment != "" && st.Category() == "failure" {
+			c.ErrorComment, c.Has = errorComment(comment), c.Has|HasErrorComment
+		}
+		b := fragment(nil, ctxID, AppendCommand(nil, c), peerMax)
+		if data != nil {
+			b = fragmentData(b, ctxID, data, peerMax)
+		}
+		return a.writeAsync(b)
+	}
 }
 
 // writeAsync writes b from another goroutine than the association's, while

@@ -116,26 +116,9 @@ func (a *assoc) startMove(m *message) {
 	ctx, cancel := context.WithCancel(context.Background())
 	op := &runningFind{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
 	a.find = op
-	ctxID, peerMax, explicit := m.ctx.id, a.peerMax, m.ctx.ts != "1.2.840.10008.1.2"
-	rsp := func(st Status, comment string, p Progress, data []byte) error {
-		c := &Command{
-			AffectedSOPClassUID: req.SOPClassUID, CommandField: field, MessageIDBeingRespondedTo: req.MessageID,
-			CommandDataSetType: NoDataSet, Status: st,
-			Remaining: clampCount(p.Remaining), Completed: clampCount(p.Completed), Failed: clampCount(p.Failed), Warning: clampCount(p.Warning),
-			Has: HasAffectedSOPClassUID | HasMessageIDBeingRespondedTo | HasStatus | HasSubOperations,
-		}
-		if data != nil {
-			c.CommandDataSetType = 0x0000
-		}
-		if comment != "" && st.Category() == "failure" {
-			c.ErrorComment, c.Has = errorComment(comment), c.Has|HasErrorComment
-		}
-		b := fragment(nil, ctxID, AppendCommand(nil, c), peerMax)
-		if data != nil {
-			b = fragmentData(b, ctxID, data, peerMax)
-		}
-		return a.writeAsync(b)
-	}
+	explicit := m.ctx.ts != "1.2.840.10008.1.2"
+	send := a.opResponder(m)
+	rsp := func(st Status, comment string, p Progress, data []byte) error { return send(st, comment, &p, data) }
 	go func() {
 		defer close(op.done)
 		defer cancel()
