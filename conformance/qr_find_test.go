@@ -8,6 +8,8 @@ package conformance
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -238,5 +240,30 @@ func TestFindEndpointDown(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("the failure took %v", d)
+	}
+}
+
+// TestFindEndpointHangs: a DICOMweb server that takes the request and never
+// answers holds a C-FIND only for the destination's timeout (here
+// --stow-timeout 2s): then a failure status, and the association is free.
+func TestFindEndpointHangs(t *testing.T) {
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	g := startGateway(t, t.TempDir()+"/spool", "--stow-url", srv.URL+"/dicom-web", "--stow-timeout", "2s", "--qr-destination", "default")
+	start := time.Now()
+	answers, status := findscuRun(t, g.Addr, "DICOMGW", "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID")
+	d := time.Since(start)
+	if len(answers) != 0 || strings.Contains(status, "Success") || status == "" {
+		t.Fatalf("with the endpoint hanging: %d answers, status %s", len(answers), status)
+	}
+	if d < 2*time.Second || d > 15*time.Second {
+		t.Errorf("the failure came after %v, want about the 2 s timeout", d)
 	}
 }
