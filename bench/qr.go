@@ -61,7 +61,7 @@ func measureQR(ctx context.Context, c *config, set objectSet) (*qrResult, error)
 	}
 	var studies []string
 	if err := o.GetJSON("/studies", &studies); err != nil || len(studies) != 1 {
-		return nil, fmt.Errorf("Orthanc holds %d studies (%v), want the set's one", len(studies), err)
+		return nil, fmt.Errorf("the Orthanc holds %d studies (%v), want the set's one", len(studies), err)
 	}
 	var study struct{ MainDicomTags map[string]string }
 	if err := o.GetJSON("/studies/"+studies[0], &study); err != nil {
@@ -192,7 +192,7 @@ func measureHugeMove(ctx context.Context, c *config, path string, size int64) (h
 	}
 	var studies []string
 	if err := o.GetJSON("/studies", &studies); err != nil || len(studies) != 1 {
-		return r, fmt.Errorf("Orthanc holds %d studies (%v)", len(studies), err)
+		return r, fmt.Errorf("the Orthanc holds %d studies (%v)", len(studies), err)
 	}
 	var study struct{ MainDicomTags map[string]string }
 	if err := o.GetJSON("/studies/"+studies[0], &study); err != nil {
