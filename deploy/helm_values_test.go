@@ -134,7 +134,7 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 					"options":     map[string]any{"calling-ae": "original"}},
 				map[string]any{"name": "research", "url": "file:///var/lib/dicomgw/research"},
 			},
-			"routes":          []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
+			"routes":            []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
 			"stamps":            []any{"kheops-ct=ClinicalTrialSponsorName={called_ae}", "research=InstitutionName=Research copy of {calling_ae}"},
 			"unrouted":          "default",
 			"ledgerRetention":   "2160h",
@@ -216,6 +216,31 @@ func writeRoutingValues(t *testing.T) string {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "routing.yaml")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeCommitmentValues writes a values file of storage commitment values
+// at their edges that dicomgw accepts: off, a timeout of hours and minutes,
+// an IPv6 host, a port given as a string, tls false, tls true without
+// files (the system's roots), a fractional timeout.
+func writeCommitmentValues(t *testing.T) string {
+	t.Helper()
+	v := map[string]any{"gateway": map[string]any{
+		"commitment":        "off",
+		"commitmentTimeout": "1h30m",
+		"remoteAEs": []any{
+			map[string]any{"aeTitle": "US-ROOM_2", "host": "fd00::21", "port": "11112", "tls": false, "timeout": "1.5m"},
+			map[string]any{"aeTitle": "CR*1", "host": "cr1.hospital.example", "port": 2762, "tls": true},
+		},
+	}}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "commitment.yaml")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
