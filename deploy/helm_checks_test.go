@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -446,7 +447,7 @@ func checkCommitmentFlags(t *testing.T, v values, f flagSet) {
 	for i, x := range remotes {
 		r := x.(map[string]any)
 		fields := strings.Fields(f["remote-ae"][i])
-		if want := fmt.Sprintf("%v=%v:%v", r["aeTitle"], r["host"], r["port"]); fields[0] != want {
+		if want := fmt.Sprintf("%v=%s", r["aeTitle"], net.JoinHostPort(fmt.Sprint(r["host"]), fmt.Sprint(r["port"]))); fields[0] != want {
 			t.Errorf("--remote-ae %q, want %q first", f["remote-ae"][i], want)
 		}
 		want := map[string]string{}

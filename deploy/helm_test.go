@@ -44,6 +44,7 @@ func TestHelmChart(t *testing.T) {
 		{name: "everything", release: "pacs-gw", values: []string{everything}, kube: "1.31.0"},
 		{name: "kube-1.28", release: "dicomgw", kube: "1.28.0"},
 		{name: "routing-only", release: "gw", kube: "1.31.0", values: []string{writeRoutingValues(t)}},
+		{name: "commitment-edges", release: "gw", kube: "1.31.0", values: []string{writeCommitmentValues(t)}},
 		{name: "ephemeral-nodeport", release: "gw", kube: "1.31.0",
 			set: []string{"spool.persistence.enabled=false", "service.type=NodePort", "service.nodePort=31112", "stow.auth.type=token", "stow.auth.token=abc"}},
 	}
@@ -218,39 +219,62 @@ func checkMeta(t *testing.T, key, kind string, md metav1.ObjectMeta) {
 func TestHelmChartRefuses(t *testing.T) {
 	helm := helmTool(t)
 	for _, c := range []struct {
-		set  []string
-		want string
+		set       []string
+		setString []string // --set-string: a value helm would otherwise read as a bool or number
+		want      string
 	}{
-		{[]string{"terminationGracePeriodSeconds=30"}, "must be longer than preStopSleepSeconds + gateway.shutdownTimeoutSeconds"},
-		{[]string{"service.type=ExternalName"}, "is not ClusterIP, NodePort or LoadBalancer"},
-		{[]string{"stow.auth.type=kerberos"}, "is not one of none, token, basic, oauth2"},
-		{[]string{"stow.auth.type=token"}, "stow.auth.token (or stow.auth.existingSecret) is required"},
-		{[]string{"gateway.extraFlags={stow-url=x}"}, "does not start with --"},
-		{[]string{"replicaCount=3", "drain.ordinals={2}"}, "replica 2 is still running"},
-		{[]string{"tls.disablePlaintext=true"}, "tls.disablePlaintext needs tls.enabled"},
-		{[]string{"tls.enabled=true"}, "tls.cert (PEM, or tls.existingSecret) is required"},
-		{[]string{"gateway.aeTitles=null"}, "gateway.aeTitles needs at least one AE title"},
-		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw"}, `gateway.routes: with gateway.destinations and no gateway.stowURL there is no destination "default"`},
-		{[]string{"gateway.destinations[0].name=A", "gateway.destinations[0].url=https://h/dw", "gateway.unrouted=A"}, `gateway.destinations[0].name "A": want 1 to 32 of a-z`},
-		{[]string{"gateway.destinations[0].name=a", "gateway.unrouted=a"}, "gateway.destinations[0].url is required"},
-		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].options.workers=2 batch-linger=1s", "gateway.unrouted=a"}, "must be one word"},
-		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].secretFiles.token-file=token", "gateway.unrouted=a"}, "secretFiles needs secret"},
-		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, `gateway.destinations: "a" is defined twice`},
-		{[]string{"gateway.commitment=always"}, `gateway.commitment "always": want delivered, received or off`},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT 1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, `gateway.remoteAEs[0].aeTitle "CT 1": want 1 to 16 printable characters`},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].port=104"}, "gateway.remoteAEs[0] (CT1): host is required"},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=70000"}, "port 70000: want 1 to 65535"},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[1].aeTitle=CT1", "gateway.remoteAEs[1].host=g", "gateway.remoteAEs[1].port=104"}, `gateway.remoteAEs: "CT1" is listed twice`},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secretFiles.ca-file=ca.crt"}, "secretFiles needs secret"},
-		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secret=s", "gateway.remoteAEs[0].secretFiles.token-file=t"}, `secretFiles "token-file": want ca-file, client-cert or client-key`},
+		{[]string{"terminationGracePeriodSeconds=30"}, nil, "must be longer than preStopSleepSeconds + gateway.shutdownTimeoutSeconds"},
+		{[]string{"service.type=ExternalName"}, nil, "is not ClusterIP, NodePort or LoadBalancer"},
+		{[]string{"stow.auth.type=kerberos"}, nil, "is not one of none, token, basic, oauth2"},
+		{[]string{"stow.auth.type=token"}, nil, "stow.auth.token (or stow.auth.existingSecret) is required"},
+		{[]string{"gateway.extraFlags={stow-url=x}"}, nil, "does not start with --"},
+		{[]string{"replicaCount=3", "drain.ordinals={2}"}, nil, "replica 2 is still running"},
+		{[]string{"tls.disablePlaintext=true"}, nil, "tls.disablePlaintext needs tls.enabled"},
+		{[]string{"tls.enabled=true"}, nil, "tls.cert (PEM, or tls.existingSecret) is required"},
+		{[]string{"gateway.aeTitles=null"}, nil, "gateway.aeTitles needs at least one AE title"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw"}, nil, `gateway.routes: with gateway.destinations and no gateway.stowURL there is no destination "default"`},
+		{[]string{"gateway.destinations[0].name=A", "gateway.destinations[0].url=https://h/dw", "gateway.unrouted=A"}, nil, `gateway.destinations[0].name "A": want 1 to 32 of a-z`},
+		{[]string{"gateway.destinations[0].name=a", "gateway.unrouted=a"}, nil, "gateway.destinations[0].url is required"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].options.workers=2 batch-linger=1s", "gateway.unrouted=a"}, nil, "must be one word"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].secretFiles.token-file=token", "gateway.unrouted=a"}, nil, "secretFiles needs secret"},
+		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, nil, `gateway.destinations: "a" is defined twice`},
+		{[]string{"gateway.commitment=always"}, nil, `gateway.commitment "always": want delivered, received or off`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT 1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, nil, `gateway.remoteAEs[0].aeTitle "CT 1": want 1 to 16 printable characters`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].port=104"}, nil, "gateway.remoteAEs[0] (CT1): host is required"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=70000"}, nil, `port "70000": want 1 to 65535`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[1].aeTitle=CT1", "gateway.remoteAEs[1].host=g", "gateway.remoteAEs[1].port=104"}, nil, `gateway.remoteAEs: "CT1" is listed twice`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secretFiles.ca-file=ca.crt"}, nil, "secretFiles needs secret"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secret=s", "gateway.remoteAEs[0].tls=true", "gateway.remoteAEs[0].secretFiles.token-file=t"}, nil, `secretFiles "token-file": want ca-file, client-cert or client-key`},
+		// What dicomgw check-config refuses, refused at helm template
+		// instead of in a crash-looping pod. An AE title with "=" cannot
+		// be written in AET=HOST:PORT: dicomgw would read "A=B=h:104" as
+		// AE A at host "B=h".
+		{[]string{"gateway.remoteAEs[0].aeTitle=", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, nil, "gateway.remoteAEs[0].aeTitle is required"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT=1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, nil, `gateway.remoteAEs[0].aeTitle "CT=1": want 1 to 16 printable characters, no spaces, '=' or backslash`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=0"}, nil, `port "0": want 1 to 65535`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h"}, []string{"gateway.remoteAEs[0].port=104x"}, `port "104x": want 1 to 65535`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h 2", "gateway.remoteAEs[0].port=104"}, nil, `host "h 2": one word`},
+		{[]string{"gateway.commitmentTimeout=24 h"}, nil, `gateway.commitmentTimeout "24 h": want a positive Go duration`},
+		{[]string{"gateway.commitmentTimeout=1d"}, nil, `gateway.commitmentTimeout "1d": want a positive Go duration`},
+		{[]string{"gateway.commitmentTimeout=0s"}, nil, `gateway.commitmentTimeout "0s": want a positive Go duration`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].timeout=20 s"}, nil, `(CT1): timeout "20 s": want a positive Go duration`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].timeout=soon"}, nil, `(CT1): timeout "soon": want a positive Go duration`},
+		// A quoted "false" is a string, and a non-empty string is true
+		// to a template: it would have become tls=true.
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, []string{"gateway.remoteAEs[0].tls=false"}, `(CT1): tls "false": want true or false, unquoted`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secret=s", "gateway.remoteAEs[0].secretFiles.ca-file=ca.crt"}, nil, "(CT1): secretFiles (ca-file, client-cert, client-key) are for DICOM TLS: set tls: true"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].tls=true", "gateway.remoteAEs[0].secret=s", "gateway.remoteAEs[0].secretFiles.ca-file=ca crt"}, nil, `(CT1): secretFiles ca-file "ca crt": one word`},
 	} {
 		args := []string{"template", "dicomgw", path(chartDir), "--kube-version", "1.31.0"}
 		for _, s := range c.set {
 			args = append(args, "--set", s)
 		}
+		for _, s := range c.setString {
+			args = append(args, "--set-string", s)
+		}
 		out, errOut, err := run(t, repo, helm, args...)
 		if err == nil || !strings.Contains(errOut, c.want) {
-			t.Errorf("helm template --set %v: %v, want an error saying %q\n%s", c.set, err, c.want, tail(out+errOut, 2000))
+			t.Errorf("helm template --set %v --set-string %v: %v, want an error saying %q\n%s", c.set, c.setString, err, c.want, tail(out+errOut, 2000))
 		}
 	}
 }

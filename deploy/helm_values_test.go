@@ -221,3 +221,28 @@ func writeRoutingValues(t *testing.T) string {
 	}
 	return p
 }
+
+// writeCommitmentValues writes a values file of storage commitment values
+// at their edges that dicomgw accepts: off, a timeout of hours and minutes,
+// an IPv6 host, a port given as a string, tls false, tls true without
+// files (the system's roots), a fractional timeout.
+func writeCommitmentValues(t *testing.T) string {
+	t.Helper()
+	v := map[string]any{"gateway": map[string]any{
+		"commitment":        "off",
+		"commitmentTimeout": "1h30m",
+		"remoteAEs": []any{
+			map[string]any{"aeTitle": "US-ROOM_2", "host": "fd00::21", "port": "11112", "tls": false, "timeout": "1.5m"},
+			map[string]any{"aeTitle": "CR*1", "host": "cr1.hospital.example", "port": 2762, "tls": true},
+		},
+	}}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "commitment.yaml")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -270,6 +270,15 @@ into the destination's mounted Secret), --route, --unrouted,
 {{ printf "--ledger-retention=%s" (toString .Values.gateway.ledgerRetention) }}
 {{- end }}
 
+{{/* "true" when the string given is a positive Go duration (time.ParseDuration:
+24h, 1h30m, 1.5h, 300ms), "" otherwise: what dicomgw check-config accepts for
+--commitment-timeout and a --remote-ae timeout. */}}
+{{- define "dicomgw.positiveDuration" -}}
+{{- if and (regexMatch "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))*$" .) (regexMatch "[1-9]" .) -}}
+true
+{{- end -}}
+{{- end }}
+
 {{/* The storage commitment flags: --commitment, --commitment-timeout and a
 --remote-ae line per gateway.remoteAEs entry (options that name files point
 into its mounted Secret). */}}
@@ -280,12 +289,16 @@ into its mounted Secret). */}}
 {{- fail (printf "gateway.commitment %q: want delivered, received or off" $mode) }}
 {{- end }}
 {{ printf "--commitment=%s" $mode }}
-{{ printf "--commitment-timeout=%s" (toString .Values.gateway.commitmentTimeout) }}
+{{- $timeout := toString .Values.gateway.commitmentTimeout }}
+{{- if not (include "dicomgw.positiveDuration" $timeout) }}
+{{- fail (printf "gateway.commitmentTimeout %q: want a positive Go duration such as 24h or 90m" $timeout) }}
+{{- end }}
+{{ printf "--commitment-timeout=%s" $timeout }}
 {{- $seen := dict }}
 {{- range $i, $r := .Values.gateway.remoteAEs }}
 {{- $ae := toString (required (printf "gateway.remoteAEs[%d].aeTitle is required" $i) $r.aeTitle) }}
-{{- if not (regexMatch "^[!-\\[\\]-~]{1,16}$" $ae) }}
-{{- fail (printf "gateway.remoteAEs[%d].aeTitle %q: want 1 to 16 printable characters, no spaces or backslash" $i $ae) }}
+{{- if not (regexMatch "^[!-<>-\\[\\]-~]{1,16}$" $ae) }}
+{{- fail (printf "gateway.remoteAEs[%d].aeTitle %q: want 1 to 16 printable characters, no spaces, '=' or backslash" $i $ae) }}
 {{- end }}
 {{- if hasKey $seen $ae }}
 {{- fail (printf "gateway.remoteAEs: %q is listed twice" $ae) }}
@@ -295,20 +308,27 @@ into its mounted Secret). */}}
 {{- if or (eq $host "") (regexMatch "[\\s\\[\\]]" $host) }}
 {{- fail (printf "gateway.remoteAEs[%d] (%s): host %q: one word, no brackets" $i $ae $host) }}
 {{- end }}
-{{- $port := int (required (printf "gateway.remoteAEs[%d] (%s): port is required" $i $ae) $r.port) }}
-{{- if or (lt $port 1) (gt $port 65535) }}
-{{- fail (printf "gateway.remoteAEs[%d] (%s): port %d: want 1 to 65535" $i $ae $port) }}
+{{- $portText := toString (required (printf "gateway.remoteAEs[%d] (%s): port is required" $i $ae) $r.port) }}
+{{- $port := int $portText }}
+{{- if or (not (regexMatch "^[0-9]{1,5}$" $portText)) (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): port %q: want 1 to 65535" $i $ae $portText) }}
 {{- end }}
 {{- $addr := printf "%s:%d" $host $port }}
 {{- if contains ":" $host }}
 {{- $addr = printf "[%s]:%d" $host $port }}
 {{- end }}
 {{- $line := printf "%s=%s" $ae $addr }}
+{{- if and (hasKey $r "tls") (not (kindIs "bool" $r.tls)) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): tls %q: want true or false, unquoted" $i $ae (toString $r.tls)) }}
+{{- end }}
 {{- if $r.tls }}
 {{- $line = printf "%s tls=true" $line }}
 {{- end }}
 {{- if and $r.secretFiles (not $r.secret) }}
 {{- fail (printf "gateway.remoteAEs[%d] (%s): secretFiles needs secret, the Secret that holds them" $i $ae) }}
+{{- end }}
+{{- if and $r.secretFiles (not $r.tls) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): secretFiles (ca-file, client-cert, client-key) are for DICOM TLS: set tls: true" $i $ae) }}
 {{- end }}
 {{- range $k, $v := $r.secretFiles }}
 {{- if not (has $k (list "ca-file" "client-cert" "client-key")) }}
@@ -320,8 +340,8 @@ into its mounted Secret). */}}
 {{- $line = printf "%s %s=%s/remote-ae/%d/%v" $line $k $secrets $i $v }}
 {{- end }}
 {{- with $r.timeout }}
-{{- if regexMatch "\\s" (toString .) }}
-{{- fail (printf "gateway.remoteAEs[%d] (%s): timeout %q: one word" $i $ae .) }}
+{{- if not (include "dicomgw.positiveDuration" (toString .)) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): timeout %q: want a positive Go duration such as 20s" $i $ae (toString .)) }}
 {{- end }}
 {{- $line = printf "%s timeout=%v" $line . }}
 {{- end }}
