@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +53,11 @@ func parseRemoteAE(s string) (remoteAESpec, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
 		return remoteAESpec{}, fmt.Errorf("%s: %q: want HOST:PORT ([v6]:PORT for an IPv6 address)", ae, addr)
+	}
+	// A host is a name or an address: "A=B=h:104" is not AE A at host
+	// "B=h" (an AE title cannot hold '=' here).
+	if _, ipErr := netip.ParseAddr(host); ipErr != nil && !validHostName(host) {
+		return remoteAESpec{}, fmt.Errorf("%s: host %q is neither an IP address nor a host name (an AE title with '=' cannot be given here)", ae, host)
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 1 || p > 65535 {
@@ -180,4 +186,23 @@ func (f *remoteAEFlags) remoteAEs() (map[string]remoteAE, error) {
 		out[s.AE] = r
 	}
 	return out, nil
+}
+
+// validHostName checks a DNS host name's syntax (RFC 1123 labels).
+func validHostName(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

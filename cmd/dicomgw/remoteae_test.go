@@ -39,6 +39,9 @@ func TestRemoteAEFlag(t *testing.T) {
 		"CT1=host:104 tls":            "want key=value",
 		"CT1=host:104 tls=1 tls=0":    `option "tls" given twice`,
 		"CT\\1=host:104":              "not allowed in an AE title",
+		"A=B=h:104":                   `host "B=h" is neither an IP address nor a host name`,
+		"CT1=ho st.example:104 x=y":   "want HOST:PORT",
+		"CT1=-bad-.example:104":       "neither an IP address nor a host name",
 	} {
 		var g remoteAEFlags
 		err := g.Set(v)
