@@ -7,7 +7,8 @@
 // sends one N-ACTION (Action Type ID 1) on an association it keeps open for
 // lingerMs after the response, and, when listenPort is set, also listens
 // there as an SCP for a report on a new association, for waitMs (or until
-// killed). Prints one JSON line per event on stdout: {"event":"n-action-rsp","status":N,"comment":...},
+// killed). Prints one JSON line per event on stdout:
+// {"event":"n-action-rsp","status":N,"comment":...},
 // {"event":"association","callingAE","calledAE","roles":{"scu","scp"}} (a
 // new association to the listener),
 // {"event":"n-event-report","via":"same"|"new","eventTypeId":N,
