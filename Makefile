@@ -23,7 +23,8 @@ FUZZ_TARGETS := \
 	./pkg/part10:FuzzReadGroup \
 	./pkg/forward:FuzzSTOWAnswer \
 	./pkg/forward:FuzzMatcher \
-	./pkg/route:FuzzRoute
+	./pkg/route:FuzzRoute \
+	./pkg/stgcmt:FuzzDecodeRequest
 # Targets whose coverage depends on goroutine scheduling (a live
 # association): minimizing their inputs would chase coverage that does not
 # reproduce, so it is off for them.

@@ -60,8 +60,8 @@ type scuRequest struct {
 	WaitMs         int      `json:"waitMs,omitempty"`     // then exit after this long (0: until killed)
 }
 
-// scuEvent is one line stgcmt-scu.js prints.
-type scuEvent struct {
+// stgEvent is one line stgcmt-scu.js prints.
+type stgEvent struct {
 	Event          string `json:"event"`
 	Status         *int   `json:"status"`  // n-action-rsp
 	Comment        string `json:"comment"` // n-action-rsp
@@ -85,13 +85,13 @@ type scuEvent struct {
 	line string
 }
 
-func (e scuEvent) String() string { return e.line }
+func (e stgEvent) String() string { return e.line }
 
 // stgcmtSCU is a running stgcmt-scu.js.
 type stgcmtSCU struct {
 	*harness.Process
 	mu     sync.Mutex
-	events []scuEvent
+	events []stgEvent
 	more   chan struct{} // closed and replaced at each event
 }
 
@@ -124,7 +124,7 @@ func startSCU(t testing.TB, req scuRequest) *stgcmtSCU {
 	cmd.Dir = dir
 	cmd.Stdin = bytes.NewReader(in)
 	p, err := harness.StartProcess(cmd, func(line string) {
-		var e scuEvent
+		var e stgEvent
 		// dcmjs-dimse writes its own log lines (stderr): not events.
 		if json.Unmarshal([]byte(line), &e) != nil || e.Event == "" {
 			return
@@ -155,10 +155,10 @@ func startSCU(t testing.TB, req scuRequest) *stgcmtSCU {
 }
 
 // Events returns the events of one kind so far ("" for all).
-func (s *stgcmtSCU) Events(kind string) []scuEvent {
+func (s *stgcmtSCU) Events(kind string) []stgEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []scuEvent
+	var out []stgEvent
 	for _, e := range s.events {
 		if kind == "" || e.Event == kind {
 			out = append(out, e)
@@ -169,7 +169,7 @@ func (s *stgcmtSCU) Events(kind string) []scuEvent {
 
 // wait returns the first event of kind, waiting up to timeout for it;
 // the script ending without it, or the timeout, fails the test.
-func (s *stgcmtSCU) wait(t testing.TB, kind string, timeout time.Duration) scuEvent {
+func (s *stgcmtSCU) wait(t testing.TB, kind string, timeout time.Duration) stgEvent {
 	t.Helper()
 	e, ok := s.waitFor(timeout, kind)
 	if !ok {
@@ -180,9 +180,9 @@ func (s *stgcmtSCU) wait(t testing.TB, kind string, timeout time.Duration) scuEv
 
 // waitFor returns the first event of any of kinds, waiting up to timeout
 // for one; false when none came.
-func (s *stgcmtSCU) waitFor(timeout time.Duration, kinds ...string) (scuEvent, bool) {
+func (s *stgcmtSCU) waitFor(timeout time.Duration, kinds ...string) (stgEvent, bool) {
 	deadline := time.After(timeout)
-	first := func() (scuEvent, bool) {
+	first := func() (stgEvent, bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for _, e := range s.events {
@@ -190,7 +190,7 @@ func (s *stgcmtSCU) waitFor(timeout time.Duration, kinds ...string) (scuEvent, b
 				return e, true
 			}
 		}
-		return scuEvent{}, false
+		return stgEvent{}, false
 	}
 	for {
 		s.mu.Lock()
@@ -205,7 +205,7 @@ func (s *stgcmtSCU) waitFor(timeout time.Duration, kinds ...string) (scuEvent, b
 			// The last lines are in before Exited is closed.
 			return first()
 		case <-deadline:
-			return scuEvent{}, false
+			return stgEvent{}, false
 		}
 	}
 }
@@ -237,7 +237,7 @@ func refsOf(objs []testObject) []scuRef {
 // checkReport checks that a report names transaction uid, has Event Type
 // ID 1 or 2 as it should, and lists exactly success in Referenced SOP
 // Sequence and failed (instance -> Failure Reason) in Failed SOP Sequence.
-func checkReport(t testing.TB, e scuEvent, uid string, success []string, failed map[string]int) {
+func checkReport(t testing.TB, e stgEvent, uid string, success []string, failed map[string]int) {
 	t.Helper()
 	if e.TransactionUID != uid {
 		t.Errorf("report: Transaction UID %q, want %q", e.TransactionUID, uid)
@@ -284,16 +284,6 @@ func instanceUIDs(objs []testObject) []string {
 		out[i] = o.SOPInstanceUID
 	}
 	return out
-}
-
-// freePort picks a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	p, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // orthancREST sends a JSON body (nil: none) to Orthanc's REST API and

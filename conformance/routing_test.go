@@ -272,6 +272,7 @@ type tracedRecord struct {
 		DeliveredAt time.Time `json:"delivered_at"`
 		DeadReason  string    `json:"dead_reason"`
 		Attempts    int       `json:"attempts"`
+		Copy        string    `json:"copy"`
 	} `json:"destinations"`
 }
 

@@ -189,7 +189,7 @@ func TestStatementMatchesNegotiation(t *testing.T) {
 			}
 		}
 	}
-	want := []string{uid.Verification}
+	want := []string{uid.Verification, dimse.StorageCommitmentSOPClass}
 	for _, e := range uid.StorageSOPClasses() {
 		want = append(want, e.UID)
 	}
@@ -221,7 +221,7 @@ func TestStatementStatuses(t *testing.T) {
 		t.Fatalf("found %d status rows in the statement", len(rows))
 	}
 	var sources []byte
-	for _, f := range []string{"cmd/dicomgw/store.go", "pkg/dimse/message.go", "pkg/uid/policy.go"} {
+	for _, f := range []string{"cmd/dicomgw/store.go", "pkg/dimse/message.go", "pkg/uid/policy.go", "pkg/dimse/commitment.go", "cmd/dicomgw/commitment.go"} {
 		b, err := os.ReadFile(filepath.Join(harness.RepoRoot(), f))
 		if err != nil {
 			t.Fatal(err)

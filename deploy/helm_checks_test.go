@@ -322,10 +322,19 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 		t.Errorf("--ae-title %q, want %q", f["ae-title"], aes)
 	}
 	checkRoutingFlags(t, v, f)
+	checkCommitmentFlags(t, v, f)
 	files := map[string]string{} // flag (or destination option) -> file
 	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "users-file", "jwt-jwks-file", "stow-token-file", "stow-basic-auth-file", "stow-oauth2-client-secret-file", "stow-ca-file", "stow-client-cert", "stow-client-key"} {
 		if file := f.last(name); file != "" {
 			files[name] = file
+		}
+	}
+	for _, r := range f["remote-ae"] {
+		fields := strings.Fields(r)
+		for _, kv := range fields[1:] {
+			if k, val, _ := strings.Cut(kv, "="); strings.HasPrefix(val, "/") {
+				files["remote-ae "+fields[0]+" "+k] = val
+			}
 		}
 	}
 	for _, d := range f["destination"] {
@@ -404,11 +413,62 @@ func checkRoutingFlags(t *testing.T, v values, f flagSet) {
 	if !slices.Equal(f["route"], routes) {
 		t.Errorf("--route %q, want %q", f["route"], routes)
 	}
+	var stamps []string
+	if ss, ok := v.get("gateway", "stamps").([]any); ok {
+		for _, s := range ss {
+			stamps = append(stamps, fmt.Sprint(s))
+		}
+	}
+	if !slices.Equal(f["stamp"], stamps) {
+		t.Errorf("--stamp %q, want %q", f["stamp"], stamps)
+	}
 	if f.last("unrouted") != v.str("gateway", "unrouted") || f.last("ledger-retention") != v.str("gateway", "ledgerRetention") {
 		t.Errorf("--unrouted %q --ledger-retention %q, want %q and %q", f.last("unrouted"), f.last("ledger-retention"), v.str("gateway", "unrouted"), v.str("gateway", "ledgerRetention"))
 	}
 	if len(dests) > 0 && v.str("gateway", "stowURL") == "" && f.has("archive-dir") {
 		t.Errorf("--archive-dir %q with destinations and no stowURL: an archive nobody routes to", f.last("archive-dir"))
+	}
+}
+
+// checkCommitmentFlags: --commitment and --commitment-timeout as given, a
+// --remote-ae line per gateway.remoteAEs entry with its file options in its
+// Secret's mount.
+func checkCommitmentFlags(t *testing.T, v values, f flagSet) {
+	t.Helper()
+	if f.last("commitment") != v.str("gateway", "commitment") || f.last("commitment-timeout") != v.str("gateway", "commitmentTimeout") {
+		t.Errorf("--commitment %q --commitment-timeout %q, want %q and %q", f.last("commitment"), f.last("commitment-timeout"),
+			v.str("gateway", "commitment"), v.str("gateway", "commitmentTimeout"))
+	}
+	remotes, _ := v.get("gateway", "remoteAEs").([]any)
+	if len(f["remote-ae"]) != len(remotes) {
+		t.Fatalf("--remote-ae %q for %d gateway.remoteAEs", f["remote-ae"], len(remotes))
+	}
+	for i, x := range remotes {
+		r := x.(map[string]any)
+		fields := strings.Fields(f["remote-ae"][i])
+		if want := fmt.Sprintf("%v=%v:%v", r["aeTitle"], r["host"], r["port"]); fields[0] != want {
+			t.Errorf("--remote-ae %q, want %q first", f["remote-ae"][i], want)
+		}
+		want := map[string]string{}
+		if files, ok := r["secretFiles"].(map[string]any); ok {
+			for k, key := range files {
+				want[k] = fmt.Sprintf("%s/remote-ae/%d/%v", secretsMount, i, key)
+			}
+		}
+		if r["tls"] == true {
+			want["tls"] = "true"
+		}
+		if to, ok := r["timeout"]; ok {
+			want["timeout"] = fmt.Sprint(to)
+		}
+		got := map[string]string{}
+		for _, kv := range fields[1:] {
+			k, val, _ := strings.Cut(kv, "=")
+			got[k] = val
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("--remote-ae %s options %v, want %v", fields[0], got, want)
+		}
 	}
 }
 

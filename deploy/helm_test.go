@@ -236,6 +236,13 @@ func TestHelmChartRefuses(t *testing.T) {
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].options.workers=2 batch-linger=1s", "gateway.unrouted=a"}, "must be one word"},
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].secretFiles.token-file=token", "gateway.unrouted=a"}, "secretFiles needs secret"},
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, `gateway.destinations: "a" is defined twice`},
+		{[]string{"gateway.commitment=always"}, `gateway.commitment "always": want delivered, received or off`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT 1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, `gateway.remoteAEs[0].aeTitle "CT 1": want 1 to 16 printable characters`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].port=104"}, "gateway.remoteAEs[0] (CT1): host is required"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=70000"}, "port 70000: want 1 to 65535"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[1].aeTitle=CT1", "gateway.remoteAEs[1].host=g", "gateway.remoteAEs[1].port=104"}, `gateway.remoteAEs: "CT1" is listed twice`},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secretFiles.ca-file=ca.crt"}, "secretFiles needs secret"},
+		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104", "gateway.remoteAEs[0].secret=s", "gateway.remoteAEs[0].secretFiles.token-file=t"}, `secretFiles "token-file": want ca-file, client-cert or client-key`},
 	} {
 		args := []string{"template", "dicomgw", path(chartDir), "--kube-version", "1.31.0"}
 		for _, s := range c.set {

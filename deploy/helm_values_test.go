@@ -135,8 +135,16 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 				map[string]any{"name": "research", "url": "file:///var/lib/dicomgw/research"},
 			},
 			"routes":          []any{`{called_ae="KAAPANA", Modality="CT"} -> kheops-ct`, `{Modality=~"CT|MR"} -> pacs-tls,research`},
-			"unrouted":        "default",
-			"ledgerRetention": "2160h",
+			"stamps":            []any{"kheops-ct=ClinicalTrialSponsorName={called_ae}", "research=InstitutionName=Research copy of {calling_ae}"},
+			"unrouted":          "default",
+			"ledgerRetention":   "2160h",
+			"commitment":        "received",
+			"commitmentTimeout": "12h",
+			"remoteAEs": []any{
+				map[string]any{"aeTitle": "CT_SCANNER_1", "host": "10.0.0.21", "port": 104},
+				map[string]any{"aeTitle": "MR3T", "host": "mr3t.hospital.example", "port": 2762, "tls": true, "secret": "mr3t-dicom-tls",
+					"secretFiles": map[string]any{"ca-file": "ca.crt", "client-cert": "tls.crt", "client-key": "tls.key"}, "timeout": "20s"},
+			},
 		},
 		"stow": map[string]any{
 			"auth": map[string]any{"type": "oauth2", "oauth2": map[string]any{

@@ -78,6 +78,9 @@ func writeSecretFiles(t *testing.T) string {
 		"destinations/pacs-tls/tls.crt": certPEM,
 		"destinations/pacs-tls/tls.key": keyPEM,
 		"destinations/pacs-tls/ca.crt":  certPEM,
+		"remote-ae/1/ca.crt":            certPEM,
+		"remote-ae/1/tls.crt":           certPEM,
+		"remote-ae/1/tls.key":           keyPEM,
 		"unused-but-harmless.note":      []byte("test fixture\n"),
 	}
 	for name, b := range files {

@@ -86,6 +86,9 @@ type serveConfig struct {
 	// Routing.
 	destinationSpecs destFlags
 	routes           routeFlags
+	stamps           stampFlags
+	qrDestination    string
+	qrPageSize       int
 	unrouted         string
 	ledgerRetention  time.Duration
 
@@ -99,7 +102,7 @@ type serveConfig struct {
 // takes effect at the next start. (The files they name are re-read on
 // SIGHUP too: a renewed certificate, an edited users file.)
 var liveFlags = map[string]bool{
-	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true, "remote-ae": true,
+	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true, "remote-ae": true, "stamp": true,
 	"tls-cert": true, "tls-key": true, "tls-client-ca": true,
 	"users-file": true, "jwt-issuer": true, "jwt-audience": true, "jwt-jwks-file": true, "jwt-algorithms": true,
 }
@@ -156,6 +159,9 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.DurationVar(&c.stowTimeout, "stow-timeout", 2*time.Minute, "wait for a STOW-RS answer; each request also gets 1 s per MiB of its body")
 	fs.Var(&c.destinationSpecs, "destination", "a named destination: NAME=URL [key=value ...] with URL http(s)://... (STOW-RS), dicom://CALLED_AE@HOST:PORT or dicoms:// (C-STORE), file:///DIR (archive); repeatable (README: Routing). --stow-url, or --archive-dir without it, is the destination \"default\" (live on SIGHUP)")
 	fs.Var(&c.routes, "route", "route objects to destinations: 'MATCHERS -> DEST[,DEST...]' with Prometheus label matchers on called_ae, calling_ae, peer and DICOM keywords of the header, e.g. '{called_ae=~\"KP-.+\", Modality!=\"SR\"} -> research'; every matching route applies; repeatable; none: everything to \"default\" (live on SIGHUP)")
+	fs.StringVar(&c.qrDestination, "qr-destination", "", "answer C-FIND (Patient and Study Root) from the QIDO-RS of this STOW-RS destination's service root, with its credentials and TLS (\"default\" with --stow-url); empty: query/retrieve is not offered")
+	fs.IntVar(&c.qrPageSize, "qr-page-size", 100, "results asked for per QIDO-RS request (limit); a C-FIND pages through them all, whatever the server's own cap")
+	fs.Var(&c.stamps, "stamp", "set an attribute on the copy one destination gets: DEST=Keyword=VALUE, VALUE may use {calling_ae}, {called_ae} and {received_date}, e.g. 'research=ClinicalTrialSponsorName={called_ae}'; text attributes only; repeatable; the spool and other destinations keep the original (README: Stamping)")
 	fs.StringVar(&c.unrouted, "unrouted", "refuse", "an object no route matches: refuse (the sender gets 0124, not authorized, before anything is stored) or the name of a destination to send it to")
 	fs.DurationVar(&c.ledgerRetention, "ledger-retention", 30*24*time.Hour, "how long the delivery ledger remembers an object after its file has left the spool (spool trace, storage commitment)")
 	fs.StringVar(&c.commitment, "commitment", "delivered", "what a storage commitment (N-ACTION, Storage Commitment Push Model) commits to: delivered (every referenced instance confirmed by every destination it was routed to), received (durable in the spool), or off (the SOP class is not accepted)")
@@ -275,6 +281,18 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 	if c.commitmentTimeout <= 0 {
 		return nil, fmt.Errorf("--commitment-timeout=%v: want a positive duration", c.commitmentTimeout)
 	}
+	if c.qrPageSize < 1 || c.qrPageSize > 10000 {
+		return nil, fmt.Errorf("--qr-page-size=%d: want 1 to 10000", c.qrPageSize)
+	}
+	if c.qrDestination != "" {
+		d := s.dests[c.qrDestination]
+		switch {
+		case d == nil:
+			return nil, fmt.Errorf("--qr-destination=%s: no such destination", c.qrDestination)
+		case d.qido == nil:
+			return nil, fmt.Errorf("--qr-destination=%s: a %s destination; queries need a DICOMweb (STOW-RS) one, whose service root answers QIDO-RS", c.qrDestination, d.kind)
+		}
+	}
 	if s.remotes, err = c.remoteAEs.remoteAEs(); err != nil {
 		return nil, err
 	}
@@ -286,6 +304,9 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 func (c serveConfig) routing(dcfg dimse.Config, log *slog.Logger) (map[string]*dest, *route.Table, string, error) {
 	dests, err := c.destinations(dcfg, log)
 	if err != nil {
+		return nil, nil, "", err
+	}
+	if err := c.stamps.attach(dests); err != nil {
 		return nil, nil, "", err
 	}
 	table, err := c.routes.table(dests)

@@ -39,6 +39,10 @@ type deliveries struct {
 	log     *slog.Logger
 	damaged prometheus.Counter
 	now     func() time.Time
+	// news, if set, is told that an object was received or that a
+	// destination is done with one (storage commitment looks again). It
+	// must not block.
+	news func()
 
 	mu   sync.Mutex
 	objs map[string]*objState // objects in queue/ with a destination pending, as far as known
@@ -80,6 +84,13 @@ func (d *deliveries) received(desc *spool.Description) {
 	d.mu.Lock()
 	d.objs[desc.ID] = &objState{pending: setOf(desc.Destinations), dead: map[string]string{}}
 	d.mu.Unlock()
+	d.tell()
+}
+
+func (d *deliveries) tell() {
+	if d.news != nil {
+		d.news()
+	}
 }
 
 func setOf(ss []string) map[string]bool {
@@ -132,14 +143,15 @@ func (d *deliveries) pendingFor(id, dest string) (bool, error) {
 	return st.pending[dest], nil
 }
 
-// delivered records that dest has id, durably, then settles the object.
-func (d *deliveries) delivered(id, dest string) error {
+// delivered records that dest has id (the original, or the copy described
+// by copy), durably, then settles the object.
+func (d *deliveries) delivered(id, dest, copy string) error {
 	if ok, err := d.pendingFor(id, dest); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("object %s is not pending for %s: %w", id, dest, fs.ErrNotExist)
 	}
-	if err := d.led.Delivered(id, dest, d.now()); err != nil {
+	if err := d.led.DeliveredCopy(id, dest, copy, d.now()); err != nil {
 		return err
 	}
 	d.settle(id, []string{dest}, "")
@@ -230,10 +242,12 @@ func (d *deliveries) settle(id string, dests []string, reason string) {
 	}
 	if len(st.pending) > 0 {
 		d.mu.Unlock()
+		d.tell()
 		return
 	}
 	delete(d.objs, id)
 	d.mu.Unlock()
+	d.tell()
 	d.finish(id, st)
 }
 
@@ -286,8 +300,9 @@ func deadSummary(dead map[string]string) (string, map[string]string) {
 // destQueue is the spool and the ledger as one destination's forwarder
 // sees them (forward.Queue).
 type destQueue struct {
-	d    *deliveries
-	name string
+	d      *deliveries
+	name   string
+	stamps []stampSpec // set on its copy
 }
 
 // maxPending bounds a rescan's listing: the forwarder holds at most its
@@ -309,11 +324,34 @@ func (q destQueue) Describe(id string) (*forward.Object, forward.RetryRecord, er
 		return nil, forward.RetryRecord{}, damageOf(err)
 	}
 	r := ds.Retry
-	return objectOf(desc), forward.RetryRecord{Attempts: r.Attempts, FirstFailure: r.FirstFailure, NextAttempt: r.NextAttempt,
+	obj := objectOf(desc)
+	if len(q.stamps) > 0 {
+		if obj, err = stamped(obj, &desc, q.stamps); err != nil {
+			return nil, forward.RetryRecord{}, damageOf(fmt.Errorf("stamping its copy: %w", err))
+		}
+	}
+	return obj, forward.RetryRecord{Attempts: r.Attempts, FirstFailure: r.FirstFailure, NextAttempt: r.NextAttempt,
 		LastError: r.LastError, Unconfirmed: r.Unconfirmed, Delay: r.Delay}, nil
 }
 
-func (q destQueue) Delivered(id string) error { return q.d.delivered(id, q.name) }
+func (q destQueue) Delivered(id string) error { return q.d.delivered(id, q.name, q.copyOf(id)) }
+
+// copyOf describes the copy of id this destination gets, for the ledger:
+// "" for the original, else the stamps with their values for it.
+func (q destQueue) copyOf(id string) string {
+	if len(q.stamps) == 0 {
+		return ""
+	}
+	desc, err := q.d.sp.Describe(id)
+	if err != nil {
+		return "stamped (the values cannot be told: " + err.Error() + ")"
+	}
+	parts := make([]string, len(q.stamps))
+	for i, s := range q.stamps {
+		parts[i] = s.Keyword + "=" + strings.TrimRight(string(stampValue(s, &desc)), " ")
+	}
+	return "stamped " + strings.Join(parts, " ")
+}
 
 // DeliveredAll records a batch's deliveries concurrently, so that they
 // share the ledger's commits rather than wait for one each
@@ -322,7 +360,7 @@ func (q destQueue) DeliveredAll(ids []string) []error {
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		wg.Go(func() { errs[i] = q.d.delivered(id, q.name) })
+		wg.Go(func() { errs[i] = q.d.delivered(id, q.name, q.copyOf(id)) })
 	}
 	wg.Wait()
 	return errs

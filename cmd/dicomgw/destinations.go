@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/forward"
+	"github.com/dicomgw/dicomgw/pkg/qr"
 )
 
 // dest is one destination, built: what delivers to it, how its forwarder
@@ -34,6 +36,10 @@ type dest struct {
 	// key says whether two builds are the same destination (a SIGHUP
 	// that keeps it): its full definition, secrets included.
 	key string
+	// stamps are set on the copy it gets (--stamp).
+	stamps []stampSpec
+	// qido queries its service root (STOW-RS destinations).
+	qido *qr.Client
 }
 
 // stowSettings are a STOW-RS destination's TLS and credential settings:
@@ -131,16 +137,16 @@ func clientTLS(caFile, cert, key string, name func(string) string) (*tls.Config,
 }
 
 // newSTOW builds a STOW-RS destination.
-func newSTOW(base string, s stowSettings, dcfg dimse.Config, log *slog.Logger) (forward.Destination, forward.Credentials, error) {
+func newSTOW(base string, s stowSettings, dcfg dimse.Config, log *slog.Logger) (forward.Destination, forward.Credentials, *qr.Client, error) {
 	tlsCfg, err := s.tlsConfig(log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The token endpoint gets the same trust as the DICOMweb endpoint.
 	tokenClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}
 	creds, err := s.credentials(tokenClient)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	to, err := forward.NewSTOW(forward.STOWConfig{
 		BaseURL:                   base,
@@ -152,7 +158,26 @@ func newSTOW(base string, s stowSettings, dcfg dimse.Config, log *slog.Logger) (
 		TLS:                       tlsCfg,
 		Credentials:               creds,
 	}, log)
-	return to, creds, err
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// The same service root answers QIDO-RS (--qr-destination), with the
+	// same trust and credentials.
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	timeout := s.timeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	qc := &qr.Client{Base: u, PageSize: 100, Timeout: timeout, UserAgent: "dicomgw/" + version,
+		HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if creds != nil {
+		qc.Auth = creds
+	}
+	return to, creds, qc, nil
 }
 
 // newArchive builds an archive destination.
@@ -218,11 +243,11 @@ func (c serveConfig) legacyDestination(dcfg dimse.Config, log *slog.Logger) (*de
 		return d, nil
 	}
 	s := c.legacySTOW()
-	to, creds, err := newSTOW(c.stowURL, s, dcfg, log)
+	to, creds, qc, err := newSTOW(c.stowURL, s, dcfg, log)
 	if err != nil {
 		return nil, err
 	}
-	d.kind, d.to, d.creds = kindSTOW, to, creds
+	d.kind, d.to, d.creds, d.qido = kindSTOW, to, creds, qc
 	d.spec = "default=" + to.String()
 	d.key = fmt.Sprintf("default=%s %+v", c.stowURL, s)
 	return d, nil
@@ -267,7 +292,7 @@ func (c serveConfig) buildDestination(spec destSpec, dcfg dimse.Config, log *slo
 			return nil, err
 		}
 		u := *spec.URL
-		if d.to, d.creds, err = newSTOW(u.String(), s, dcfg, log); err != nil {
+		if d.to, d.creds, d.qido, err = newSTOW(u.String(), s, dcfg, log); err != nil {
 			return nil, err
 		}
 	case kindDICOM:

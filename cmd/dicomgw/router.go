@@ -49,7 +49,9 @@ type routing struct {
 	unrouted string   // "": refuse
 	tags     []uint32 // the header elements the routes read
 	fwds     map[string]*forward.Forwarder
+	stamps   map[string][]stampSpec // of the running destinations that stamp their copy
 	del      *deliveries
+	log      *slog.Logger
 }
 
 // route is where an object with these facts goes; none: refuse it.
@@ -67,9 +69,21 @@ func (rt *routing) committed(d *spool.Description) {
 	rt.del.received(d)
 	obj := objectOf(*d)
 	for _, name := range d.Destinations {
-		if f := rt.fwds[name]; f != nil {
-			f.Offer(obj)
+		f := rt.fwds[name]
+		if f == nil {
+			continue
 		}
+		o := obj
+		if st := rt.stamps[name]; len(st) > 0 {
+			var err error
+			if o, err = stamped(obj, d, st); err != nil {
+				// Its forwarder finds it at its next rescan, and says why
+				// it cannot be sent.
+				rt.log.Error("cannot stamp an object's copy", "destination", name, "id", d.ID, "err", err)
+				continue
+			}
+		}
+		f.Offer(o)
 	}
 }
 
@@ -122,16 +136,20 @@ func (r *router) apply(table *route.Table, unrouted string, dests map[string]*de
 		r.startLocked(d)
 	}
 	fwds := make(map[string]*forward.Forwarder, len(r.running))
+	stamps := map[string][]stampSpec{}
 	// `,"destinations":[` and `]` around the names, each `"name",` (names
 	// are [a-z0-9_-]: nothing to escape), and a margin.
 	reserve := len(`,"destinations":[]`) + 16
 	for n, rd := range r.running {
 		fwds[n] = rd.fwd
+		if len(rd.d.stamps) > 0 {
+			stamps[n] = rd.d.stamps
+		}
 		reserve += len(n) + 3
 	}
 	// Room in each object's record for the longest destination list.
 	r.sp.SetRecordReserve(reserve)
-	r.cur.Store(&routing{table: table, unrouted: unrouted, tags: table.Tags(), fwds: fwds, del: r.del})
+	r.cur.Store(&routing{table: table, unrouted: unrouted, tags: table.Tags(), fwds: fwds, stamps: stamps, del: r.del, log: r.log})
 	return changed, nil
 }
 
@@ -139,7 +157,7 @@ func (r *router) apply(table *route.Table, unrouted string, dests map[string]*de
 func (r *router) startLocked(d *dest) {
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"destination": d.name}, r.reg)
 	log := r.log.With("destination", d.name)
-	f := forward.New(d.fcfg, destQueue{d: r.del, name: d.name}, d.to, log, reg)
+	f := forward.New(d.fcfg, destQueue{d: r.del, name: d.name, stamps: d.stamps}, d.to, log, reg)
 	if d.creds != nil {
 		reg.MustRegister(forward.NewCredentialsCollector(d.creds))
 	}

@@ -131,3 +131,35 @@ func TestRecordReserveFitsEveryDestination(t *testing.T) {
 }
 
 func newTestRegistry() *prometheus.Registry { return prometheus.NewPedanticRegistry() }
+
+// TestParseStamp: a stamp names a text attribute by keyword and a value its
+// VR can hold whatever the placeholders become; anything else is refused
+// when the flag is read, with the reason.
+func TestParseStamp(t *testing.T) {
+	ok := []string{
+		"research=ClinicalTrialSponsorName={called_ae}",
+		"research=ClinicalTrialProtocolID={calling_ae}-{received_date}",
+		"r=InstitutionName=Research site",
+		"r=PatientComments=",
+	}
+	for _, s := range ok {
+		if _, err := parseStamp(s); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	for s, want := range map[string]string{
+		"research":                                     "want DEST=Keyword=VALUE",
+		"research=NoSuchKeyword=x":                     "not a DICOM keyword",
+		"research=PixelData=x":                         "only text attributes",
+		"research=SOPInstanceUID=1.2":                  "only text attributes",
+		"research=Modality={calling_ae}":               "does not allow the characters",
+		"research=StationName={calling_ae}{called_ae}": "holds at most 16 characters",
+		"research=InstitutionName={patient_id}":        "unknown placeholder",
+		"research=InstitutionName=a\\b":                "backslash",
+		"research=StudyDate={calling_ae}":              "holds at most 8 characters",
+	} {
+		if _, err := parseStamp(s); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %q", s, err, want)
+		}
+	}
+}

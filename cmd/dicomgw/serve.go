@@ -90,6 +90,36 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 			"destinations", strings.Join(waiting, ", "))
 	}
 
+	// Storage commitment: requests left open by the last run are taken
+	// over before anyone can ask anything new, and answered even with
+	// --commitment off (which refuses new ones: the SOP class is not
+	// offered). It stops before the ledger closes.
+	cm := newCommitments(led, c.commitment, c.commitmentTimeout, set.remotes, newCommitMetrics(reg), log.With("component", "commitment"))
+	if err := cm.load(); err != nil {
+		return fmt.Errorf("storage commitment requests in the ledger: %w", err)
+	}
+	del.news = cm.news
+	if c.commitment != "off" {
+		set.dimse.Commitment = cm
+	}
+	cmCtx, stopCommitments := context.WithCancel(context.Background())
+	cmDone := make(chan struct{})
+	go func() {
+		defer close(cmDone)
+		cm.run(cmCtx)
+	}()
+	defer func() {
+		stopCommitments()
+		<-cmDone
+	}()
+
+	if c.qrDestination != "" {
+		qc := set.dests[c.qrDestination].qido
+		qc.PageSize = c.qrPageSize
+		set.dimse.Find = newFinder(c.qrDestination, qc, log.With("component", "qr"), reg)
+		set.dimse.Move = newMover(c.qrDestination, qc, cm.remote, "", log.With("component", "qr"), reg)
+	}
+
 	set.dimse.Admit = sp.Admit
 	ids := &identities{require: c.requireIdentity}
 	if set.auth != nil {
@@ -161,7 +191,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		case err := <-served:
 			return err
 		case <-hup:
-			if err := reload(values, args, srv, tlsCerts, ids, rt, log); err != nil {
+			if err := reload(values, args, srv, tlsCerts, ids, rt, cm, log); err != nil {
 				opsm.reloads.WithLabelValues("failure").Inc()
 				log.Error("config reload failed; keeping the running settings", "err", err)
 			} else {
@@ -203,7 +233,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 // other changes are reported as waiting for a restart. values holds the
 // flags in force, and is updated with what was applied. On any error the
 // running settings stay.
-func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, rt *router, log *slog.Logger) error {
+func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, rt *router, cm *commitments, log *slog.Logger) error {
 	nc, nfs, err := loadConfig("dicomgw serve", args, io.Discard)
 	if err != nil {
 		return err
@@ -218,6 +248,10 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 		return err
 	}
 	pol.CalledAE = table.AcceptsCalledAE
+	remotes, err := nc.remoteAEs.remoteAEs()
+	if err != nil {
+		return err
+	}
 	// Everything is built before anything is applied: a bad file leaves
 	// the running settings whole.
 	var tlsCfg *tls.Config
@@ -254,6 +288,7 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 	if a != nil {
 		ids.cur.Store(a)
 	}
+	cm.setRemotes(remotes)
 	var ignored []string
 	for name, v := range flagValues(nfs) {
 		switch {
@@ -351,6 +386,12 @@ func pruneEvery(led *ledger.Ledger, retention time.Duration, log *slog.Logger) f
 			log.Error("pruning the delivery ledger", "err", err)
 		} else if n > 0 {
 			log.Info("pruned the delivery ledger", "objects", n, "older_than", retention)
+		}
+		n, err = led.PruneCommitments(now.Add(-retention))
+		if err != nil {
+			log.Error("pruning storage commitment requests", "err", err)
+		} else if n > 0 {
+			log.Info("pruned storage commitment requests", "requests", n, "older_than", retention)
 		}
 	}
 }

@@ -35,6 +35,9 @@ commands (safe while the daemon runs):
                                 where objects went: received when and from whom,
                                 per destination delivered when or why not; from
                                 the delivery ledger, also after they left the spool
+  commitments [--json]          storage commitment requests, newest first: who asked,
+                                for how many instances, waiting, reporting (with the
+                                report's attempts and last error), reported or abandoned
   purge --older-than D [--state dead|delivered]
                                 delete dead letters / kept delivered objects older than D
 `
@@ -101,6 +104,8 @@ func spoolCmd(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = spoolTrace(stdout, d, q, *asJSON)
+	case "commitments":
+		err = spoolCommitments(stdout, d, *asJSON)
 	case "purge":
 		if *olderThan == "" {
 			fmt.Fprintln(stderr, "dicomgw spool purge: --older-than is required")
@@ -453,6 +458,7 @@ type tracedDelivery struct {
 	Attempts    int       `json:"attempts,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Copy        string    `json:"copy,omitempty"` // what it got when not the original
 }
 
 // spoolTrace answers "where did it go": from the ledger, the objects that
@@ -479,7 +485,7 @@ func spoolTrace(w io.Writer, d *spool.Dir, q ledger.Query, asJSON bool) error {
 		for _, ds := range o.Deliveries {
 			t.Destinations = append(t.Destinations, tracedDelivery{Name: ds.Destination, State: ds.State, DeliveredAt: utcOrZero(ds.DeliveredAt),
 				DeadAt: utcOrZero(ds.DeadAt), DeadReason: ds.DeadReason, Attempts: ds.Retry.Attempts, LastError: ds.Retry.LastError,
-				NextAttempt: utcOrZero(ds.Retry.NextAttempt)})
+				NextAttempt: utcOrZero(ds.Retry.NextAttempt), Copy: ds.Copy})
 		}
 		out = append(out, t)
 	}
@@ -506,7 +512,11 @@ func spoolTrace(w io.Writer, d *spool.Dir, q ledger.Query, asJSON bool) error {
 		for _, x := range t.Destinations {
 			switch x.State {
 			case "delivered":
-				fmt.Fprintf(tw, "  %s\tdelivered\t%s\t\n", cell(x.Name), x.DeliveredAt.Format(time.RFC3339))
+				what := "the original"
+				if x.Copy != "" {
+					what = x.Copy
+				}
+				fmt.Fprintf(tw, "  %s\tdelivered\t%s\t%s\n", cell(x.Name), x.DeliveredAt.Format(time.RFC3339), cell(what))
 			case "dead":
 				fmt.Fprintf(tw, "  %s\tdead\t%s\t%s\n", cell(x.Name), x.DeadAt.Format(time.RFC3339), cell(x.DeadReason))
 			default:
@@ -525,4 +535,94 @@ func spoolTrace(w io.Writer, d *spool.Dir, q ledger.Query, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// listedCommitment is a storage commitment request as `spool commitments`
+// shows it.
+type listedCommitment struct {
+	CallingAE      string    `json:"calling_ae"`
+	TransactionUID string    `json:"transaction_uid"`
+	CalledAE       string    `json:"called_ae"`
+	Mode           string    `json:"mode"`
+	State          string    `json:"state"`
+	Instances      int       `json:"instances"`
+	Committed      int       `json:"committed"`
+	Failed         int       `json:"failed"`
+	RequestedAt    time.Time `json:"requested_at"`
+	Deadline       time.Time `json:"deadline"`
+	DecidedAt      time.Time `json:"decided_at,omitzero"`
+	ReportedAt     time.Time `json:"reported_at,omitzero"`
+	Via            string    `json:"via,omitempty"`
+	Attempts       int       `json:"report_attempts,omitempty"`
+	NextAttempt    time.Time `json:"next_attempt,omitzero"`
+	LastError      string    `json:"last_error,omitempty"`
+}
+
+// spoolCommitments lists the storage commitment requests the ledger holds
+// (the last 1000), newest first.
+func spoolCommitments(w io.Writer, d *spool.Dir, asJSON bool) error {
+	led, err := openLedger(d)
+	if err != nil {
+		return err
+	}
+	if led == nil {
+		return fmt.Errorf("%s has no delivery ledger yet", d.Root())
+	}
+	defer led.Close()
+	cs, err := led.Commitments(1000)
+	if err != nil {
+		return err
+	}
+	out := make([]listedCommitment, 0, len(cs))
+	for _, c := range cs {
+		l := listedCommitment{CallingAE: c.CallingAE, TransactionUID: c.TransactionUID, CalledAE: c.CalledAE, Mode: c.Mode, State: c.State,
+			Instances: len(c.Refs), RequestedAt: c.RequestedAt.UTC(), Deadline: c.Deadline.UTC(), DecidedAt: utcOrZero(c.DecidedAt),
+			ReportedAt: utcOrZero(c.ReportedAt), Via: c.Via, Attempts: c.Attempts, NextAttempt: utcOrZero(c.NextAttempt), LastError: c.LastError}
+		for _, r := range c.Results {
+			if r.Reason == 0 {
+				l.Committed++
+			} else {
+				l.Failed++
+			}
+		}
+		out = append(out, l)
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, l := range out {
+			if err := enc.Encode(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(w, "no storage commitment request")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REQUESTED\tCALLING AE\tTRANSACTION UID\tMODE\tSTATE\tINSTANCES\tCOMMITTED\tFAILED\tDETAIL")
+	for _, l := range out {
+		detail := ""
+		switch l.State {
+		case "waiting":
+			detail = "deadline " + l.Deadline.Format(time.RFC3339)
+		case "reporting":
+			detail = "decided " + l.DecidedAt.Format(time.RFC3339)
+			if l.Attempts > 0 {
+				detail += fmt.Sprintf("; %d attempts, next %s: %s", l.Attempts, l.NextAttempt.Format(time.RFC3339), l.LastError)
+			}
+		case "reported":
+			detail = "reported " + l.ReportedAt.Format(time.RFC3339) + " on the " + map[string]string{"same": "requester's association", "new": "gateway's association"}[l.Via]
+		case "abandoned":
+			detail = l.LastError
+		}
+		committed, failed := strconv.Itoa(l.Committed), strconv.Itoa(l.Failed)
+		if l.State == "waiting" {
+			committed, failed = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.RequestedAt.Format(time.RFC3339), cell(l.CallingAE), cell(l.TransactionUID),
+			l.Mode, l.State, l.Instances, committed, failed, cell(detail))
+	}
+	return tw.Flush()
 }

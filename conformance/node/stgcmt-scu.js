@@ -3,11 +3,13 @@
 //
 // Reads a JSON request from stdin:
 //   {"host", "port", "callingAE", "calledAE", "transactionUID",
-//    "refs": [{"class", "instance"}], "lingerMs", "listenPort", "waitMs"}
+//    "refs": [{"class", "instance"}], "lingerMs", "listenPort", "waitMs",
+//    "tlsCertFile", "tlsKeyFile"}
 // sends one N-ACTION (Action Type ID 1) on an association it keeps open for
 // lingerMs after the response, and, when listenPort is set, also listens
-// there as an SCP for a report on a new association, for waitMs (or until
-// killed). Prints one JSON line per event on stdout:
+// there as an SCP for a report on a new association (over DICOM TLS with
+// tlsCertFile and tlsKeyFile) until waitMs have passed (or until killed).
+// Prints one JSON line per event on stdout:
 // {"event":"n-action-rsp","status":N,"comment":...},
 // {"event":"association","callingAE","calledAE","roles":{"scu","scp"}} (a
 // new association to the listener),
@@ -18,6 +20,7 @@
 // it cannot send), {"event":"released"}, {"event":"error","message":...}.
 'use strict';
 
+const fs = require('fs');
 const dimse = require('dcmjs-dimse');
 const { Client, Server, Scp, Dataset } = dimse;
 const { NActionRequest } = dimse.requests;
@@ -95,7 +98,13 @@ process.stdin.on('end', () => {
     }
     server = new Server(ReportScp);
     server.on('networkError', (e) => out({ event: 'error', message: 'server: ' + e.message }));
-    server.listen(req.listenPort);
+    if (req.tlsCertFile) {
+      server.listen(req.listenPort, {
+        securityOptions: { cert: fs.readFileSync(req.tlsCertFile), key: fs.readFileSync(req.tlsKeyFile) },
+      });
+    } else {
+      server.listen(req.listenPort);
+    }
   }
 
   const client = new Client();

@@ -64,6 +64,7 @@ const levelTrace = slog.LevelDebug - 4
 type evInfo struct {
 	p      pdu.PDU
 	raw    []byte // Evt9: the encoded P-DATA-TF PDU(s) to send
+	after  func() // Evt9: runs once raw is written
 	err    error
 	reason pdu.AbortReason
 }
@@ -108,10 +109,14 @@ type assoc struct {
 	ctxs            map[uint8]*presContext
 
 	// DIMSE.
-	msg   *message
-	wbuf  []byte
-	stats struct {
+	msg     *message
+	wbuf    []byte
+	reports reports      // storage commitment reports sent on this association
+	find    *runningFind // the C-FIND being answered
+	stats   struct {
 		echoes, stores, failed int
+		actions                int // storage commitment requests
+		finds, moves           int
 		nonconforming          int // objects stored with UIDs that break PS3.5 9.1
 		bytes                  int64
 	}
@@ -131,6 +136,8 @@ func newAssoc(s *Server, conn net.Conn) *assoc {
 		id:   id,
 		log:  s.log.With("assoc", id, "peer", conn.RemoteAddr().String()),
 	}
+	a.reports.waiting = make(map[uint16]chan *Command)
+	a.reports.gone = make(chan struct{})
 	a.ac = newAckConn(conn)
 	a.ac.started = a.pduStarted
 	a.rd = pdu.NewReader(a.ac, pdu.Limits{MaxPDataLength: s.cfg.MaxPDULength}, s.pool)
@@ -188,6 +195,9 @@ func (a *assoc) dispatch(ev Event, info evInfo) {
 	}
 	from := a.state
 	a.state = a.run(act, ev, info)
+	if from == Sta6 && a.state != Sta6 {
+		a.closeReports()
+	}
 	if a.log.Enabled(context.Background(), levelTrace) {
 		a.log.Log(context.Background(), levelTrace, "transition", "from", from, "event", ev, "action", act, "to", a.state)
 	}
@@ -208,6 +218,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		a.send(info.p)
 		a.accepted = true
 		a.srv.m.active.Inc()
+		a.openReports()
 		return Sta6
 	case AE8:
 		a.send(info.p)
@@ -215,6 +226,9 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		return Sta13
 	case DT1:
 		a.sendRaw(info.raw)
+		if info.after != nil && a.broken == nil {
+			info.after()
+		}
 		return Sta6
 	case DT2:
 		a.pDataIndication(info.p.(*pdu.PDataTF))
@@ -223,6 +237,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		// Our service user answers a release at once; a message cut short
 		// by it is dropped (its sender gets no response for it).
 		a.dropMessage("association released mid-message")
+		a.stopFind() // nothing of it after the A-RELEASE-RP
 		a.raise(Evt14, evInfo{})
 		return Sta8
 	case AR4:
@@ -447,15 +462,27 @@ func (a *assoc) sendRaw(b []byte) {
 	if a.broken != nil {
 		return
 	}
-	a.conn.SetWriteDeadline(time.Now().Add(a.srv.cfg.WriteTimeout))
-	if _, err := a.conn.Write(b); err != nil {
+	a.reports.mu.Lock()
+	err := a.writeLocked(b)
+	a.reports.mu.Unlock()
+	if err != nil {
 		a.broken = err
 	}
+}
+
+// writeLocked writes b whole, under the write timeout; a.reports.mu is
+// held, so that a report and the association's own PDUs never interleave.
+func (a *assoc) writeLocked(b []byte) error {
+	a.conn.SetWriteDeadline(time.Now().Add(a.srv.cfg.WriteTimeout))
+	_, err := a.conn.Write(b)
+	return err
 }
 
 // teardown closes the transport and releases what the association held.
 func (a *assoc) teardown() {
 	a.dropMessage("association ended")
+	a.closeReports()
+	a.stopFind()
 	a.conn.Close()
 	a.rd.Release()
 	if a.hasSlot {
@@ -483,6 +510,15 @@ func (a *assoc) teardown() {
 		"calling_ae", a.calling, "called_ae", a.called,
 		"stores", a.stats.stores, "store_failures", a.stats.failed, "echoes", a.stats.echoes,
 		"bytes", a.stats.bytes,
+	}
+	if a.stats.actions > 0 {
+		attrs = append(attrs, "commitment_requests", a.stats.actions)
+	}
+	if a.stats.finds > 0 {
+		attrs = append(attrs, "finds", a.stats.finds)
+	}
+	if a.stats.moves > 0 {
+		attrs = append(attrs, "moves", a.stats.moves)
 	}
 	if a.stats.nonconforming > 0 {
 		attrs = append(attrs, "nonconforming_uid_objects", a.stats.nonconforming)

@@ -20,9 +20,11 @@ const (
 	CEchoRQ     CommandField = 0x0030
 	CEchoRSP    CommandField = 0x8030
 	NEventRQ    CommandField = 0x0100
+	NEventRSP   CommandField = 0x8100
 	NGetRQ      CommandField = 0x0110
 	NSetRQ      CommandField = 0x0120
 	NActionRQ   CommandField = 0x0130
+	NActionRSP  CommandField = 0x8130
 	NCreateRQ   CommandField = 0x0140
 	NDeleteRQ   CommandField = 0x0150
 	CCancelRQ   CommandField = 0x0FFF
@@ -57,12 +59,16 @@ func (f CommandField) String() string {
 		return "C-ECHO-RSP"
 	case NEventRQ:
 		return "N-EVENT-REPORT-RQ"
+	case NEventRSP:
+		return "N-EVENT-REPORT-RSP"
 	case NGetRQ:
 		return "N-GET-RQ"
 	case NSetRQ:
 		return "N-SET-RQ"
 	case NActionRQ:
 		return "N-ACTION-RQ"
+	case NActionRSP:
+		return "N-ACTION-RSP"
 	case NCreateRQ:
 		return "N-CREATE-RQ"
 	case NDeleteRQ:
@@ -78,7 +84,7 @@ func (f CommandField) String() string {
 const NoDataSet = 0x0101
 
 // Command is a DIMSE command set, the group 0000 elements of PS3.7 E.1 that
-// C-ECHO and C-STORE use. Command sets are always encoded in Implicit VR
+// C-ECHO, C-STORE, N-ACTION and N-EVENT-REPORT use. Command sets are always encoded in Implicit VR
 // Little Endian (PS3.7 6.3.1).
 type Command struct {
 	AffectedSOPClassUID       string       // (0000,0002) UI
@@ -92,6 +98,13 @@ type Command struct {
 	Status                    Status       // (0000,0900) US
 	ErrorComment              string       // (0000,0902) LO
 	AffectedSOPInstanceUID    string       // (0000,1000) UI
+	MoveDestination           string       // (0000,0600) AE
+	Remaining, Completed      uint16       // (0000,1020), (0000,1021) US: sub-operations
+	Failed, Warning           uint16       // (0000,1022), (0000,1023) US
+	RequestedSOPClassUID      string       // (0000,0003) UI
+	RequestedSOPInstanceUID   string       // (0000,1001) UI
+	EventTypeID               uint16       // (0000,1002) US
+	ActionTypeID              uint16       // (0000,1008) US
 
 	// Which of the optional fields were present when decoded, and which to
 	// write when encoded.
@@ -99,7 +112,7 @@ type Command struct {
 }
 
 // Presence flags the elements present in a Command.
-type Presence uint16
+type Presence uint32
 
 // Presence bits.
 const (
@@ -114,6 +127,12 @@ const (
 	HasMoveOriginatorMessageID
 	HasCommandDataSetType
 	HasCommandField
+	HasRequestedSOPClassUID
+	HasRequestedSOPInstanceUID
+	HasEventTypeID
+	HasActionTypeID
+	HasMoveDestination
+	HasSubOperations // all four counts
 )
 
 // HasDataSet reports whether a data set follows this command.
@@ -123,14 +142,23 @@ func (c *Command) HasDataSet() bool { return c.CommandDataSetType != NoDataSet }
 const (
 	tagGroupLength         = 0x0000
 	tagAffectedSOPClass    = 0x0002
+	tagRequestedSOPClass   = 0x0003
 	tagCommandField        = 0x0100
 	tagMessageID           = 0x0110
 	tagRespondedTo         = 0x0120
+	tagMoveDestination     = 0x0600
 	tagPriority            = 0x0700
 	tagDataSetType         = 0x0800
 	tagStatus              = 0x0900
 	tagErrorComment        = 0x0902
 	tagAffectedSOPInst     = 0x1000
+	tagRequestedSOPInst    = 0x1001
+	tagEventTypeID         = 0x1002
+	tagActionTypeID        = 0x1008
+	tagRemaining           = 0x1020
+	tagCompleted           = 0x1021
+	tagFailed              = 0x1022
+	tagWarning             = 0x1023
 	tagMoveOriginatorAE    = 0x1030
 	tagMoveOriginatorMsgID = 0x1031
 )
@@ -151,12 +179,18 @@ func AppendCommand(b []byte, c *Command) []byte {
 	if c.Has&HasAffectedSOPClassUID != 0 {
 		b = appendElement(b, tagAffectedSOPClass, padEven([]byte(c.AffectedSOPClassUID), 0))
 	}
+	if c.Has&HasRequestedSOPClassUID != 0 {
+		b = appendElement(b, tagRequestedSOPClass, padEven([]byte(c.RequestedSOPClassUID), 0))
+	}
 	b = appendUS(b, tagCommandField, uint16(c.CommandField))
 	if c.Has&HasMessageID != 0 {
 		b = appendUS(b, tagMessageID, c.MessageID)
 	}
 	if c.Has&HasMessageIDBeingRespondedTo != 0 {
 		b = appendUS(b, tagRespondedTo, c.MessageIDBeingRespondedTo)
+	}
+	if c.Has&HasMoveDestination != 0 {
+		b = appendElement(b, tagMoveDestination, padEven([]byte(c.MoveDestination), ' '))
 	}
 	if c.Has&HasPriority != 0 {
 		b = appendUS(b, tagPriority, c.Priority)
@@ -170,6 +204,21 @@ func AppendCommand(b []byte, c *Command) []byte {
 	}
 	if c.Has&HasAffectedSOPInstanceUID != 0 {
 		b = appendElement(b, tagAffectedSOPInst, padEven([]byte(c.AffectedSOPInstanceUID), 0))
+	}
+	if c.Has&HasRequestedSOPInstanceUID != 0 {
+		b = appendElement(b, tagRequestedSOPInst, padEven([]byte(c.RequestedSOPInstanceUID), 0))
+	}
+	if c.Has&HasEventTypeID != 0 {
+		b = appendUS(b, tagEventTypeID, c.EventTypeID)
+	}
+	if c.Has&HasActionTypeID != 0 {
+		b = appendUS(b, tagActionTypeID, c.ActionTypeID)
+	}
+	if c.Has&HasSubOperations != 0 {
+		b = appendUS(b, tagRemaining, c.Remaining)
+		b = appendUS(b, tagCompleted, c.Completed)
+		b = appendUS(b, tagFailed, c.Failed)
+		b = appendUS(b, tagWarning, c.Warning)
 	}
 	if c.Has&HasMoveOriginatorAE != 0 {
 		b = appendElement(b, tagMoveOriginatorAE, padEven([]byte(c.MoveOriginatorAE), ' '))
@@ -239,6 +288,14 @@ func DecodeCommand(b []byte) (*Command, error) {
 		switch elem {
 		case tagAffectedSOPClass:
 			c.AffectedSOPClassUID, c.Has = trimUID(v), c.Has|HasAffectedSOPClassUID
+		case tagRequestedSOPClass:
+			c.RequestedSOPClassUID, c.Has = trimUID(v), c.Has|HasRequestedSOPClassUID
+		case tagRequestedSOPInst:
+			c.RequestedSOPInstanceUID, c.Has = trimUID(v), c.Has|HasRequestedSOPInstanceUID
+		case tagEventTypeID:
+			c.EventTypeID, err = us(HasEventTypeID)
+		case tagActionTypeID:
+			c.ActionTypeID, err = us(HasActionTypeID)
 		case tagCommandField:
 			x, err = us(HasCommandField)
 			c.CommandField = CommandField(x)
@@ -246,6 +303,16 @@ func DecodeCommand(b []byte) (*Command, error) {
 			c.MessageID, err = us(HasMessageID)
 		case tagRespondedTo:
 			c.MessageIDBeingRespondedTo, err = us(HasMessageIDBeingRespondedTo)
+		case tagMoveDestination:
+			c.MoveDestination, c.Has = strings.Trim(string(v), " \x00"), c.Has|HasMoveDestination
+		case tagRemaining:
+			c.Remaining, err = us(HasSubOperations)
+		case tagCompleted:
+			c.Completed, err = us(HasSubOperations)
+		case tagFailed:
+			c.Failed, err = us(HasSubOperations)
+		case tagWarning:
+			c.Warning, err = us(HasSubOperations)
 		case tagPriority:
 			c.Priority, err = us(HasPriority)
 		case tagDataSetType:

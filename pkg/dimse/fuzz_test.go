@@ -50,6 +50,14 @@ func FuzzAssociation(f *testing.F) {
 	s := sessionSeed()
 	f.Add(s[:len(s)-10])
 	f.Add(append(mustEncode(rqFor(pcEcho)), mustEncode(pdata(cmdPDV(1, storeRQ(1, uid.Verification, "1.2"))))...))
+	// A storage commitment request, then an N-EVENT-REPORT-RSP no report
+	// of ours waits for.
+	var sc []byte
+	sc = append(sc, mustEncode(rqFor(pcEcho, pcCommit))...)
+	sc = append(sc, mustEncode(pdata(cmdPDV(pcCommit.ID, actionRQ(1)), pdu.PDV{ContextID: pcCommit.ID, Last: true, Data: []byte{8, 0, 0x95, 0x11, 2, 0, 0, 0, '1', 0}}))...)
+	sc = append(sc, mustEncode(pdata(cmdPDV(pcCommit.ID, &Command{CommandField: NEventRSP, MessageIDBeingRespondedTo: 7, CommandDataSetType: NoDataSet,
+		Has: HasMessageIDBeingRespondedTo})))...)
+	f.Add(append(sc, mustEncode(&pdu.ReleaseRQ{})...))
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzOneAssociation(t, data) })
 }
 
@@ -61,6 +69,7 @@ func fuzzOneAssociation(t *testing.T, data []byte) {
 			AETitles: []string{"DICOMGW"}, MaxPDULength: 16384,
 			ARTIMTimeout: 20 * time.Millisecond, IdleTimeout: 100 * time.Millisecond,
 			PDUTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
+			Commitment: acceptCommitments{}, MaxCommitmentRequest: 4096,
 		}, store, slog.New(watch), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -111,3 +120,9 @@ func fuzzOneAssociation(t *testing.T, data []byte) {
 		_ = bytes.MinRead
 	}
 }
+
+// acceptCommitments accepts every storage commitment request and reports
+// nothing.
+type acceptCommitments struct{}
+
+func (acceptCommitments) RequestCommitment(*CommitmentRequest) error { return nil }

@@ -30,6 +30,15 @@ type message struct {
 	// nonconforming are the UIDs of the message that break PS3.5 9.1 but
 	// pass the UID policy, counted once the object is stored.
 	nonconforming []uid.Finding
+
+	// N-ACTION: the data set is collected in memory (collect), and
+	// afterSent runs once the response is written.
+	collect   bool
+	limit     int // bound on data
+	data      []byte
+	afterSent func()
+	// A response from the peer (to one of our reports): nothing to answer.
+	isResponse bool
 }
 
 // protocolError is a DIMSE-level violation found in a P-DATA-TF: the
@@ -105,6 +114,8 @@ func (a *assoc) pdv(v pdu.PDV) error {
 			m.w = nil
 			m.fail(err)
 		}
+	} else if m.collect {
+		m.collectData(v.Data, m.limit)
 	}
 	if v.Last {
 		a.dataSetComplete(m)
@@ -125,8 +136,24 @@ func (a *assoc) commandComplete(m *message) error {
 	}
 	m.cmd, m.cmdBuf = cmd, nil
 	f := cmd.CommandField
+	if f&responseBit != 0 && (a.srv.cfg.Commitment != nil || a.srv.cfg.Move != nil) {
+		// A response to a request of ours: the only requests we send on an
+		// association we accepted are storage commitment reports and a
+		// C-GET's C-STOREs.
+		m.isResponse = true
+		if err := a.responseComplete(m); err != nil {
+			return err
+		}
+		if !cmd.HasDataSet() {
+			a.msg = nil
+		}
+		return nil
+	}
 	if !f.IsRequest() && f != CCancelRQ {
 		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a request an SCP can receive", f)
+	}
+	if err := a.findCheck(f); err != nil {
+		return err
 	}
 	if f != CCancelRQ && cmd.Has&HasMessageID == 0 {
 		return protoErr(pdu.AbortInvalidPDUParameterValue, "%v without a message ID (0000,0110)", f)
@@ -143,7 +170,22 @@ func (a *assoc) commandComplete(m *message) error {
 		return nil
 	case CStoreRQ:
 		a.beginStore(m)
+	case NActionRQ:
+		a.beginAction(m)
+	case CFindRQ:
+		if a.srv.cfg.Find == nil {
+			m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
+			break
+		}
+		a.beginFind(m)
+	case CMoveRQ, CGetRQ:
+		if a.srv.cfg.Move == nil {
+			m.status, m.comment = StatusUnrecognizedOperation, fmt.Sprintf("%v is not supported", f)
+			break
+		}
+		a.beginMove(m)
 	case CCancelRQ:
+		a.cancelFind(cmd)
 		// Nothing of ours can be cancelled: C-STORE has no pending state.
 		// C-CANCEL has no response (PS3.7 9.3.2.3).
 		if cmd.HasDataSet() {
@@ -229,6 +271,24 @@ func (a *assoc) beginStore(m *message) {
 // is committed (made durable) before it is answered.
 func (a *assoc) dataSetComplete(m *message) {
 	a.msg = nil
+	if m.isResponse {
+		return // its data set (an event reply) is not used
+	}
+	switch m.cmd.CommandField {
+	case NActionRQ:
+		a.actionComplete(m)
+		return
+	case CFindRQ:
+		if a.srv.cfg.Find != nil {
+			a.startFind(m)
+			return
+		}
+	case CMoveRQ, CGetRQ:
+		if a.srv.cfg.Move != nil {
+			a.startMove(m)
+			return
+		}
+	}
 	rsp := CommandField(uint16(m.cmd.CommandField) | responseBit)
 	if m.cmd.CommandField != CStoreRQ {
 		a.respond(m, rsp, m.status, m.comment)
@@ -290,6 +350,19 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	if field == CStoreRSP && m.cmd.Has&HasAffectedSOPInstanceUID != 0 {
 		rsp.AffectedSOPInstanceUID, rsp.Has = m.cmd.AffectedSOPInstanceUID, rsp.Has|HasAffectedSOPInstanceUID
 	}
+	if field == NActionRSP {
+		// PS3.7 10.1.4.1: the response names, as affected, the SOP class
+		// and instance the request named as requested.
+		if m.cmd.Has&HasRequestedSOPClassUID != 0 {
+			rsp.AffectedSOPClassUID, rsp.Has = m.cmd.RequestedSOPClassUID, rsp.Has|HasAffectedSOPClassUID
+		}
+		if m.cmd.Has&HasRequestedSOPInstanceUID != 0 {
+			rsp.AffectedSOPInstanceUID, rsp.Has = m.cmd.RequestedSOPInstanceUID, rsp.Has|HasAffectedSOPInstanceUID
+		}
+		if st == StatusSuccess && m.cmd.Has&HasActionTypeID != 0 {
+			rsp.ActionTypeID, rsp.Has = m.cmd.ActionTypeID, rsp.Has|HasActionTypeID
+		}
+	}
 	if comment != "" && st != StatusSuccess {
 		rsp.ErrorComment, rsp.Has = errorComment(comment), rsp.Has|HasErrorComment
 	}
@@ -297,24 +370,29 @@ func (a *assoc) respond(m *message, field CommandField, st Status, comment strin
 	cmd := AppendCommand(nil, rsp)
 	// A fresh buffer: one PDU can complete several messages, each response
 	// waiting in the pending queue until DT-1 sends it.
-	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax)})
+	a.raise(Evt9, evInfo{raw: fragment(nil, m.ctx.id, cmd, a.peerMax), after: m.afterSent})
 }
 
-// fragment appends cmd as command PDVs in P-DATA-TF PDUs, each PDU no longer
-// than max (0 = no limit; PS3.8 D.1), one PDV per PDU.
+// fragment appends cmd as command PDVs in P-DATA-TF PDUs (PS3.8 D.1),
+// one PDV per PDU, each PDU no longer than max (0 = no limit).
 func fragment(b []byte, ctxID uint8, cmd []byte, max uint32) []byte {
-	chunk := len(cmd)
-	if max != 0 && int(max)-pdu.PDVHeaderLen < chunk {
-		chunk = int(max) - pdu.PDVHeaderLen
-		if chunk > 1 {
-			chunk &^= 1 // even fragments, as for data sets (dataChunk)
-		}
-	}
-	for len(cmd) > 0 {
-		n := min(chunk, len(cmd))
+	return appendPDVs(b, ctxID, true, cmd, max)
+}
+
+// fragmentData appends a data set as data set PDVs, the same way.
+func fragmentData(b []byte, ctxID uint8, data []byte, max uint32) []byte {
+	return appendPDVs(b, ctxID, false, data, max)
+}
+
+// appendPDVs cuts v into PDVs of dataChunk(max) bytes at most (even but
+// the last), one per P-DATA-TF PDU; an empty v is one empty last PDV.
+func appendPDVs(b []byte, ctxID uint8, command bool, v []byte, max uint32) []byte {
+	chunk := dataChunk(max)
+	for first := true; first || len(v) > 0; first = false {
+		n := min(chunk, len(v))
 		b = pdu.AppendPDataHeader(b, uint32(pdu.PDVHeaderLen+n))
-		b = pdu.AppendPDV(b, ctxID, true, n == len(cmd), cmd[:n])
-		cmd = cmd[n:]
+		b = pdu.AppendPDV(b, ctxID, command, n == len(v), v[:n])
+		v = v[n:]
 	}
 	return b
 }

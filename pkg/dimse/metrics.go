@@ -105,6 +105,14 @@ func commandLabel(f CommandField) string {
 		return "C-ECHO"
 	case CStoreRQ:
 		return "C-STORE"
+	case NActionRQ:
+		return "N-ACTION"
+	case CFindRQ:
+		return "C-FIND"
+	case CMoveRQ:
+		return "C-MOVE"
+	case CGetRQ:
+		return "C-GET"
 	}
 	return "other"
 }

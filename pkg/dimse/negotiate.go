@@ -19,6 +19,10 @@ type contextKind uint8
 const (
 	kindVerification contextKind = iota + 1
 	kindStorage
+	kindCommitment // Storage Commitment Push Model, when Config.Commitment is set
+	kindFind       // Query/Retrieve FIND, when Config.Find is set
+	kindMove       // Query/Retrieve MOVE, when Config.Move is set
+	kindGet        // Query/Retrieve GET, when Config.Move is set
 )
 
 // presContext is one proposed presentation context and what became of it.
@@ -28,6 +32,7 @@ type presContext struct {
 	ts       string // accepted transfer syntax
 	result   pdu.ContextResult
 	kind     contextKind
+	peerSCP  bool // role selection gave the peer the SCP role (C-GET's C-STOREs go on it)
 }
 
 // notNegotiable lists registry transfer syntaxes that cannot carry a data
@@ -193,10 +198,22 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 	// PS3.7 D.3.3.4: answer role selection for the SOP classes we accept.
 	// We act only as SCP of storage and verification: the peer may be SCU,
 	// never SCP.
+	// With C-GET served, a requester asking for the SCP role of a storage
+	// SOP class gets it: the C-GET's C-STOREs go to it on its contexts
+	// (PS3.4 C.4.3).
 	for _, r := range rq.UserInfo.RoleSelections {
-		if accepted[r.SOPClassUID] {
-			ac.UserInfo.RoleSelections = append(ac.UserInfo.RoleSelections, pdu.RoleSelection{SOPClassUID: r.SOPClassUID, SCU: r.SCU, SCP: false})
+		if !accepted[r.SOPClassUID] {
+			continue
 		}
+		scp := false
+		if r.SCP && a.srv.cfg.Move != nil {
+			for _, pc := range a.ctxs {
+				if pc.abstract == r.SOPClassUID && pc.kind == kindStorage && pc.result == pdu.ContextAcceptance {
+					pc.peerSCP, scp = true, true
+				}
+			}
+		}
+		ac.UserInfo.RoleSelections = append(ac.UserInfo.RoleSelections, pdu.RoleSelection{SOPClassUID: r.SOPClassUID, SCU: r.SCU, SCP: scp})
 	}
 	a.log.Info("association accepted",
 		"calling_ae", a.calling, "called_ae", a.called,
@@ -216,6 +233,30 @@ func (a *assoc) accept(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 func (s *Server) negotiateContext(p pdu.PresentationContextRQ) *presContext {
 	pc := &presContext{id: p.ID, abstract: p.AbstractSyntax}
 	switch {
+	case p.AbstractSyntax == StorageCommitmentSOPClass, p.AbstractSyntax == PatientRootQueryFind, p.AbstractSyntax == StudyRootQueryFind,
+		p.AbstractSyntax == PatientRootQueryMove, p.AbstractSyntax == StudyRootQueryMove,
+		p.AbstractSyntax == PatientRootQueryGet, p.AbstractSyntax == StudyRootQueryGet:
+		switch {
+		case p.AbstractSyntax == StorageCommitmentSOPClass && s.cfg.Commitment != nil:
+			pc.kind = kindCommitment
+		case (p.AbstractSyntax == PatientRootQueryFind || p.AbstractSyntax == StudyRootQueryFind) && s.cfg.Find != nil:
+			pc.kind = kindFind
+		case (p.AbstractSyntax == PatientRootQueryMove || p.AbstractSyntax == StudyRootQueryMove) && s.cfg.Move != nil:
+			pc.kind = kindMove
+		case (p.AbstractSyntax == PatientRootQueryGet || p.AbstractSyntax == StudyRootQueryGet) && s.cfg.Move != nil:
+			pc.kind = kindGet
+		}
+		if pc.kind == 0 {
+			break
+		}
+		for _, ts := range commitmentSyntaxes {
+			if slices.Contains(p.TransferSyntaxes, ts) {
+				pc.ts, pc.result = ts, pdu.ContextAcceptance
+				return pc
+			}
+		}
+		pc.result = pdu.ContextTransferSyntaxesNotSupported
+		return pc
 	case p.AbstractSyntax == uid.Verification:
 		pc.kind = kindVerification
 	case uid.IsStorageSOPClass(p.AbstractSyntax):

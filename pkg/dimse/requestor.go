@@ -39,6 +39,10 @@ type DialConfig struct {
 	TLS *tls.Config
 	// LocalAddr, if set, is the local address to connect from.
 	LocalAddr net.Addr
+	// RoleSelections are proposed as SCP/SCU role selection sub-items
+	// (PS3.7 D.3.3.4), e.g. the SCP role of Storage Commitment for sending
+	// its report on an association of our own (PS3.4 J.3.3).
+	RoleSelections []pdu.RoleSelection
 }
 
 // RejectedError is returned by Dial when the acceptor rejects.
@@ -134,6 +138,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*Client, error) {
 			HasMaxLength: true, MaxLength: cfg.MaxPDULength,
 			ImplementationClassUID: ImplementationClassUID, ImplementationVersionName: "DICOMGW",
 			UserIdentityRQ: cfg.UserIdentity,
+			RoleSelections: cfg.RoleSelections,
 		},
 	}
 	for i, p := range cfg.Contexts {
@@ -413,9 +418,49 @@ func putDataPDU(b []byte, id uint8, last bool, n int) {
 	}
 }
 
-// readResponse reads the response command on context id.
-func (c *Client) readResponse(id uint8) (*Command, error) {
+// EventReport sends an N-EVENT-REPORT-RQ of eventType about sopInstance,
+// with data set data encoded in the transfer syntax accepted for sopClass
+// (AcceptedTransferSyntax), and returns the response command. A data set
+// that comes with the response (an event reply) is read and dropped.
+func (c *Client) EventReport(sopClass, sopInstance string, eventType uint16, data []byte) (*Command, error) {
+	id, ok := c.contextFor(sopClass, "")
+	if !ok {
+		return nil, fmt.Errorf("dimse: no accepted presentation context for %s", sopClass)
+	}
+	cmd := &Command{
+		AffectedSOPClassUID: sopClass, CommandField: NEventRQ, MessageID: c.nextMessageID(),
+		CommandDataSetType: 0x0000, AffectedSOPInstanceUID: sopInstance, EventTypeID: eventType,
+		Has: HasAffectedSOPClassUID | HasMessageID | HasAffectedSOPInstanceUID | HasEventTypeID,
+	}
+	b := fragment(nil, id, AppendCommand(nil, cmd), c.peerMax)
+	if err := c.writeRaw(fragmentData(b, id, data, c.peerMax)); err != nil {
+		return nil, err
+	}
+	rsp, err := c.readResponseData(id, true)
+	if err != nil {
+		return nil, err
+	}
+	if rsp.CommandField != NEventRSP || rsp.MessageIDBeingRespondedTo != cmd.MessageID {
+		c.Abort()
+		return nil, fmt.Errorf("dimse: %v responding to message %d, expected N-EVENT-REPORT-RSP to %d", rsp.CommandField, rsp.MessageIDBeingRespondedTo, cmd.MessageID)
+	}
+	return rsp, nil
+}
+
+// maxResponseData bounds the data set a response may carry (which is
+// dropped): an event reply or a failed store's is a few elements.
+const maxResponseData = 1 << 20
+
+// readResponse reads the response command on context id. A data set the
+// command announces is the caller's to judge (a C-STORE-RSP must not have
+// one), except with withData, where it is read and dropped (an
+// N-EVENT-REPORT-RSP's event reply).
+func (c *Client) readResponse(id uint8) (*Command, error) { return c.readResponseData(id, false) }
+
+func (c *Client) readResponseData(id uint8, withData bool) (*Command, error) {
 	var buf []byte
+	var cmd *Command
+	dropped := 0
 	for {
 		p, err := c.read()
 		if err != nil {
@@ -427,18 +472,30 @@ func (c *Client) readResponse(id uint8) (*Command, error) {
 			return nil, fmt.Errorf("dimse: expected P-DATA-TF, got %v", p.Type())
 		}
 		for _, v := range pd.PDVs {
-			if v.ContextID != id || !v.Command {
+			if v.ContextID != id || v.Command != (cmd == nil) {
 				c.Abort()
 				return nil, fmt.Errorf("dimse: unexpected PDV (context %d, command %v)", v.ContextID, v.Command)
 			}
+			if cmd != nil {
+				if dropped += len(v.Data); dropped > maxResponseData {
+					c.Abort()
+					return nil, fmt.Errorf("dimse: the response's data set is longer than %d bytes", maxResponseData)
+				}
+				if v.Last {
+					return cmd, nil
+				}
+				continue
+			}
 			buf = append(buf, v.Data...)
 			if v.Last {
-				cmd, err := DecodeCommand(buf)
+				cmd, err = DecodeCommand(buf)
 				if err != nil {
 					c.Abort()
 					return nil, err
 				}
-				return cmd, nil
+				if !withData || !cmd.HasDataSet() {
+					return cmd, nil
+				}
 			}
 		}
 	}

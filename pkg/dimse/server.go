@@ -86,6 +86,22 @@ type Config struct {
 	PDUTimeout time.Duration
 	// WriteTimeout bounds each write to the peer.
 	WriteTimeout time.Duration
+	// Commitment, if set, serves the Storage Commitment Push Model SOP
+	// Class (N-ACTION requests; the reports are its business); nil: the
+	// SOP class is not accepted.
+	Commitment CommitmentHandler
+	// Find, if set, answers C-FIND in the Patient and Study Root
+	// Query/Retrieve Information Models; nil: they are not accepted.
+	Find FindHandler
+	// Move, if set, answers C-MOVE in the Patient and Study Root models.
+	Move MoveHandler
+	// MaxFindIdentifier bounds a C-FIND or C-MOVE identifier (0:
+	// DefaultMaxFindIdentifier); a longer one is answered Unable to process.
+	MaxFindIdentifier int
+	// MaxCommitmentRequest bounds an N-ACTION data set, which is held in
+	// memory (0: DefaultMaxCommitmentRequest); a longer one is answered
+	// Resource limitation.
+	MaxCommitmentRequest int
 	// UIDPolicy decides which Affected SOP Class and Instance UIDs a
 	// C-STORE-RQ may carry (the rest get C000); the zero value is
 	// uid.Lenient. The handler applies the same policy to the data set.
@@ -129,6 +145,12 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("dimse: %d connections per host (--max-connections-per-host) would let one host take all %d connections (--max-connections): "+
 			"set it lower, or --max-connections higher, so that the other hosts keep room",
 			out.MaxConnectionsPerHost, out.MaxConnections)
+	}
+	if out.MaxFindIdentifier <= 0 {
+		out.MaxFindIdentifier = DefaultMaxFindIdentifier
+	}
+	if out.MaxCommitmentRequest <= 0 {
+		out.MaxCommitmentRequest = DefaultMaxCommitmentRequest
 	}
 	if out.PDUTimeout <= 0 {
 		out.PDUTimeout = DefaultPDUTimeout

@@ -11,10 +11,20 @@ type Status uint16
 
 // Statuses the gateway sends or reads.
 const (
-	StatusSuccess                  Status = 0x0000
-	StatusSOPClassNotSupported     Status = 0x0122 // PS3.7 C.5.11 refused: SOP class not supported
-	StatusNotAuthorized            Status = 0x0124 // PS3.7 C.5.13 refused: not authorized
-	StatusDuplicateInvocation      Status = 0x0210
+	StatusSuccess              Status = 0x0000
+	StatusSOPClassNotSupported Status = 0x0122 // PS3.7 C.5.11 refused: SOP class not supported
+	StatusNotAuthorized        Status = 0x0124 // PS3.7 C.5.13 refused: not authorized
+	StatusDuplicateInvocation  Status = 0x0210
+	// The N-services' failures (PS3.7 10.1.1.1.8, 10.1.4.1.10).
+	StatusProcessingFailure        Status = 0x0110
+	StatusNoSuchSOPInstance        Status = 0x0112
+	StatusNoSuchEventType          Status = 0x0113
+	StatusInvalidArgumentValue     Status = 0x0115
+	StatusInvalidObjectInstance    Status = 0x0117
+	StatusNoSuchSOPClass           Status = 0x0118
+	StatusNoSuchAction             Status = 0x0123
+	StatusMistypedArgument         Status = 0x0212
+	StatusResourceLimitation       Status = 0x0213
 	StatusUnrecognizedOperation    Status = 0x0211 // PS3.7 C.5.19
 	StatusOutOfResources           Status = 0xA700 // PS3.4 B.2.3 refused: out of resources
 	StatusDataSetDoesNotMatchClass Status = 0xA900 // PS3.4 B.2.3 error: data set does not match SOP class
@@ -50,6 +60,24 @@ func (s Status) String() string {
 		name = "Refused: not authorized"
 	case s == StatusDuplicateInvocation:
 		name = "Duplicate invocation"
+	case s == StatusProcessingFailure:
+		name = "Processing failure"
+	case s == StatusNoSuchSOPInstance:
+		name = "No such SOP instance"
+	case s == StatusNoSuchEventType:
+		name = "No such event type"
+	case s == StatusInvalidArgumentValue:
+		name = "Invalid argument value"
+	case s == StatusInvalidObjectInstance:
+		name = "Invalid object instance"
+	case s == StatusNoSuchSOPClass:
+		name = "No such SOP class"
+	case s == StatusNoSuchAction:
+		name = "No such action"
+	case s == StatusMistypedArgument:
+		name = "Mistyped argument"
+	case s == StatusResourceLimitation:
+		name = "Resource limitation"
 	case s == StatusUnrecognizedOperation:
 		name = "Unrecognized operation"
 	case s&0xFF00 == 0xA700:

@@ -290,10 +290,16 @@ func (l *Ledger) Gone(id string, at time.Time) {
 	l.async(&op{kind: opGone, id: id, at: at})
 }
 
-// Delivered records a confirmed delivery; it returns once that is
-// committed. A confirmed delivery overrides any other state.
+// Delivered records a confirmed delivery of the original; it returns once
+// that is committed. A confirmed delivery overrides any other state.
 func (l *Ledger) Delivered(id, dest string, at time.Time) error {
-	return l.sync(&op{kind: opDelivered, id: id, dest: dest, at: at}).err
+	return l.DeliveredCopy(id, dest, "", at)
+}
+
+// DeliveredCopy records a confirmed delivery of a copy that was not the
+// original, described by copy (DeliveryState.Copy).
+func (l *Ledger) DeliveredCopy(id, dest, copy string, at time.Time) error {
+	return l.sync(&op{kind: opDelivered, id: id, dest: dest, reason: copy, at: at}).err
 }
 
 // Dead records a dead letter (unless the delivery was confirmed); it returns

@@ -22,10 +22,11 @@ const (
 	opRequeue
 	opSync
 	opPrune
+	opExec // a statement of its own (storage commitments)
 )
 
 func (k opKind) String() string {
-	return [...]string{"received", "attempted", "gone", "delivered", "dead", "ensure", "requeue", "sync", "prune"}[k]
+	return [...]string{"received", "attempted", "gone", "delivered", "dead", "ensure", "requeue", "sync", "prune", "exec"}[k]
 }
 
 // op is one queued write. Synchronous callers wait on done.
@@ -36,9 +37,10 @@ type op struct {
 	objs     []Object // ensure
 	retry    Retry    // attempted
 	at       time.Time
-	reason   string    // dead
+	reason   string    // dead: why; delivered: what copy (Copy)
 	before   time.Time // prune
 	limit    int       // prune: rows per chunk
+	exec     func(ctx context.Context, tx *sql.Tx) error
 	enqueued time.Time
 	done     chan result  // nil for asynchronous operations
 	state    atomic.Int32 // synchronous operations: opQueued, opCommitting, opAbandoned
@@ -84,10 +86,10 @@ const (
 		ON CONFLICT (object_id, destination) DO NOTHING`
 	// A confirmed delivery wins over any other state.
 	sqlDelivered = `UPDATE deliveries SET state = 'delivered', delivered_at = ?, next_attempt = NULL,
-		dead_at = NULL, dead_reason = '', updated_at = ?
+		dead_at = NULL, dead_reason = '', copy = ?, updated_at = ?
 		WHERE object_id = ? AND destination = ?`
-	sqlDeliveredNew = `INSERT INTO deliveries (object_id, destination, state, received_at, delivered_at, updated_at)
-		VALUES (?1, ?2, 'delivered', (SELECT received_at FROM objects WHERE id = ?1), ?3, ?4)
+	sqlDeliveredNew = `INSERT INTO deliveries (object_id, destination, state, received_at, delivered_at, updated_at, copy)
+		VALUES (?1, ?2, 'delivered', (SELECT received_at FROM objects WHERE id = ?1), ?3, ?4, ?5)
 		ON CONFLICT (object_id, destination) DO NOTHING`
 	// A dead letter never overwrites a confirmed delivery.
 	sqlDead = `UPDATE deliveries SET state = 'dead', dead_at = ?, dead_reason = ?, next_attempt = NULL, updated_at = ?
@@ -180,14 +182,14 @@ func (o *op) apply(t txStmts, now time.Time) error {
 			clip(r.LastError), r.Unconfirmed, int64(r.Delay), upd)
 		return err
 	case opDelivered:
-		n, err := t.exec(t.s.delivered, nsOrZero(o.at), upd, o.id, o.dest)
+		n, err := t.exec(t.s.delivered, nsOrZero(o.at), clip(o.reason), upd, o.id, o.dest)
 		if err != nil || n > 0 {
 			return err
 		}
 		if err := placeholder(t, o.id, o.at); err != nil {
 			return err
 		}
-		_, err = t.exec(t.s.deliveredNew, o.id, o.dest, nsOrZero(o.at), upd)
+		_, err = t.exec(t.s.deliveredNew, o.id, o.dest, nsOrZero(o.at), upd, clip(o.reason))
 		return err
 	case opDead:
 		n, err := t.exec(t.s.dead, nsOrZero(o.at), clip(o.reason), upd, o.id, o.dest)
@@ -214,6 +216,8 @@ func (o *op) apply(t txStmts, now time.Time) error {
 		var err error
 		o.res.n, err = pruneChunk(t.ctx, t.tx, o.before, o.limit)
 		return err
+	case opExec:
+		return o.exec(t.ctx, t.tx)
 	case opSync:
 	}
 	return nil

@@ -56,6 +56,11 @@ func TestQueriesUseIndexes(t *testing.T) {
 		{"trace by calling AE and time", trace(Query{CallingAE: "x", From: from, To: to}), "objects_calling (calling_ae=? AND received_at>? AND received_at<?)", ""},
 		{"trace by time", trace(Query{From: from, To: to}), "objects_received (received_at>? AND received_at<?)", ""},
 		{"trace of the newest", trace(Query{Limit: 10}), "objects_received", "INDEX objects_received"},
+		{"objects by SOP instance", sqlObjectsBySOP, "objects_sop (sop_instance_uid=?)", ""},
+		{"open commitments", sqlOpenCommitments, "commitments_open", ""},
+		{"commitment", sqlCommitment, "PRIMARY KEY (calling_ae=? AND transaction_uid=?)", ""},
+		{"commitments, newest first", sqlCommitments, "commitments_requested", ""},
+		{"prune commitments", sqlPruneCommit, "commitments_done (updated_at<?)", ""},
 	} {
 		rows, err := l.rdb.Query("EXPLAIN QUERY PLAN "+c.sql, make([]any, strings.Count(c.sql, "?"))...)
 		if err != nil {

@@ -24,7 +24,7 @@ const objectCols = `id, sop_instance_uid, sop_class_uid, study_uid, series_uid, 
 	calling_ae, called_ae, peer, received_at, size, gone_at, complete`
 
 const deliveryCols = `object_id, destination, state, attempts, first_failure, next_attempt,
-	last_error, unconfirmed, delay_ns, delivered_at, dead_at, dead_reason, updated_at`
+	last_error, unconfirmed, delay_ns, delivered_at, dead_at, dead_reason, updated_at, copy`
 
 // readTimeout bounds one read (a Trace over a large ledger included).
 const readTimeout = 60 * time.Second
@@ -147,6 +147,7 @@ func scanDelivery(r scanner) (id string, d DeliveryState, err error) {
 		DeadAt:      w.time(10),
 		DeadReason:  w.str(11),
 		UpdatedAt:   w.time(12),
+		Copy:        w.str(13),
 	}
 	if w.err == nil && !knownState(d.State) {
 		// The state is one of ours or a newer version's word: short,

@@ -70,6 +70,35 @@ var migrations = []string{
 	-- cost an index write.
 	CREATE INDEX deliveries_dead     ON deliveries(destination, dead_at) WHERE state = 'dead';
 	CREATE INDEX deliveries_dead_any ON deliveries(dead_at) WHERE state = 'dead';`,
+
+	// 2: storage commitment requests. refs and results are JSON arrays.
+	`CREATE TABLE commitments (
+		calling_ae      TEXT NOT NULL,
+		transaction_uid TEXT NOT NULL,
+		called_ae       TEXT NOT NULL DEFAULT '',
+		peer            TEXT NOT NULL DEFAULT '',
+		mode            TEXT NOT NULL,
+		refs            TEXT NOT NULL,
+		requested_at    INTEGER NOT NULL,
+		deadline        INTEGER NOT NULL,
+		state           TEXT NOT NULL,
+		results         TEXT NOT NULL DEFAULT '',
+		decided_at      INTEGER,
+		attempts        INTEGER NOT NULL DEFAULT 0,
+		next_attempt    INTEGER,
+		last_error      TEXT NOT NULL DEFAULT '',
+		reported_at     INTEGER,
+		via             TEXT NOT NULL DEFAULT '',
+		updated_at      INTEGER NOT NULL,
+		PRIMARY KEY (calling_ae, transaction_uid)
+	) WITHOUT ROWID;
+	CREATE INDEX commitments_open ON commitments(requested_at) WHERE state IN ('waiting', 'reporting');
+	CREATE INDEX commitments_requested ON commitments(requested_at);
+	CREATE INDEX commitments_done ON commitments(updated_at) WHERE state IN ('reported', 'abandoned');`,
+
+	// 3: what a delivered copy was, when not the original (a stamped copy:
+	// which attributes were set to what).
+	`ALTER TABLE deliveries ADD COLUMN copy TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema this package reads and writes.

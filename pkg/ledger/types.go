@@ -62,6 +62,9 @@ type DeliveryState struct {
 	DeadAt      time.Time
 	DeadReason  string
 	UpdatedAt   time.Time
+	// Copy says what the destination was sent when it was not the
+	// original: "" for the original, else e.g. "stamped ClinicalTrialSponsorName=KP-CT".
+	Copy string
 }
 
 // ObjectState is an object with every delivery the ledger has for it.

@@ -129,7 +129,12 @@ func overview() string {
 | **Transfer** | | |
 | %d Storage SOP Classes of PS3.4 Annex B (Table 4.2-2), retired ones included | Yes (forwarding to C-STORE destinations, 4.2.3) | Yes |
 | Private and newer storage SOP classes (with `+"`--accept-unknown-sop-classes`"+`) | Yes (forwarding, as received) | Yes (optional) |
-| **Query/Retrieve, Workflow, Print, others** | No | No |
+| **Workflow Management** | | |
+| Storage Commitment Push Model SOP Class | No | Yes (unless `+"`--commitment off`"+`) |
+| **Query/Retrieve** | | |
+| Patient Root and Study Root Query/Retrieve Information Model – FIND | No | Yes (with `+"`--qr-destination`"+`, answered from QIDO-RS) |
+| Patient Root and Study Root Query/Retrieve Information Model – MOVE and GET | No | Yes (with `+"`--qr-destination`"+`, retrieved with WADO-RS) |
+| **Other Query/Retrieve models, other Workflow, Print, others** | No | No |
 
 | Web services (PS3.18) | User agent | Origin server |
 | --- | --- | --- |
@@ -176,6 +181,7 @@ func sopClasses() string {
 	var b strings.Builder
 	b.WriteString("| SOP Class Name | SOP Class UID | SCU | SCP |\n| --- | --- | --- | --- |\n")
 	fmt.Fprintf(&b, "| Verification SOP Class | `%s` | No | Yes |\n", uid.Verification)
+	fmt.Fprintf(&b, "| Storage Commitment Push Model SOP Class | `%s` | No | Yes |\n", dimse.StorageCommitmentSOPClass)
 	for _, e := range uid.StorageSOPClasses() {
 		name := cell(e.Name)
 		if e.Retired {

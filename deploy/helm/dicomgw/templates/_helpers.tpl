@@ -124,6 +124,13 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
   readOnly: true
 {{- end }}
 {{- end }}
+{{- range $i, $r := .Values.gateway.remoteAEs }}
+{{- if $r.secret }}
+- name: remote-ae-{{ $i }}
+  mountPath: {{ $secrets }}/remote-ae/{{ $i }}
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- if .Values.userIdentity.jwt.jwksSecret }}
 - name: jwks
   mountPath: {{ $secrets }}/jwks
@@ -188,6 +195,14 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
     defaultMode: 0440
 {{- end }}
 {{- end }}
+{{- range $i, $r := .Values.gateway.remoteAEs }}
+{{- with $r.secret }}
+- name: remote-ae-{{ $i }}
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
 {{- with .Values.userIdentity.jwt.jwksSecret }}
 - name: jwks
   secret:
@@ -245,6 +260,71 @@ into the destination's mounted Secret), --route, --unrouted,
 {{- end }}
 {{ printf "--route=%s" . }}
 {{- end }}
+{{- range .Values.gateway.stamps }}
+{{- if contains "\n" . }}
+{{- fail (printf "gateway.stamps: %q contains a line break" .) }}
+{{- end }}
+{{ printf "--stamp=%s" . }}
+{{- end }}
 {{ printf "--unrouted=%s" (toString .Values.gateway.unrouted) }}
 {{ printf "--ledger-retention=%s" (toString .Values.gateway.ledgerRetention) }}
+{{- end }}
+
+{{/* The storage commitment flags: --commitment, --commitment-timeout and a
+--remote-ae line per gateway.remoteAEs entry (options that name files point
+into its mounted Secret). */}}
+{{- define "dicomgw.commitmentFlags" -}}
+{{- $secrets := include "dicomgw.secretsDir" . -}}
+{{- $mode := toString .Values.gateway.commitment }}
+{{- if not (has $mode (list "delivered" "received" "off")) }}
+{{- fail (printf "gateway.commitment %q: want delivered, received or off" $mode) }}
+{{- end }}
+{{ printf "--commitment=%s" $mode }}
+{{ printf "--commitment-timeout=%s" (toString .Values.gateway.commitmentTimeout) }}
+{{- $seen := dict }}
+{{- range $i, $r := .Values.gateway.remoteAEs }}
+{{- $ae := toString (required (printf "gateway.remoteAEs[%d].aeTitle is required" $i) $r.aeTitle) }}
+{{- if not (regexMatch "^[!-\\[\\]-~]{1,16}$" $ae) }}
+{{- fail (printf "gateway.remoteAEs[%d].aeTitle %q: want 1 to 16 printable characters, no spaces or backslash" $i $ae) }}
+{{- end }}
+{{- if hasKey $seen $ae }}
+{{- fail (printf "gateway.remoteAEs: %q is listed twice" $ae) }}
+{{- end }}
+{{- $_ := set $seen $ae true }}
+{{- $host := toString (required (printf "gateway.remoteAEs[%d] (%s): host is required" $i $ae) $r.host) }}
+{{- if or (eq $host "") (regexMatch "[\\s\\[\\]]" $host) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): host %q: one word, no brackets" $i $ae $host) }}
+{{- end }}
+{{- $port := int (required (printf "gateway.remoteAEs[%d] (%s): port is required" $i $ae) $r.port) }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): port %d: want 1 to 65535" $i $ae $port) }}
+{{- end }}
+{{- $addr := printf "%s:%d" $host $port }}
+{{- if contains ":" $host }}
+{{- $addr = printf "[%s]:%d" $host $port }}
+{{- end }}
+{{- $line := printf "%s=%s" $ae $addr }}
+{{- if $r.tls }}
+{{- $line = printf "%s tls=true" $line }}
+{{- end }}
+{{- if and $r.secretFiles (not $r.secret) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): secretFiles needs secret, the Secret that holds them" $i $ae) }}
+{{- end }}
+{{- range $k, $v := $r.secretFiles }}
+{{- if not (has $k (list "ca-file" "client-cert" "client-key")) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): secretFiles %q: want ca-file, client-cert or client-key" $i $ae $k) }}
+{{- end }}
+{{- if regexMatch "\\s" (toString $v) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): secretFiles %s %q: one word" $i $ae $k $v) }}
+{{- end }}
+{{- $line = printf "%s %s=%s/remote-ae/%d/%v" $line $k $secrets $i $v }}
+{{- end }}
+{{- with $r.timeout }}
+{{- if regexMatch "\\s" (toString .) }}
+{{- fail (printf "gateway.remoteAEs[%d] (%s): timeout %q: one word" $i $ae .) }}
+{{- end }}
+{{- $line = printf "%s timeout=%v" $line . }}
+{{- end }}
+{{ printf "--remote-ae=%s" $line }}
+{{- end }}
 {{- end }}
