@@ -304,6 +304,9 @@ func orthancREST(t testing.TB, o *harness.Orthanc, method, path string, body any
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A connection of its own: Orthanc closes idle keep-alive connections,
+	// and a request sent on one as it closes fails with EOF.
+	req.Close = true
 	c := &http.Client{Timeout: 60 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -10,6 +10,7 @@ package conformance
 // was never sent, dead-lettered or too late.
 
 import (
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -97,6 +98,23 @@ func TestCommitmentOrthancSCU(t *testing.T) {
 		if c := countSpool(t, g.SpoolDir); c.Queued != len(objs) {
 			t.Errorf("spool: %v; want the %d objects still queued (the upstream is down)", c, len(objs))
 		}
+	})
+
+	// --commitment received, the instances stored a while before the
+	// request: the answer is ready at once, while Orthanc (which releases
+	// right after the N-ACTION-RSP, and takes reports only as an SCP on
+	// associations of their own) may still hold its association.
+	t.Run("received, stored before", func(t *testing.T) {
+		t.Parallel()
+		g := startGateway(t, t.TempDir(), "--ae-title", "GWRECV2", "--commitment", "received", "--remote-ae", remoteA)
+		addModality(t, a, "gwrecv2", "GWRECV2", g.Addr)
+		objs := studyObjects(t, t.TempDir(), 2, 4<<10)
+		ids := uploadObjects(t, a, objs)
+		orthancREST(t, a, http.MethodPost, "/modalities/gwrecv2/store", map[string]any{"Resources": ids, "Synchronous": true})
+		time.Sleep(time.Second)
+		uid := orthancCommit(t, a, "gwrecv2", refsOf(objs))
+		r := waitOrthancReport(t, a, uid, 30*time.Second)
+		checkOrthancReport(t, r, "GWRECV2", instanceUIDs(objs), nil)
 	})
 
 	// Fan-out: routed to B1 (up) and B2 (down); B1 holding every instance
