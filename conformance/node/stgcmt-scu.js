@@ -8,11 +8,16 @@
 // sends one N-ACTION (Action Type ID 1) on an association it keeps open for
 // lingerMs after the response, and, when listenPort is set, also listens
 // there as an SCP for a report on a new association (over DICOM TLS with
-// tlsCertFile and tlsKeyFile) until waitMs have passed. Prints one JSON line
-// per event on stdout: {"event":"n-action-rsp","status":N},
+// tlsCertFile and tlsKeyFile) until waitMs have passed (or until killed).
+// Prints one JSON line per event on stdout:
+// {"event":"n-action-rsp","status":N,"comment":...},
+// {"event":"association","callingAE","calledAE","roles":{"scu","scp"}} (a
+// new association to the listener),
 // {"event":"n-event-report","via":"same"|"new","eventTypeId":N,
 //  "transactionUID":..., "success":[...], "failed":[{"instance","reason"}]},
-// {"event":"released"}, {"event":"error","message":...}.
+// {"event":"association-accepted","accepted":bool} (whether the peer
+// accepted the Storage Commitment context: dcmjs-dimse only logs a request
+// it cannot send), {"event":"released"}, {"event":"error","message":...}.
 'use strict';
 
 const fs = require('fs');
@@ -72,7 +77,16 @@ process.stdin.on('end', () => {
             context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
           }
         });
-        out({ event: 'association', callingAE: association.getCallingAeTitle(), calledAE: association.getCalledAeTitle() });
+        // The SCU/SCP roles the peer proposed for the Storage Commitment
+        // context (null when it sent no role selection item).
+        const proposed = contexts.map((c) => association.getPresentationContext(c.id)).find((c) => c.getAbstractSyntaxUid() === stgcmtClass);
+        const role = (v) => (v === undefined ? null : v);
+        out({
+          event: 'association',
+          callingAE: association.getCallingAeTitle(),
+          calledAE: association.getCalledAeTitle(),
+          roles: proposed ? { scu: role(proposed.getUserRole()), scp: role(proposed.getProviderRole()) } : null,
+        });
         this.sendAssociationAccept();
       }
       nEventReportRequest(request, callback) {
@@ -103,6 +117,12 @@ process.stdin.on('end', () => {
   );
   action.on('response', (rsp) => out({ event: 'n-action-rsp', status: rsp.getStatus(), comment: rsp.getErrorComment ? rsp.getErrorComment() : undefined }));
   client.addRequest(action);
+  client.on('associationAccepted', (association) => {
+    const accepted = association
+      .getPresentationContexts()
+      .some((c) => c.context.getAbstractSyntaxUid() === stgcmtClass && c.context.getResult() === PresentationContextResult.Accept);
+    out({ event: 'association-accepted', accepted });
+  });
   client.on('nEventReportRequest', (request, callback) => report('same', request, callback));
   client.on('associationRejected', (r) => out({ event: 'error', message: 'association rejected: ' + JSON.stringify(r) }));
   client.on('networkError', (e) => out({ event: 'error', message: 'client: ' + e.message }));
