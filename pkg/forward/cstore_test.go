@@ -445,6 +445,12 @@ func TestCStoreDataSetNotAsRecorded(t *testing.T) {
 	check(rs[0], "unopenable", Dead, true, "seal size mismatch")
 	check(rs[1], "unreadable", Retry, false, "cannot read the object from the spool: too many open files")
 	check(rs[2], "after them", Delivered, false, "")
+	// The SCP learns of an abort on its own goroutine, a moment after
+	// Deliver returned.
+	waitFor(t, 10*time.Second, "the SCP to see both aborts", func() bool {
+		_, aborted, _ := h.snapshot()
+		return len(aborted) == 2
+	})
 	committed, aborted, _ := h.snapshot()
 	if len(committed) != 1 || len(aborted) != 2 {
 		t.Errorf("SCP committed %d, aborted %v; want 1 and the short and long ones", len(committed), aborted)
