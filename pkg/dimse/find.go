@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicomgw/dicomgw/pkg/pdu"
@@ -56,11 +57,19 @@ type runningFind struct {
 	msgID  uint16
 	cancel context.CancelFunc
 	done   chan struct{}
+	// final is set before the final response is written: the peer may
+	// send its next request as soon as it reads it.
+	final atomic.Bool
 }
 
 // busy tells whether a query is still being answered.
 func (a *assoc) findBusy() bool {
 	if a.find == nil {
+		return false
+	}
+	if a.find.final.Load() {
+		<-a.find.done // the final response is written, or being written
+		a.find = nil
 		return false
 	}
 	select {
@@ -144,6 +153,7 @@ func (a *assoc) startFind(m *message) {
 			st, comment = StatusUnableToProcess, "query failed"
 		}
 		a.srv.m.requests.WithLabelValues("C-FIND", statusLabel(st), a.callingLabel()).Inc()
+		f.final.Store(true)
 		if werr := rsp(st, comment, nil); werr != nil && !errors.Is(werr, ErrAssociationGone) {
 			a.log.Warn("C-FIND: final response not sent", "err", werr)
 		}

@@ -152,6 +152,7 @@ func (a *assoc) startMove(m *message) {
 			p.Remaining = 0 // only a cancelled move's final response says what was left
 		}
 		a.srv.m.requests.WithLabelValues(label, statusLabel(st), a.callingLabel()).Inc()
+		op.final.Store(true)
 		if werr := rsp(st, comment, p, data); werr != nil && !errors.Is(werr, ErrAssociationGone) {
 			a.log.Warn(label+": final response not sent", "err", werr)
 		}
