@@ -477,7 +477,8 @@ func scrapeGateways(t *testing.T) map[string]*dto.MetricFamily {
 	defer down.Close()
 
 	dir := t.TempDir()
-	a := startGateway(t, filepath.Join(dir, "a"), "--stow-url", down.URL+"/dicom-web", "--max-associations", "1", "--retry-min", "1h", "--retry-max", "2h", "--spool-max-bytes", "10GB")
+	a := startGateway(t, filepath.Join(dir, "a"), "--stow-url", down.URL+"/dicom-web", "--max-associations", "1", "--retry-min", "1h", "--retry-max", "2h", "--spool-max-bytes", "10GB",
+		"--qr-destination", "default") // the query/retrieve metrics exist only with it
 	ctx := context.Background()
 	sop, inst := "1.2.840.10008.5.1.4.1.1.7", harness.NewUID()
 	storeCtx := dimse.ProposedContext{AbstractSyntax: sop, TransferSyntaxes: []string{uid.ExplicitVRLittleEndian}}

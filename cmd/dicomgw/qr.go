@@ -44,6 +44,9 @@ func newFinder(dest string, client *qr.Client, log *slog.Logger, reg prometheus.
 		for _, o := range []string{"success", "cancelled", "refused", "failed"} {
 			f.queries.WithLabelValues(l, o)
 		}
+		if l != "other" {
+			f.duration.WithLabelValues(l)
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(f.queries, f.matches, f.duration)
