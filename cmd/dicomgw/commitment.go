@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,12 +306,12 @@ func instanceResult(mode string, ref ledger.CommitRef, objs []ledger.ObjectState
 	if len(objs) == 0 {
 		return stgcmt.ReasonNoSuchObjectInstance, graceOver
 	}
-	var pending, classMismatch bool
+	var pending, sameClass bool
 	for _, o := range objs {
 		if o.SOPClassUID != ref.SOPClassUID {
-			classMismatch = true
 			continue
 		}
+		sameClass = true
 		if mode == "received" {
 			return 0, true
 		}
@@ -336,8 +335,8 @@ func instanceResult(mode string, ref ledger.CommitRef, objs []ledger.ObjectState
 	switch {
 	case pending:
 		return 0, false
-	case classMismatch && !slices.ContainsFunc(objs, func(o ledger.ObjectState) bool { return o.SOPClassUID == ref.SOPClassUID }):
-		// PS3.4 J.3.3: received, but as another SOP class.
+	case !sameClass:
+		// PS3.4 J.3.3: received, but only as another SOP class.
 		return stgcmt.ReasonClassInstanceConflict, true
 	}
 	return stgcmt.ReasonProcessingFailure, true // dead-lettered

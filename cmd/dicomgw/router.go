@@ -35,6 +35,7 @@ type router struct {
 	started bool // run was called: new forwarders run at once
 	ctx     context.Context
 	wg      sync.WaitGroup
+	sem     chan struct{} // background work running
 }
 
 // runningDest is a destination whose forwarder runs.
@@ -52,6 +53,9 @@ type routing struct {
 	stamps   map[string][]stampSpec // of the running destinations that stamp their copy
 	del      *deliveries
 	log      *slog.Logger
+	// background runs work that must not hold the C-STORE's answer (a
+	// stamped copy is read whole to know its size).
+	background func(func())
 }
 
 // route is where an object with these facts goes; none: refuse it.
@@ -73,22 +77,27 @@ func (rt *routing) committed(d *spool.Description) {
 		if f == nil {
 			continue
 		}
-		o := obj
-		if st := rt.stamps[name]; len(st) > 0 {
-			var err error
-			if o, err = stamped(obj, d, st); err != nil {
+		st := rt.stamps[name]
+		if len(st) == 0 {
+			f.Offer(obj)
+			continue
+		}
+		desc := *d
+		rt.background(func() {
+			o, err := stamped(obj, &desc, st)
+			if err != nil {
 				// Its forwarder finds it at its next rescan, and says why
 				// it cannot be sent.
-				rt.log.Error("cannot stamp an object's copy", "destination", name, "id", d.ID, "err", err)
-				continue
+				rt.log.Error("cannot stamp an object's copy", "destination", name, "id", desc.ID, "err", err)
+				return
 			}
-		}
-		f.Offer(o)
+			f.Offer(o)
+		})
 	}
 }
 
 func newRouter(ctx context.Context, del *deliveries, sp *spool.Spool, reg prometheus.Registerer, log *slog.Logger) *router {
-	r := &router{del: del, sp: sp, reg: reg, log: log, ctx: ctx, running: map[string]*runningDest{},
+	r := &router{del: del, sp: sp, reg: reg, log: log, ctx: ctx, running: map[string]*runningDest{}, sem: make(chan struct{}, maxBackground),
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicomgw_objects_unrouted_total",
 			Help: "C-STOREs refused with 0124 because no route matches the object and --unrouted refuses such objects.",
@@ -149,7 +158,8 @@ func (r *router) apply(table *route.Table, unrouted string, dests map[string]*de
 	}
 	// Room in each object's record for the longest destination list.
 	r.sp.SetRecordReserve(reserve)
-	r.cur.Store(&routing{table: table, unrouted: unrouted, tags: table.Tags(), fwds: fwds, stamps: stamps, del: r.del, log: r.log})
+	r.cur.Store(&routing{table: table, unrouted: unrouted, tags: table.Tags(), fwds: fwds, stamps: stamps, del: r.del, log: r.log,
+		background: r.background})
 	return changed, nil
 }
 
@@ -190,8 +200,29 @@ func (r *router) run() {
 	}
 }
 
-// wait waits for every forwarder to end (their context ended).
+// wait waits for every forwarder, and the background work, to end (their
+// context ended).
 func (r *router) wait() { r.wg.Wait() }
+
+// maxBackground bounds the stamped copies being sized at once.
+const maxBackground = 4
+
+// background runs fn on a goroutine the router waits for, at most
+// maxBackground at once; after the forwarders' context ended it does not
+// run (the forwarders find the object at their next start).
+func (r *router) background(fn func()) {
+	r.wg.Go(func() {
+		select {
+		case r.sem <- struct{}{}:
+			defer func() { <-r.sem }()
+		case <-r.ctx.Done():
+			return
+		}
+		if r.ctx.Err() == nil {
+			fn()
+		}
+	})
+}
 
 // legacy routes an object committed before routing existed: to "default"
 // when it is configured (it was the only destination), else by the

@@ -111,8 +111,8 @@ type assoc struct {
 	// DIMSE.
 	msg     *message
 	wbuf    []byte
-	reports reports      // storage commitment reports sent on this association
-	find    *runningFind // the C-FIND being answered
+	reports reports    // storage commitment reports sent on this association
+	op      *runningOp // the query or retrieval being answered
 	stats   struct {
 		echoes, stores, failed int
 		actions                int // storage commitment requests
@@ -237,7 +237,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 		// Our service user answers a release at once; a message cut short
 		// by it is dropped (its sender gets no response for it).
 		a.dropMessage("association released mid-message")
-		a.stopFind() // nothing of it after the A-RELEASE-RP
+		a.stopOp() // nothing of it after the A-RELEASE-RP
 		a.raise(Evt14, evInfo{})
 		return Sta8
 	case AR4:
@@ -482,7 +482,7 @@ func (a *assoc) writeLocked(b []byte) error {
 func (a *assoc) teardown() {
 	a.dropMessage("association ended")
 	a.closeReports()
-	a.stopFind()
+	a.stopOp()
 	a.conn.Close()
 	a.rd.Release()
 	if a.hasSlot {

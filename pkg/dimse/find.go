@@ -52,8 +52,8 @@ type FindRequest struct {
 	Identifier          []byte
 }
 
-// runningFind is the query an association is answering.
-type runningFind struct {
+// runningOp is the query or retrieval an association is answering.
+type runningOp struct {
 	msgID  uint16
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -63,113 +63,164 @@ type runningFind struct {
 }
 
 // busy tells whether a query is still being answered.
-func (a *assoc) findBusy() bool {
-	if a.find == nil {
+func (a *assoc) opBusy() bool {
+	if a.op == nil {
 		return false
 	}
-	if a.find.final.Load() {
-		<-a.find.done // the final response is written, or being written
-		a.find = nil
+	if a.op.final.Load() {
+		<-a.op.done // the final response is written, or being written
+		a.op = nil
 		return false
 	}
 	select {
-	case <-a.find.done:
-		a.find = nil
+	case <-a.op.done:
+		a.op = nil
 		return false
 	default:
 		return true
 	}
 }
 
-// stopFind cancels the query being answered, if any, and waits for it:
+// stopOp cancels the query being answered, if any, and waits for it:
 // nothing of it is written after this returns.
-func (a *assoc) stopFind() {
-	if a.find != nil {
-		a.find.cancel()
-		<-a.find.done
-		a.find = nil
+func (a *assoc) stopOp() {
+	if a.op != nil {
+		a.op.cancel()
+		<-a.op.done
+		a.op = nil
 	}
 }
 
-// beginFind checks a C-FIND-RQ and collects its identifier.
-func (a *assoc) beginFind(m *message) {
+// beginOp checks what every query and retrieval request needs (a context
+// of kind want, its SOP class, an identifier) and collects the identifier;
+// notFor and noIdentifier are the refusals' error comments.
+func (a *assoc) beginOp(m *message, want contextKind, notFor, noIdentifier string) {
 	cmd := m.cmd
 	switch {
-	case m.ctx.kind != kindFind:
-		m.status, m.comment = StatusSOPClassNotSupported, "context is not for query"
+	case m.ctx.kind != want:
+		m.status, m.comment = StatusSOPClassNotSupported, notFor
 	case cmd.AffectedSOPClassUID != m.ctx.abstract:
 		m.status, m.comment = StatusSOPClassNotSupported, "SOP class differs from context abstract syntax"
 	case !cmd.HasDataSet():
-		m.status, m.comment = StatusIdentifierMismatch, "C-FIND-RQ without an identifier"
+		m.status, m.comment = StatusIdentifierMismatch, noIdentifier
 	default:
 		m.collect, m.limit = true, a.srv.cfg.MaxFindIdentifier
 	}
 }
 
-// startFind runs the query of a complete C-FIND-RQ on its own goroutine,
-// which writes its pending responses and its final one: the association
-// goes on reading (a C-CANCEL may come).
-func (a *assoc) startFind(m *message) {
-	a.stats.finds++
-	if !m.collect {
-		if m.status == 0 {
-			m.status = StatusUnableToProcess
-		}
-		a.respond(m, CommandField(uint16(CFindRQ)|responseBit), m.status, m.comment)
-		return
-	}
-	req := &FindRequest{
+// beginFind checks a C-FIND-RQ and collects its identifier.
+func (a *assoc) beginFind(m *message) {
+	a.beginOp(m, kindFind, "context is not for query", "C-FIND-RQ without an identifier")
+}
+
+// opRequest is what a query or retrieval handler is told of m; the
+// identifier moves into it.
+func (a *assoc) opRequest(m *message) FindRequest {
+	r := FindRequest{
 		AssociationID: a.id, CallingAE: a.calling, CalledAE: a.called, RemoteAddr: a.conn.RemoteAddr().String(),
 		SOPClassUID: m.cmd.AffectedSOPClassUID, TransferSyntaxUID: m.ctx.ts, MessageID: m.cmd.MessageID,
 		Priority: m.cmd.Priority, Identifier: m.data,
 	}
 	m.data, m.collect = nil, false
+	return r
+}
+
+// opResult is how a query or retrieval ended: its final status (0: from
+// err), the counts and data set of the final response, and what the log
+// line adds.
+type opResult struct {
+	status Status
+	p      *Progress
+	data   []byte
+	err    error
+	attrs  []any
+}
+
+// startOp answers a complete query or retrieval request (label names it in
+// metrics and logs, what in an error comment) on its own goroutine, which writes the pending responses (run sends them with
+// send) and the final one: the association goes on reading (a C-CANCEL may
+// come).
+func (a *assoc) startOp(m *message, label, what string, run func(ctx context.Context, send responder) opResult) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &runningFind{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
-	a.find = f
+	op := &runningOp{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
+	a.op = op
 	send := a.opResponder(m)
-	rsp := func(st Status, comment string, data []byte) error { return send(st, comment, nil, data) }
+	class := m.cmd.AffectedSOPClassUID
 	go func() {
-		defer close(f.done)
+		defer close(op.done)
 		defer cancel()
 		start := time.Now()
-		matches := 0
-		err := a.srv.cfg.Find.Find(ctx, req, func(id []byte) error {
+		r := run(ctx, func(st Status, comment string, p *Progress, data []byte) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			matches++
-			return rsp(StatusPending, "", id)
+			return send(st, comment, p, data)
 		})
-		st, comment := StatusSuccess, ""
+		st, comment := r.status, ""
 		var se *StatusError
 		switch {
-		case err == nil:
+		case r.err == nil:
 		case ctx.Err() != nil:
 			st = StatusCancel
-		case errors.As(err, &se):
+		case errors.As(r.err, &se):
 			st, comment = se.Status, se.Comment
 		default:
-			st, comment = StatusUnableToProcess, "query failed"
+			st, comment = StatusUnableToProcess, what+" failed"
 		}
-		a.srv.m.requests.WithLabelValues("C-FIND", statusLabel(st), a.callingLabel()).Inc()
-		f.final.Store(true)
-		if werr := rsp(st, comment, nil); werr != nil && !errors.Is(werr, ErrAssociationGone) {
-			a.log.Warn("C-FIND: final response not sent", "err", werr)
+		if r.p != nil && st != StatusCancel {
+			r.p.Remaining = 0 // only a cancelled retrieval's final response says what was left
+		}
+		a.srv.m.requests.WithLabelValues(label, statusLabel(st), a.callingLabel()).Inc()
+		op.final.Store(true)
+		if werr := send(st, comment, r.p, r.data); werr != nil && !errors.Is(werr, ErrAssociationGone) {
+			a.log.Warn(label+": final response not sent", "err", werr)
 		}
 		level := a.log.Info
 		if st.Category() == "failure" {
 			level = a.log.Warn
 		}
-		level("C-FIND answered", "model", req.SOPClassUID, "matches", matches, "status", st, "duration", time.Since(start).Round(time.Millisecond), "err", err)
+		level(label+" answered", append([]any{"model", class, "status", st, "duration", time.Since(start).Round(time.Millisecond), "err", r.err}, r.attrs...)...)
 	}()
+}
+
+// opRefused answers at once a query or retrieval request its checks
+// refused (its identifier was not collected).
+func (a *assoc) opRefused(m *message) bool {
+	if m.collect {
+		return false
+	}
+	if m.status == 0 {
+		m.status = StatusUnableToProcess
+	}
+	a.respond(m, CommandField(uint16(m.cmd.CommandField)|responseBit), m.status, m.comment)
+	return true
+}
+
+// responder writes one response of a query or retrieval.
+type responder func(st Status, comment string, p *Progress, data []byte) error
+
+// startFind runs the query of a complete C-FIND-RQ.
+func (a *assoc) startFind(m *message) {
+	a.stats.finds++
+	if a.opRefused(m) {
+		return
+	}
+	req := a.opRequest(m)
+	a.startOp(m, "C-FIND", "query", func(ctx context.Context, send responder) opResult {
+		matches := 0
+		err := a.srv.cfg.Find.Find(ctx, &req, func(id []byte) error {
+			matches++
+			return send(StatusPending, "", nil, id)
+		})
+		return opResult{status: StatusSuccess, err: err, attrs: []any{"matches", matches}}
+	})
 }
 
 // opResponder writes the responses of the query or retrieval m from the
 // goroutine that answers it: its status, an error comment for a failure,
 // the sub-operation counts when p is not nil, and a data set when data is
 // not nil.
-func (a *assoc) opResponder(m *message) func(st Status, comment string, p *Progress, data []byte) error {
+func (a *assoc) opResponder(m *message) responder {
 	ctxID, peerMax := m.ctx.id, a.peerMax
 	class, msgID := m.cmd.AffectedSOPClassUID, m.cmd.MessageID
 	field := CommandField(uint16(m.cmd.CommandField) | responseBit)
@@ -216,20 +267,20 @@ func (a *assoc) writeAsync(b []byte) error {
 	return nil
 }
 
-// cancelFind applies a C-CANCEL-RQ: it stops the query it names.
-func (a *assoc) cancelFind(cmd *Command) {
-	if a.findBusy() && cmd.MessageIDBeingRespondedTo == a.find.msgID {
+// cancelOp applies a C-CANCEL-RQ: it stops the query it names.
+func (a *assoc) cancelOp(cmd *Command) {
+	if a.opBusy() && cmd.MessageIDBeingRespondedTo == a.op.msgID {
 		a.log.Info("C-FIND cancelled by the peer", "message_id", cmd.MessageIDBeingRespondedTo)
-		a.find.cancel()
+		a.op.cancel()
 	}
 }
 
-// findCheck is a request arriving while a query is being answered: only
+// opCheck is a request arriving while a query is being answered: only
 // C-CANCEL may (no asynchronous operations window is negotiated, PS3.7
 // D.3.3.3).
-func (a *assoc) findCheck(f CommandField) error {
-	if f != CCancelRQ && a.findBusy() {
-		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v while C-FIND %d is being answered (no asynchronous operations were negotiated)", f, a.find.msgID)
+func (a *assoc) opCheck(f CommandField) error {
+	if f != CCancelRQ && a.opBusy() {
+		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v while C-FIND %d is being answered (no asynchronous operations were negotiated)", f, a.op.msgID)
 	}
 	return nil
 }

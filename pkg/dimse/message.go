@@ -152,7 +152,7 @@ func (a *assoc) commandComplete(m *message) error {
 	if !f.IsRequest() && f != CCancelRQ {
 		return protoErr(pdu.AbortUnexpectedPDUParameter, "%v is not a request an SCP can receive", f)
 	}
-	if err := a.findCheck(f); err != nil {
+	if err := a.opCheck(f); err != nil {
 		return err
 	}
 	if f != CCancelRQ && cmd.Has&HasMessageID == 0 {
@@ -185,7 +185,7 @@ func (a *assoc) commandComplete(m *message) error {
 		}
 		a.beginMove(m)
 	case CCancelRQ:
-		a.cancelFind(cmd)
+		a.cancelOp(cmd)
 		// Nothing of ours can be cancelled: C-STORE has no pending state.
 		// C-CANCEL has no response (PS3.7 9.3.2.3).
 		if cmd.HasDataSet() {

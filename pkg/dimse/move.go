@@ -3,7 +3,6 @@ package dimse
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -69,100 +68,46 @@ type MoveHandler interface {
 
 // beginMove checks a C-MOVE-RQ or C-GET-RQ and collects its identifier.
 func (a *assoc) beginMove(m *message) {
-	cmd := m.cmd
-	want := kindMove
-	if cmd.CommandField == CGetRQ {
-		want = kindGet
+	const notFor, noIdentifier = "context is not for this retrieval", "retrieval without an identifier"
+	if m.cmd.CommandField == CGetRQ {
+		a.beginOp(m, kindGet, notFor, noIdentifier)
+		return
 	}
-	switch {
-	case m.ctx.kind != want:
-		m.status, m.comment = StatusSOPClassNotSupported, "context is not for this retrieval"
-	case cmd.AffectedSOPClassUID != m.ctx.abstract:
-		m.status, m.comment = StatusSOPClassNotSupported, "SOP class differs from context abstract syntax"
-	case !cmd.HasDataSet():
-		m.status, m.comment = StatusIdentifierMismatch, "retrieval without an identifier"
-	case want == kindMove && (cmd.Has&HasMoveDestination == 0 || ValidAETitle(cmd.MoveDestination) != nil):
+	a.beginOp(m, kindMove, notFor, noIdentifier)
+	if m.collect && (m.cmd.Has&HasMoveDestination == 0 || ValidAETitle(m.cmd.MoveDestination) != nil) {
+		m.collect = false
 		m.status, m.comment = StatusMoveDestinationUnknown, "no valid move destination"
-	default:
-		m.collect, m.limit = true, a.srv.cfg.MaxFindIdentifier
 	}
 }
 
-// startMove runs a complete C-MOVE-RQ on its own goroutine, which writes
-// its pending responses (with the sub-operation counts) and its final one.
+// startMove runs a complete C-MOVE-RQ or C-GET-RQ: pending responses carry
+// the sub-operation counts.
 func (a *assoc) startMove(m *message) {
 	a.stats.moves++
-	field := CommandField(uint16(m.cmd.CommandField) | responseBit)
-	label := "C-MOVE"
-	if m.cmd.CommandField == CGetRQ {
-		label = "C-GET"
-	}
-	if !m.collect {
-		if m.status == 0 {
-			m.status = StatusUnableToProcess
-		}
-		a.respond(m, field, m.status, m.comment)
+	if a.opRefused(m) {
 		return
 	}
-	req := &MoveRequest{Destination: m.cmd.MoveDestination, FindRequest: FindRequest{
-		AssociationID: a.id, CallingAE: a.calling, CalledAE: a.called, RemoteAddr: a.conn.RemoteAddr().String(),
-		SOPClassUID: m.cmd.AffectedSOPClassUID, TransferSyntaxUID: m.ctx.ts, MessageID: m.cmd.MessageID,
-		Priority: m.cmd.Priority, Identifier: m.data,
-	}}
+	label := "C-MOVE"
+	req := &MoveRequest{Destination: m.cmd.MoveDestination, FindRequest: a.opRequest(m)}
 	if m.cmd.CommandField == CGetRQ {
-		req.Sender = assocStorer{a}
+		label, req.Sender = "C-GET", assocStorer{a}
 	}
-	m.data, m.collect = nil, false
-	ctx, cancel := context.WithCancel(context.Background())
-	op := &runningFind{msgID: m.cmd.MessageID, cancel: cancel, done: make(chan struct{})}
-	a.find = op
 	explicit := m.ctx.ts != "1.2.840.10008.1.2"
-	send := a.opResponder(m)
-	rsp := func(st Status, comment string, p Progress, data []byte) error { return send(st, comment, &p, data) }
-	go func() {
-		defer close(op.done)
-		defer cancel()
-		start := time.Now()
-		p, err := a.srv.cfg.Move.Move(ctx, req, func(p Progress) error {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return rsp(StatusPending, "", p, nil)
-		})
-		st, comment := StatusSuccess, ""
-		var se *StatusError
+	a.startOp(m, label, "retrieval", func(ctx context.Context, send responder) opResult {
+		p, err := a.srv.cfg.Move.Move(ctx, req, func(p Progress) error { return send(StatusPending, "", &p, nil) })
+		r := opResult{status: StatusSuccess, p: &p, err: err,
+			attrs: []any{"destination", req.Destination, "completed", p.Completed, "failed", p.Failed, "warning", p.Warning}}
 		switch {
-		case err == nil && p.Failed > 0 && p.Completed == 0 && p.Warning == 0:
-			st = StatusUnableToSubOperate
-		case err == nil && (p.Failed > 0 || p.Warning > 0):
-			st = StatusSubOperationsFailed
-		case err == nil:
-		case ctx.Err() != nil:
-			st = StatusCancel
-		case errors.As(err, &se):
-			st, comment = se.Status, se.Comment
-		default:
-			st, comment = StatusUnableToProcess, "retrieval failed"
+		case p.Failed > 0 && p.Completed == 0 && p.Warning == 0:
+			r.status = StatusUnableToSubOperate
+		case p.Failed > 0 || p.Warning > 0:
+			r.status = StatusSubOperationsFailed
 		}
-		var data []byte
 		if len(p.FailedUIDs) > 0 {
-			data = failedUIDList(p.FailedUIDs, explicit)
+			r.data = failedUIDList(p.FailedUIDs, explicit)
 		}
-		if st != StatusCancel {
-			p.Remaining = 0 // only a cancelled move's final response says what was left
-		}
-		a.srv.m.requests.WithLabelValues(label, statusLabel(st), a.callingLabel()).Inc()
-		op.final.Store(true)
-		if werr := rsp(st, comment, p, data); werr != nil && !errors.Is(werr, ErrAssociationGone) {
-			a.log.Warn(label+": final response not sent", "err", werr)
-		}
-		level := a.log.Info
-		if st.Category() == "failure" {
-			level = a.log.Warn
-		}
-		level(label+" answered", "model", req.SOPClassUID, "destination", req.Destination, "completed", p.Completed,
-			"failed", p.Failed, "warning", p.Warning, "status", st, "duration", time.Since(start).Round(time.Millisecond), "err", err)
-	}()
+		return r
+	})
 }
 
 func clampCount(n int) uint16 { return uint16(min(max(n, 0), 0xFFFF)) }
