@@ -523,11 +523,13 @@ func TestCommitmentRemoteAEReloadAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	req["transactionUID"] = "1.2.826.0.1.3680043.2.1143.9.2"
-	req["listenPort"], req["waitMs"], req["tlsCertFile"], req["tlsKeyFile"] = reportPort, 6000, srv.CertFile, srv.KeyFile
+	// An instance never sent holds the answer for the 5 s grace, long
+	// after the requester released its association: the report can only
+	// go on a new one (decided at once, it could also be taken on the
+	// requester's own association, which a clean-clone CI run saw).
+	req["refs"] = append(req["refs"].([]map[string]string), map[string]string{"class": sopSecondaryCapture, "instance": "1.2.826.0.1.3680043.2.1143.9.404"})
+	req["listenPort"], req["waitMs"], req["tlsCertFile"], req["tlsKeyFile"] = reportPort, 10000, srv.CertFile, srv.KeyFile
 	ev := dcmjsSCU(t, req)
-	// The requester releases at once; a report decided in that instant may
-	// also reach it on its own association, unacknowledged (the release
-	// came first), and is then sent again on a new one: at least once.
 	var viaNew []scuEvent
 	for _, e := range eventsOf(ev, "n-event-report") {
 		if e.Via == "new" {
@@ -535,7 +537,8 @@ func TestCommitmentRemoteAEReloadAndTLS(t *testing.T) {
 		}
 	}
 	rsp := eventsOf(ev, "n-action-rsp")
-	if len(rsp) != 1 || rsp[0].Status != 0 || len(viaNew) != 1 || viaNew[0].EventTypeID != 1 || len(viaNew[0].Success) != 2 {
+	if len(rsp) != 1 || rsp[0].Status != 0 || len(viaNew) != 1 || viaNew[0].EventTypeID != 2 || len(viaNew[0].Success) != 2 ||
+		len(viaNew[0].Failed) != 1 || len(eventsOf(ev, "n-event-report")) != 1 {
 		t.Fatalf("after the reload, report over TLS: %+v\n%s", ev, harness.Tail(g.Logs(), 4000))
 	}
 }
