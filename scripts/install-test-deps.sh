@@ -8,9 +8,15 @@
 #   prometheus        (a real Prometheus scraping the gateway, and promtool:
 #                      the alert rules' checks and unit tests)
 #   systemd           (systemd-analyze verify/security on the systemd unit)
-#   nodejs, npm       (dcmjs-dimse, a second storage commitment SCU, from
-#                      the npm registry into conformance/node/node_modules
-#                      with `npm ci`: conformance/node/package-lock.json)
+#   nodejs, npm       (dcmjs-dimse, a second storage commitment SCU, and
+#                      playwright-core, which drives the browser of the
+#                      console tests, from the npm registry into
+#                      conformance/node/node_modules with `npm ci`:
+#                      conformance/node/package-lock.json; playwright-core
+#                      downloads no browser)
+#   chromium          (the browser of the console tests, driven headless)
+#   apache2-utils     (htpasswd: the console tests' users file is written
+#                      by it, as an administrator would)
 # and helm (the Helm chart's lint and render tests), built with
 # `go install helm.sh/helm/v3/cmd/helm@HELM_VERSION` into $(go env GOPATH)/bin
 # when it is neither in $PATH nor there (about 3.5 minutes on a fresh
@@ -27,6 +33,7 @@ requirements=(
   "prometheus:prometheus" "promtool:prometheus"
   "systemd-analyze:systemd"
   "node:nodejs" "npm:npm"
+  "/usr/bin/chromium:chromium" "htpasswd:apache2-utils"
 )
 
 HELM_VERSION=${HELM_VERSION:-v3.16.3}
@@ -61,7 +68,7 @@ done
 install_npm() {
   local dir
   dir="$(cd "$(dirname "$0")/.." && pwd)/conformance/node"
-  if [ -d "$dir/node_modules/dcmjs-dimse" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+  if [ -d "$dir/node_modules/dcmjs-dimse" ] && [ -d "$dir/node_modules/playwright-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
     return 0
   fi
   echo "install-test-deps: npm ci in $dir" >&2

@@ -96,6 +96,13 @@ type serveConfig struct {
 	commitment        string
 	commitmentTimeout time.Duration
 	remoteAEs         remoteAEFlags
+
+	// Operator console.
+	consoleListen         string
+	consoleUsersFile      string
+	consoleTLSCert        string
+	consoleTLSKey         string
+	consoleSessionTimeout time.Duration
 }
 
 // liveFlags are applied on SIGHUP to new associations; every other flag
@@ -104,6 +111,7 @@ type serveConfig struct {
 var liveFlags = map[string]bool{
 	"ae-title": true, "calling-ae": true, "destination": true, "route": true, "unrouted": true, "remote-ae": true, "stamp": true,
 	"tls-cert": true, "tls-key": true, "tls-client-ca": true,
+	"console-users-file": true, "console-tls-cert": true, "console-tls-key": true,
 	"users-file": true, "jwt-issuer": true, "jwt-audience": true, "jwt-jwks-file": true, "jwt-algorithms": true,
 }
 
@@ -169,6 +177,11 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.Var(&c.remoteAEs, "remote-ae", "how to reach an AE title for the storage commitment report when it does not wait on its own association: AET=HOST:PORT [tls=true ca-file=F client-cert=F client-key=F timeout=D]; repeatable; a commitment request from an AE title not listed is refused (live on SIGHUP)")
 	fs.DurationVar(&c.keepDelivered, "keep-delivered", 0, "keep delivered objects in the spool's delivered/ for this long (0: delete at once)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", ":9477", "address for /metrics, /healthz and /readyz (empty: none)")
+	fs.StringVar(&c.consoleListen, "console-listen", "", "address of the operator console, a web page (e.g. :9480; empty: none); needs --console-users-file")
+	fs.StringVar(&c.consoleUsersFile, "console-users-file", "", "who may log in to the console: username:bcrypt-hash lines, as `htpasswd -nbB USER PASSWORD` writes them (re-read on SIGHUP)")
+	fs.StringVar(&c.consoleTLSCert, "console-tls-cert", "", "PEM certificate (chain): the console is served over HTTPS (re-read on SIGHUP)")
+	fs.StringVar(&c.consoleTLSKey, "console-tls-key", "", "PEM private key of --console-tls-cert (re-read on SIGHUP)")
+	fs.DurationVar(&c.consoleSessionTimeout, "console-session-timeout", 30*time.Minute, "a console session ends after this long without a page asked for (and 12 h after its login in any case)")
 	c.spoolMinFree = 1 << 30
 	fs.Var(&c.spoolMaxBytes, "spool-max-bytes", "the most the spool may hold (e.g. 500GiB; 0: no limit); at this high-water mark new associations get A-ASSOCIATE-RJ 2/3/1 and C-STOREs A700 until it drains to 90%")
 	fs.Var(&c.spoolMinFree, "spool-min-free", "free space to leave on the spool's file system (e.g. 10GiB); below it, as for --spool-max-bytes, until 1/0.9 of it is free again")
@@ -214,6 +227,10 @@ type settings struct {
 	remotes  map[string]remoteAE // --remote-ae, by AE title
 	tls      *tls.Config         // the DICOM TLS port's; nil without one
 	auth     *auth.Authenticator // nil when user identities are not checked
+	// The console's users and HTTPS configuration (nil: no console, plain
+	// HTTP).
+	consoleUsers *auth.Authenticator
+	consoleTLS   *tls.Config
 }
 
 // check turns a configuration into settings, or says what is wrong with
@@ -296,6 +313,9 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 	if s.remotes, err = c.remoteAEs.remoteAEs(); err != nil {
 		return nil, err
 	}
+	if s.consoleUsers, s.consoleTLS, err = c.consoleChecks(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -356,7 +376,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "dicomgw serve: %v\n", err)
 		return 2
 	}
-	if err := runServer(c, flagValues(fs), args, log); err != nil {
+	if err := runServer(c, fs, args, log); err != nil {
 		log.Error("dicomgw stopped", "err", err)
 		return 1
 	}
@@ -390,19 +410,13 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "configuration OK")
 	printRouting(stdout, set)
 	fmt.Fprintln(stdout, "effective settings:")
-	fs.VisitAll(func(f *pflag.Flag) {
-		switch v, isList := f.Value.(pflag.SliceValue); {
-		case f.Name == "flagfile":
-		case isList && len(v.GetSlice()) == 0:
+	for _, f := range effectiveFlags(fs) {
+		if f.None {
 			fmt.Fprintf(stdout, "  # --%s: none\n", f.Name)
-		case isList:
-			for _, e := range v.GetSlice() {
-				fmt.Fprintf(stdout, "  --%s=%s\n", f.Name, e)
-			}
-		default:
-			fmt.Fprintf(stdout, "  --%s=%s\n", f.Name, f.Value.String())
+			continue
 		}
-	})
+		fmt.Fprintf(stdout, "  --%s=%s\n", f.Name, f.Value)
+	}
 	return 0
 }
 

@@ -17,13 +17,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/dicomgw/dicomgw/pkg/auth"
+	"github.com/dicomgw/dicomgw/pkg/console"
 	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/ledger"
 	"github.com/dicomgw/dicomgw/pkg/spool"
 )
 
-func runServer(c serveConfig, values map[string]string, args []string, log *slog.Logger) error {
+func runServer(c serveConfig, fs *pflag.FlagSet, args []string, log *slog.Logger) error {
+	values := flagValues(fs)
 	// Signals are caught from the start: a SIGTERM that arrives while the
 	// spool opens or just after "dicomgw listening" is logged is a clean
 	// shutdown, not the default death.
@@ -121,6 +125,28 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 	}
 
 	set.dimse.Admit = sp.Admit
+	var cs *consoleServer
+	if set.consoleUsers != nil {
+		assocs := console.NewAssociations(0)
+		set.dimse.Ended = assocs.Record
+		con, err := console.New(console.Config{
+			Source:       &consoleSource{led: led, sp: sp, del: del, rt: rt, now: time.Now},
+			Gatherer:     reg,
+			Associations: assocs,
+			SessionIdle:  c.consoleSessionTimeout,
+			Secure:       set.consoleTLS != nil,
+		}, set.consoleUsers, log.With("component", "console"), reg)
+		if err != nil {
+			return err
+		}
+		con.SetSettings(consoleSettings(fs, set))
+		var addr net.Addr
+		if cs, addr, err = startConsole(c, con, set.consoleTLS, log.With("component", "console")); err != nil {
+			return err
+		}
+		defer cs.stop()
+		log.Info("console listening", "addr", addr.String(), "https", set.consoleTLS != nil)
+	}
 	ids := &identities{require: c.requireIdentity}
 	if set.auth != nil {
 		ids.cur.Store(set.auth)
@@ -191,7 +217,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 		case err := <-served:
 			return err
 		case <-hup:
-			if err := reload(values, args, srv, tlsCerts, ids, rt, cm, log); err != nil {
+			if err := reload(values, args, srv, tlsCerts, ids, rt, cm, cs, log); err != nil {
 				opsm.reloads.WithLabelValues("failure").Inc()
 				log.Error("config reload failed; keeping the running settings", "err", err)
 			} else {
@@ -233,7 +259,7 @@ func runServer(c serveConfig, values map[string]string, args []string, log *slog
 // other changes are reported as waiting for a restart. values holds the
 // flags in force, and is updated with what was applied. On any error the
 // running settings stay.
-func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, rt *router, cm *commitments, log *slog.Logger) error {
+func reload(values map[string]string, args []string, srv *dimse.Server, certs *tlsSwitch, ids *identities, rt *router, cm *commitments, cs *consoleServer, log *slog.Logger) error {
 	nc, nfs, err := loadConfig("dicomgw serve", args, io.Discard)
 	if err != nil {
 		return err
@@ -270,6 +296,12 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 			return err
 		}
 	}
+	if cs != nil {
+		// Checked before anything is applied, like the rest.
+		if _, _, err := nc.consoleChecks(); err != nil {
+			return err
+		}
+	}
 	// New routes apply to objects committed from now on; objects already
 	// committed keep the destinations they were routed to.
 	changed, err := rt.apply(table, unrouted, dests)
@@ -289,6 +321,12 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 		ids.cur.Store(a)
 	}
 	cm.setRemotes(remotes)
+	if cs != nil {
+		if err := cs.reload(nc); err != nil {
+			log.Warn("console settings not reloaded", "err", err)
+		}
+		cs.con.SetSettings(consoleSettings(nfs, &settings{dests: dests, table: table, unrouted: unrouted}))
+	}
 	var ignored []string
 	for name, v := range flagValues(nfs) {
 		switch {

@@ -526,6 +526,10 @@ func (a *assoc) teardown() {
 	if a.endDetail != "" {
 		attrs = append(attrs, "detail", a.endDetail)
 	}
+	silent := a.calling == "" && (a.end == EndARTIMExpired || a.end == EndConnectionLost && (a.bare || a.ac.read == 0))
+	if a.srv.cfg.Ended != nil && !silent {
+		a.srv.cfg.Ended(a.summary())
+	}
 	level := slog.LevelInfo
 	switch {
 	case a.end == EndConnectionLost && a.calling == "" && (a.bare || a.ac.read == 0):
@@ -541,4 +545,34 @@ func (a *assoc) teardown() {
 		}
 	}
 	a.log.Log(context.Background(), level, "association ended", attrs...)
+}
+
+// Summary is what an association did, as it ended: for an operator's list
+// of recent associations. CallingAE and CalledAE are the peer's words
+// (checked as AE titles only when it was accepted): escape them wherever
+// they are shown.
+type Summary struct {
+	Start                 time.Time
+	Duration              time.Duration
+	CallingAE, CalledAE   string
+	Peer                  netip.Addr
+	TLS                   bool
+	Outcome               EndReason
+	Detail                string // why it was rejected or aborted, when known
+	Stores, StoreFailures int
+	Echoes                int
+	CommitmentRequests    int
+	Finds, Moves          int
+	Bytes                 int64
+}
+
+func (a *assoc) summary() Summary {
+	return Summary{
+		Start: a.start, Duration: time.Since(a.start),
+		CallingAE: a.calling, CalledAE: a.called, Peer: a.addr, TLS: a.tls,
+		Outcome: a.end, Detail: a.endDetail,
+		Stores: a.stats.stores, StoreFailures: a.stats.failed, Echoes: a.stats.echoes,
+		CommitmentRequests: a.stats.actions, Finds: a.stats.finds, Moves: a.stats.moves,
+		Bytes: a.stats.bytes,
+	}
 }

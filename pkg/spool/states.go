@@ -340,6 +340,24 @@ func (d *Dir) Requeue(id string) error {
 	return nil
 }
 
+// Discard deletes one object in state st (dead or delivered), with its
+// dead letter's reason, and returns its size: an operator gave it up.
+func (d *Dir) Discard(st State, id string) (int64, error) {
+	if st == StateQueued {
+		return 0, errors.New("spool: queued objects are never purged")
+	}
+	it, err := d.Item(st, id)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Remove(it.Path); err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	os.Remove(filepath.Join(filepath.Dir(it.Path), it.ID+reasonExt))
+	d.cap.add(-it.Size)
+	return it.Size, nil
+}
+
 // Purge deletes the objects in state st (dead or delivered) that entered it
 // before cutoff, and returns how many and how many bytes.
 func (d *Dir) Purge(st State, cutoff time.Time) (int, int64, error) {
