@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -36,18 +37,23 @@ type deadLetter struct {
 // Value is the dead letter in a form: "ID/destination".
 func (d deadLetter) Value() string { return d.ID + "/" + d.Destination }
 
-// reasonGroup is the dead letters of one destination with one reason.
+// reasonGroup is the dead letters of one destination with one kind of
+// reason (Reason is the first one's).
 type reasonGroup struct {
 	Destination, Reason, Key string
 	Count                    int
 }
 
-// reasonKey names a reason in a URL or a form without repeating it (a
-// reason is a destination's words, which could be anything).
+// reasonKey names a kind of reason in a URL or a form without repeating it
+// (a reason is a destination's words, which could be anything). Reasons
+// that differ only in their numbers ("after 5 attempts over 6s", a port,
+// a count) are one kind: one group, one "retry all".
 func reasonKey(reason string) string {
-	h := sha256.Sum256([]byte(reason))
+	h := sha256.Sum256([]byte(digits.ReplaceAllString(reason, "#")))
 	return hex.EncodeToString(h[:8])
 }
+
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // deadLetters lists the dead letters of dest ("" any), with reason key
 // reason ("" any).

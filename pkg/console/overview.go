@@ -37,12 +37,18 @@ type spoolView struct {
 	Queued, Dead, Delivered, Incoming              Num
 }
 
+// stateNum is a number of one state.
+type stateNum struct {
+	State string
+	Num
+}
+
 type overviewData struct {
 	Destinations []destView
 	Spool        spoolView
 	Active       Num // associations in progress
 	Accepted     Num // associations ended since start, released ones
-	OpenCommit   []Num
+	OpenCommit   []stateNum
 	Window       time.Duration // what "last hour" counted over
 	Started      time.Time
 	MetricsError string
@@ -97,7 +103,7 @@ func (c *Console) overview(r *http.Request, ss *session, v *view) (string, int) 
 	d.Accepted = s.num("dicomgw_associations_total", "outcome", "released")
 	for _, st := range []string{"waiting", "reporting"} {
 		if n := s.num("dicomgw_commitment_open_requests", "state", st); n.Present {
-			d.OpenCommit = append(d.OpenCommit, n)
+			d.OpenCommit = append(d.OpenCommit, stateNum{st, n})
 		}
 	}
 	if len(d.Destinations) > 0 && d.Window == 0 {
