@@ -3,13 +3,20 @@ package conformance
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,4 +260,199 @@ func TestConsoleBrowser(t *testing.T) {
 			t.Errorf("the gateway's log holds patient data %q", f)
 		}
 	}
+}
+
+// consoleClient is a browser without a browser: a cookie jar, and no
+// following of redirects (the test looks at each).
+func consoleClient(t testing.TB, roots *x509.CertPool) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{
+		Jar:           jar,
+		Timeout:       30 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+var (
+	loginTokenRE = regexp.MustCompile(`name="login_token" value="([^"]+)"`)
+	csrfRE       = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	selRE        = regexp.MustCompile(`name="sel" value="([^"]+)"`)
+)
+
+func getPage(t testing.TB, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func postForm(t testing.TB, c *http.Client, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.PostForm(u, form)
+	if err != nil {
+		t.Fatalf("POST %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// consoleLogin logs in with the login form and returns the answer to its
+// POST (303 when it worked).
+func consoleLogin(t testing.TB, c *http.Client, base, user, password string) *http.Response {
+	t.Helper()
+	_, page := getPage(t, c, base+"/login")
+	m := loginTokenRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no login token in the login page:\n%s", page)
+	}
+	resp, _ := postForm(t, c, base+"/login", url.Values{"login_token": {m[1]}, "username": {user}, "password": {password}, "next": {"/"}})
+	return resp
+}
+
+// TestConsoleHTTPSReloadPurge serves the console over HTTPS with a
+// certificate of the hospital's CA: the session cookie is Secure; a user
+// added to the users file can log in after a SIGHUP (and one whose line
+// was removed cannot); a dead letter purged from the console leaves the
+// spool, the ledger says when, and the log says who.
+func TestConsoleHTTPSReloadPurge(t *testing.T) {
+	storescu := needTool(t, "storescu")
+	pki, err := harness.NewPKI(filepath.Join(t.TempDir(), "ca"), "hospital-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.Server("console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := htpasswdUsers(t, "alice", "alice-passphrase-1")
+	down, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoolDir := t.TempDir()
+	g := startGateway(t, spoolDir,
+		"--destination", fmt.Sprintf("pacs=dicom://PACS@127.0.0.1:%d retry-for=1s retry-min=200ms retry-max=400ms", down),
+		"--route", "{} -> pacs",
+		"--console-listen", "127.0.0.1:0", "--console-users-file", users,
+		"--console-tls-cert", cert.CertFile, "--console-tls-key", cert.KeyFile)
+	rec, err := g.WaitLog("console listening", 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec["https"] != true {
+		t.Fatalf("console listening: %v, want https", rec)
+	}
+	base := "https://" + rec["addr"].(string)
+	c := consoleClient(t, pki.Pool())
+
+	// Plain HTTP on the HTTPS port gets nowhere.
+	if resp, err := http.Get("http://" + rec["addr"].(string) + "/login"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Errorf("plain HTTP to the console: %s", resp.Status)
+		}
+	}
+	resp := consoleLogin(t, c, base, "alice", "alice-passphrase-1")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("alice's login: %s", resp.Status)
+	}
+	secure := false
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "dicomgw_session" {
+			secure = ck.Secure && ck.HttpOnly && ck.SameSite == http.SameSiteStrictMode
+		}
+	}
+	if !secure {
+		t.Errorf("the session cookie is not Secure, HttpOnly and SameSite=Strict: %v", resp.Header["Set-Cookie"])
+	}
+
+	// Bob, added to the file, logs in after a SIGHUP; alice, removed, no
+	// longer can (her session, made before, stays).
+	bob := consoleClient(t, pki.Pool())
+	if resp := consoleLogin(t, bob, base, "bob", "bob-passphrase-2"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bob before the reload: %s, want 401", resp.Status)
+	}
+	out, err := exec.Command("htpasswd", "-nbB", "-C", "6", "bob", "bob-passphrase-2").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(users, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitLog("config reloaded", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp := consoleLogin(t, bob, base, "bob", "bob-passphrase-2"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bob after the reload: %s, want 303", resp.Status)
+	}
+	if resp := consoleLogin(t, consoleClient(t, pki.Pool()), base, "alice", "alice-passphrase-1"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("alice, removed from the file, after the reload: %s, want 401", resp.Status)
+	}
+
+	// A dead letter, purged by bob.
+	cf := corpusFile(t, "ct-explicit-le.dcm")
+	if r := storescuSend(t, storescu, t.TempDir(), cf, "CT2", g.Addr); r.Code != 0 {
+		t.Fatal(r)
+	}
+	waitMetric(t, g, 1, "dicomgw_destination_dead_objects", `destination="pacs"`)
+	_, page := getPage(t, bob, base+"/dead")
+	csrf, sel := csrfRE.FindStringSubmatch(page), selRE.FindStringSubmatch(page)
+	if csrf == nil || sel == nil {
+		t.Fatalf("no dead letter to select:\n%s", page)
+	}
+	form := url.Values{"csrf": {csrf[1]}, "scope": {"selected"}, "sel": {sel[1]}, "action": {"purge"}}
+	resp, page = postForm(t, bob, base+"/dead/confirm", form)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "Purge 1 dead letter") {
+		t.Fatalf("confirmation: %s\n%s", resp.Status, page)
+	}
+	if n := len(stateObjects(t, spoolDir, "dead")); n != 1 {
+		t.Fatalf("%d dead letters in the spool after the confirmation page, want 1 (it must not act)", n)
+	}
+	form.Set("confirm", "yes")
+	if resp, _ = postForm(t, bob, base+"/dead/act", form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("purge: %s", resp.Status)
+	}
+	if n := len(stateObjects(t, spoolDir, "dead")); n != 0 {
+		t.Fatalf("%d dead letters in the spool after the purge, want 0", n)
+	}
+	_, page = getPage(t, bob, base+"/dead")
+	if !strings.Contains(page, "Purged 1 dead letter") || strings.Contains(page, `name="sel"`) {
+		t.Fatalf("after the purge:\n%s", page)
+	}
+	// The ledger knows it left the spool (once its writer has committed).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var traced []map[string]any // one JSON object per line
+		for _, line := range strings.Split(strings.TrimSpace(dicomgwCmd(t, "spool", "trace", "--spool-dir", spoolDir, "--sop", cf.SOPInstanceUID, "--json")), "\n") {
+			var o map[string]any
+			if err := json.Unmarshal([]byte(line), &o); err != nil {
+				t.Fatalf("spool trace: %v: %q", err, line)
+			}
+			traced = append(traced, o)
+		}
+		if len(traced) == 1 && traced[0]["left_spool"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spool trace after the purge: %v", traced)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := g.WaitLog("console: dead letters purged", 5*time.Second, func(r map[string]any) bool { return r["user"] == "bob" && r["done"] == 1.0 }); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, g, 1, "dicomgw_console_actions_total", `action="purge"`, `outcome="done"`)
+	waitMetric(t, g, 2, "dicomgw_console_logins_total", `outcome="failure"`)
 }
