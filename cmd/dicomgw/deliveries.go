@@ -46,6 +46,11 @@ type deliveries struct {
 
 	mu   sync.Mutex
 	objs map[string]*objState // objects in queue/ with a destination pending, as far as known
+
+	// Dead letters whose file was missing at the last sweep (forgetPurged),
+	// and when it ran; the janitor's goroutine only.
+	missing   map[string]bool
+	lastSweep time.Time
 }
 
 // objState is what is left to do for one object.
@@ -552,4 +557,44 @@ func pendingElsewhere(led *ledger.Ledger, configured map[string]*dest) ([]string
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// sweepEvery is how often forgetPurged looks.
+const sweepEvery = 5 * time.Minute
+
+// forgetPurged tells the ledger of dead letters whose files left the spool
+// without it (`dicomgw spool purge`, an operator's rm): they no longer
+// wait for anyone (the console's list, dicomgw_destination_dead_objects
+// and its alert). A file is taken for gone when it was missing at two
+// sweeps in a row: one moving between queue/ and dead/ (a retry, an
+// object settling) is never missed twice. It is a janitor's chore.
+func (d *deliveries) forgetPurged(now time.Time) {
+	if now.Sub(d.lastSweep) < sweepEvery {
+		return
+	}
+	d.lastSweep = now
+	objs, err := d.led.DeadLetters("", 0)
+	if err != nil {
+		d.log.Error("cannot list the dead letters to compare them with the spool", "err", err)
+		return
+	}
+	missing := map[string]bool{}
+	var gone []string
+	for _, o := range objs {
+		_, errQ := d.sp.Item(spool.StateQueued, o.ID)
+		_, errD := d.sp.Item(spool.StateDead, o.ID)
+		if !errors.Is(errQ, fs.ErrNotExist) || !errors.Is(errD, fs.ErrNotExist) {
+			continue
+		}
+		if d.missing[o.ID] {
+			gone = append(gone, o.ID)
+			d.led.Gone(o.ID, now)
+			continue
+		}
+		missing[o.ID] = true
+	}
+	d.missing = missing
+	if len(gone) > 0 {
+		d.log.Info("dead letters purged from the spool outside the gateway: the ledger records that they left it", "objects", len(gone))
+	}
 }

@@ -38,7 +38,7 @@ func newDestinationCollector(led *ledger.Ledger, names func() []string, maxAge t
 		led: led, names: names, maxAge: maxAge,
 		pending:   d("dicomgw_destination_queued_objects", "Objects waiting to be delivered to the destination (in the spool, pending for it).", "destination"),
 		oldest:    d("dicomgw_destination_oldest_queued_age_seconds", "Age of the oldest object waiting for the destination (0 when none).", "destination"),
-		dead:      d("dicomgw_destination_dead_objects", "Objects the destination could not deliver (dead letters for it), as the ledger remembers them.", "destination"),
+		dead:      d("dicomgw_destination_dead_objects", "Objects in the spool the destination could not deliver: dead letters waiting for an operator to retry or purge them (as the ledger says; one purged leaves the count).", "destination"),
 		scrapeErr: d("dicomgw_ledger_stats_error", "1 when the delivery ledger could not be read at the last scrape."),
 	}
 }

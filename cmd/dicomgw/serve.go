@@ -208,7 +208,7 @@ func runServer(c serveConfig, fs *pflag.FlagSet, args []string, log *slog.Logger
 		rt.wait()
 		return nil
 	}, sp, c.keepDelivered, log.With("component", "spool"),
-		func(time.Time) { del.adopt(rt.legacy) },
+		func(time.Time) { del.adopt(rt.legacy) }, del.forgetPurged,
 		pruneEvery(led, c.ledgerRetention, log.With("component", "ledger")))
 	defer stopBackground()
 

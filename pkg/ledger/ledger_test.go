@@ -242,6 +242,19 @@ func TestDeadLettersAndRequeue(t *testing.T) {
 	if err := l.Requeue(obj(1, "").ID, "b"); !errors.Is(err, ErrGone) {
 		t.Fatalf("requeue of a gone object: %v", err)
 	}
+	// A dead letter whose object left the spool (purged) is remembered by
+	// Trace, but waits for nobody: not listed, not counted.
+	mustNil(t, l.Sync())
+	if dl, err := l.DeadLetters("b", 0); err != nil || !slices.Equal(ids(dl), []string{obj(2, "").ID}) {
+		t.Fatalf("dead letters of b after one left the spool: %v %v", ids(dl), err)
+	}
+	stats, err := l.DestinationStats()
+	if err != nil || stats["b"].Dead != 1 || stats["a"].Dead != 1 {
+		t.Fatalf("dead counts after one left the spool: %+v %v", stats, err)
+	}
+	if o, ok, err := l.Object(obj(1, "").ID); err != nil || !ok || o.GoneAt.IsZero() || o.Deliveries[1].State != StateDead {
+		t.Fatalf("the purged dead letter in the ledger: %+v %v %v", o, ok, err)
+	}
 }
 
 // Ensure inserts what is missing, leaves what is known (and its later

@@ -44,6 +44,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 		{"dead letters", sqlDeadAny, "deliveries_dead_any", "COVERING INDEX deliveries_dead_any"},
 		{"dead letters of a destination", sqlDeadDest, "deliveries_dead ", ""},
 		{"destination stats", sqlStats, "deliveries_queue", "COVERING INDEX deliveries_queue"},
+		{"dead letters by destination", sqlDeadStats, "COVERING INDEX deliveries_dead", "COVERING INDEX deliveries_dead"},
 		{"object", sqlObject, "(id=?)", ""},
 		{"delivery", sqlDelivery, "PRIMARY KEY (object_id=? AND destination=?)", ""},
 		{"known", sqlKnown, "(id=?)", ""},

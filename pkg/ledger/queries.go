@@ -185,9 +185,15 @@ func limitArg(limit int) int {
 const (
 	sqlPending = `SELECT object_id FROM deliveries WHERE destination = ? AND state = 'pending'
 		ORDER BY received_at, object_id LIMIT ?`
-	sqlDeadAny      = `SELECT object_id FROM deliveries WHERE state = 'dead' ORDER BY dead_at DESC`
-	sqlDeadDest     = `SELECT object_id FROM deliveries WHERE state = 'dead' AND destination = ? ORDER BY dead_at DESC`
-	sqlStats        = `SELECT destination, state, count(*), min(received_at) FROM deliveries GROUP BY destination, state`
+	// Dead letters are the dead deliveries of objects still in the spool:
+	// a purged one is remembered (Trace) but waits for nobody.
+	sqlDeadAny = `SELECT d.object_id FROM deliveries d JOIN objects o ON o.id = d.object_id
+		WHERE d.state = 'dead' AND o.gone_at IS NULL ORDER BY d.dead_at DESC`
+	sqlDeadDest = `SELECT d.object_id FROM deliveries d JOIN objects o ON o.id = d.object_id
+		WHERE d.state = 'dead' AND d.destination = ? AND o.gone_at IS NULL ORDER BY d.dead_at DESC`
+	sqlStats     = `SELECT destination, state, count(*), min(received_at) FROM deliveries WHERE state <> 'dead' GROUP BY destination, state`
+	sqlDeadStats = `SELECT d.destination, 'dead', count(*), NULL FROM deliveries d JOIN objects o ON o.id = d.object_id
+		WHERE d.state = 'dead' AND o.gone_at IS NULL GROUP BY d.destination`
 	sqlObject       = `SELECT ` + objectCols + ` FROM objects WHERE id = ?`
 	sqlDelivery     = `SELECT ` + deliveryCols + ` FROM deliveries WHERE object_id = ? AND destination = ?`
 	sqlKnown        = `SELECT id FROM objects WHERE id IN (SELECT value FROM json_each(?)) AND complete <> 0`
@@ -390,9 +396,9 @@ func (q *queries) Trace(qu Query) ([]ObjectState, error) {
 	return out, nil
 }
 
-// DeadLetters returns the objects with a dead delivery to dest (any
-// destination when dest is ""), the most recently dead first; limit <= 0
-// means all.
+// DeadLetters returns the objects still in the spool with a dead delivery
+// to dest (any destination when dest is ""), the most recently dead first;
+// limit <= 0 means all.
 func (q *queries) DeadLetters(dest string, limit int) ([]ObjectState, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
@@ -432,16 +438,27 @@ func (q *queries) DeadLetters(dest string, limit int) ([]ObjectState, error) {
 	return q.objects(ctx, ids)
 }
 
-// DestinationStats counts deliveries by destination and state.
+// DestinationStats counts deliveries by destination and state; dead ones
+// only of objects still in the spool (dead letters waiting for an
+// operator).
 func (q *queries) DestinationStats() (map[string]DestStats, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
-	rows, err := q.db.QueryContext(ctx, sqlStats)
+	stats := map[string]DestStats{}
+	for _, stmt := range []string{sqlStats, sqlDeadStats} {
+		if err := q.destinationStats(ctx, stmt, stats); err != nil {
+			return nil, err
+		}
+	}
+	return stats, nil
+}
+
+func (q *queries) destinationStats(ctx context.Context, stmt string, stats map[string]DestStats) error {
+	rows, err := q.db.QueryContext(ctx, stmt)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: destination stats: %w", err)
+		return fmt.Errorf("ledger: destination stats: %w", err)
 	}
 	defer rows.Close()
-	stats := map[string]DestStats{}
 	for rows.Next() {
 		var (
 			dest, state string
@@ -469,9 +486,9 @@ func (q *queries) DestinationStats() (map[string]DestStats, error) {
 		stats[dest] = s
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: destination stats: %w", err)
+		return fmt.Errorf("ledger: destination stats: %w", err)
 	}
-	return stats, nil
+	return nil
 }
 
 // objects loads the objects ids, in that order, with their deliveries. An
