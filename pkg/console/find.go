@@ -81,19 +81,19 @@ func (f findForm) query() (ledger.Query, error) {
 	var errs []error
 	if f.Study != "" {
 		if !validUID(f.Study) {
-			errs = append(errs, fmt.Errorf("Study Instance UID %q is not a UID", clipInput(f.Study)))
+			errs = append(errs, fmt.Errorf("the Study Instance UID %q is not a UID", clipInput(f.Study)))
 		}
 		q.StudyInstanceUID = f.Study
 	}
 	if f.SOP != "" {
 		if !validUID(f.SOP) {
-			errs = append(errs, fmt.Errorf("SOP Instance UID %q is not a UID", clipInput(f.SOP)))
+			errs = append(errs, fmt.Errorf("the SOP Instance UID %q is not a UID", clipInput(f.SOP)))
 		}
 		q.SOPInstanceUID = f.SOP
 	}
 	if f.Calling != "" {
 		if !validAE(f.Calling) {
-			errs = append(errs, fmt.Errorf("calling AE title %q is not an AE title (1-16 characters)", clipInput(f.Calling)))
+			errs = append(errs, fmt.Errorf("the calling AE title %q is not an AE title (1-16 characters)", clipInput(f.Calling)))
 		}
 		q.CallingAE = f.Calling
 	}
