@@ -2,8 +2,10 @@ package main
 
 import (
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +88,39 @@ func TestForgetPurgedAndConsolePurge(t *testing.T) {
 	dl, err := src.DeadLetters("", 0)
 	if err != nil || len(dl) != 1 || dl[0].ID != ids[2] {
 		t.Fatalf("dead letters left: %v %v", dl, err)
+	}
+}
+
+// The console's flags are checked before anything starts: no console
+// without a users file; a users file's bad line is named; a certificate
+// without its key is refused.
+func TestConsoleFlagsChecked(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("# operators\nalice:$2y$05$8KlINODNLv1MMdgCi3Mm.uokXrxcIxH9SlP7mD63grH0OyzUzIjbi\nbob:plaintext\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"check-config", "--spool-dir", dir, "--console-listen", "127.0.0.1:0"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--console-listen needs --console-users-file"},
+		{[]string{"--console-users-file", users}, users + ":3"},
+		{[]string{"--console-users-file", filepath.Join(dir, "missing")}, "no such file"},
+	} {
+		code, _, errs := runCmd(t, append(append([]string{}, base...), c.args...)...)
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("check-config %v: exit %d, %q; want 1 and %q", c.args, code, errs, c.want)
+		}
+	}
+	if err := os.WriteFile(users, []byte("alice:$2y$05$8KlINODNLv1MMdgCi3Mm.uokXrxcIxH9SlP7mD63grH0OyzUzIjbi\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCmd(t, append(base, "--console-users-file", users, "--console-tls-cert", users)...); code != 1 || !strings.Contains(errs, "--console-tls-cert and --console-tls-key go together") {
+		t.Errorf("a certificate without its key: %d %s", code, errs)
+	}
+	if code, out, errs := runCmd(t, append(base, "--console-users-file", users)...); code != 0 || !strings.Contains(out, "--console-listen=127.0.0.1:0") {
+		t.Errorf("check-config with a good users file: %d %s %s", code, out, errs)
 	}
 }
