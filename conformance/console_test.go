@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dicomgw/dicomgw/internal/harness"
+	"github.com/dicomgw/dicomgw/pkg/dimse"
 )
 
 // chromiumPath is the browser the console tests drive: the system's
@@ -454,5 +455,31 @@ func TestConsoleHTTPSReloadPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitMetric(t, g, 1, "dicomgw_console_actions_total", `action="purge"`, `outcome="done"`)
+
+	// An association in progress is listed as such, with what it did so
+	// far; once released, among those that ended.
+	cl := dial(t, g.Addr, "HOLDER", dimse.ProposedContext{AbstractSyntax: "1.2.840.10008.1.1", TransferSyntaxes: []string{tsImplicitLE}})
+	if _, err := cl.Echo(); err != nil {
+		t.Fatal(err)
+	}
+	_, page = getPage(t, bob, base+"/associations")
+	active := regexp.MustCompile(`(?s)<tr class="assoc-active">.*?</tr>`).FindAllString(page, -1)
+	if len(active) != 1 || !strings.Contains(active[0], "HOLDER") || !strings.Contains(active[0], "1 echo") {
+		t.Fatalf("associations in progress: %q", active)
+	}
+	if err := cl.Release(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		_, page = getPage(t, bob, base+"/associations")
+		if !strings.Contains(page, "assoc-active") && regexp.MustCompile(`(?s)<tr class="assoc outcome-released">\s*<td>[^<]*</td>\s*<td>HOLDER</td>`).MatchString(page) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the released association is not among those that ended:\n%s", page)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	waitMetric(t, g, 2, "dicomgw_console_logins_total", `outcome="failure"`)
 }

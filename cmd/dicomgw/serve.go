@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -126,6 +127,7 @@ func runServer(c serveConfig, fs *pflag.FlagSet, args []string, log *slog.Logger
 
 	set.dimse.Admit = sp.Admit
 	var cs *consoleServer
+	var dimseSrv atomic.Pointer[dimse.Server] // for the console's associations in progress
 	if set.consoleUsers != nil {
 		assocs := console.NewAssociations(0)
 		set.dimse.Ended = assocs.Record
@@ -133,8 +135,14 @@ func runServer(c serveConfig, fs *pflag.FlagSet, args []string, log *slog.Logger
 			Source:       &consoleSource{led: led, sp: sp, del: del, rt: rt, now: time.Now},
 			Gatherer:     reg,
 			Associations: assocs,
-			SessionIdle:  c.consoleSessionTimeout,
-			Secure:       set.consoleTLS != nil,
+			Active: func() []dimse.Summary {
+				if s := dimseSrv.Load(); s != nil {
+					return s.Active()
+				}
+				return nil
+			},
+			SessionIdle: c.consoleSessionTimeout,
+			Secure:      set.consoleTLS != nil,
 		}, set.consoleUsers, log.With("component", "console"), reg)
 		if err != nil {
 			return err
@@ -159,6 +167,7 @@ func runServer(c serveConfig, fs *pflag.FlagSet, args []string, log *slog.Logger
 	if err := srv.SetPolicy(set.policy); err != nil {
 		return err
 	}
+	dimseSrv.Store(srv)
 	ready := &readiness{commit: sp.CheckCommit, full: sp.Full, probeEvery: 5 * time.Second}
 	if c.metricsListen != "" {
 		addr, stopOps, err := startOps(context.Background(), c.metricsListen, opsHandler(reg, ready), log)

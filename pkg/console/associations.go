@@ -56,14 +56,19 @@ func (a *Associations) Recent() []dimse.Summary {
 }
 
 type assocData struct {
-	Recent []dimse.Summary
-	Active Num
-	Kept   int
+	InProgress []dimse.Summary
+	Recent     []dimse.Summary
+	Active     Num
+	Kept       int
 }
 
 func (c *Console) associations(r *http.Request, ss *session, v *view) (string, int) {
 	v.Title, v.Nav, v.Refresh = "Associations", "associations", int(c.cfg.Refresh/time.Second)
 	fams, _ := c.cfg.Gatherer.Gather()
-	v.Data = assocData{Recent: c.cfg.Associations.Recent(), Active: flatten(fams).num("dicomgw_associations_active"), Kept: len(c.cfg.Associations.ring)}
+	d := assocData{Recent: c.cfg.Associations.Recent(), Active: flatten(fams).num("dicomgw_associations_active"), Kept: len(c.cfg.Associations.ring)}
+	if c.cfg.Active != nil {
+		d.InProgress = c.cfg.Active()
+	}
+	v.Data = d
 	return "associations.html", http.StatusOK
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicomgw/dicomgw/pkg/auth"
+	"github.com/dicomgw/dicomgw/pkg/dimse"
 	"github.com/dicomgw/dicomgw/pkg/ledger"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// Associations holds the recent associations (fed by the DIMSE
 	// server's Ended hook).
 	Associations *Associations
+	// Active, if set, lists the associations in progress (the DIMSE
+	// server's Active).
+	Active func() []dimse.Summary
 	// SessionIdle ends a session nothing was asked in for this long
 	// (default 30 min); SessionMax ends any session this long after the
 	// login (default 12 h).

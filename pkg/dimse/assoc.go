@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicomgw/dicomgw/pkg/pdu"
@@ -113,13 +115,18 @@ type assoc struct {
 	wbuf    []byte
 	reports reports    // storage commitment reports sent on this association
 	op      *runningOp // the query or retrieval being answered
-	stats   struct {
-		echoes, stores, failed int
-		actions                int // storage commitment requests
-		finds, moves           int
-		nonconforming          int // objects stored with UIDs that break PS3.5 9.1
-		bytes                  int64
+	// stats are written by the association's goroutine and read by
+	// Server.Active from others: atomic.
+	stats struct {
+		echoes, stores, failed atomic.Int64
+		actions                atomic.Int64 // storage commitment requests
+		finds, moves           atomic.Int64
+		nonconforming          atomic.Int64 // objects stored with UIDs that break PS3.5 9.1
+		bytes                  atomic.Int64
 	}
+	// live is what Server.Active shows of the association once it is
+	// accepted (set once, read by others).
+	live atomic.Pointer[Summary]
 }
 
 type pendingEvent struct {
@@ -217,6 +224,7 @@ func (a *assoc) run(act Action, ev Event, info evInfo) State {
 	case AE7:
 		a.send(info.p)
 		a.accepted = true
+		a.live.Store(&Summary{Start: a.start, CallingAE: a.calling, CalledAE: a.called, Peer: a.addr, TLS: a.tls})
 		a.srv.m.active.Inc()
 		a.openReports()
 		return Sta6
@@ -508,20 +516,20 @@ func (a *assoc) teardown() {
 		"outcome", a.end.String(),
 		"duration", time.Since(a.start).Round(time.Microsecond),
 		"calling_ae", a.calling, "called_ae", a.called,
-		"stores", a.stats.stores, "store_failures", a.stats.failed, "echoes", a.stats.echoes,
-		"bytes", a.stats.bytes,
+		"stores", a.stats.stores.Load(), "store_failures", a.stats.failed.Load(), "echoes", a.stats.echoes.Load(),
+		"bytes", a.stats.bytes.Load(),
 	}
-	if a.stats.actions > 0 {
-		attrs = append(attrs, "commitment_requests", a.stats.actions)
+	if n := a.stats.actions.Load(); n > 0 {
+		attrs = append(attrs, "commitment_requests", n)
 	}
-	if a.stats.finds > 0 {
-		attrs = append(attrs, "finds", a.stats.finds)
+	if n := a.stats.finds.Load(); n > 0 {
+		attrs = append(attrs, "finds", n)
 	}
-	if a.stats.moves > 0 {
-		attrs = append(attrs, "moves", a.stats.moves)
+	if n := a.stats.moves.Load(); n > 0 {
+		attrs = append(attrs, "moves", n)
 	}
-	if a.stats.nonconforming > 0 {
-		attrs = append(attrs, "nonconforming_uid_objects", a.stats.nonconforming)
+	if n := a.stats.nonconforming.Load(); n > 0 {
+		attrs = append(attrs, "nonconforming_uid_objects", n)
 	}
 	if a.endDetail != "" {
 		attrs = append(attrs, "detail", a.endDetail)
@@ -567,12 +575,36 @@ type Summary struct {
 }
 
 func (a *assoc) summary() Summary {
-	return Summary{
-		Start: a.start, Duration: time.Since(a.start),
-		CallingAE: a.calling, CalledAE: a.called, Peer: a.addr, TLS: a.tls,
+	s := Summary{
+		Start: a.start, CallingAE: a.calling, CalledAE: a.called, Peer: a.addr, TLS: a.tls,
 		Outcome: a.end, Detail: a.endDetail,
-		Stores: a.stats.stores, StoreFailures: a.stats.failed, Echoes: a.stats.echoes,
-		CommitmentRequests: a.stats.actions, Finds: a.stats.finds, Moves: a.stats.moves,
-		Bytes: a.stats.bytes,
 	}
+	a.counts(&s)
+	return s
+}
+
+// counts fills s's counts and duration from the association's stats (safe
+// from any goroutine).
+func (a *assoc) counts(s *Summary) {
+	s.Duration = time.Since(a.start)
+	s.Stores, s.StoreFailures, s.Echoes = int(a.stats.stores.Load()), int(a.stats.failed.Load()), int(a.stats.echoes.Load())
+	s.CommitmentRequests, s.Finds, s.Moves = int(a.stats.actions.Load()), int(a.stats.finds.Load()), int(a.stats.moves.Load())
+	s.Bytes = a.stats.bytes.Load()
+}
+
+// Active is what the associations in progress have done so far, the
+// oldest first (Outcome is 0: they have not ended).
+func (s *Server) Active() []Summary {
+	s.mu.Lock()
+	var out []Summary
+	for a := range s.assocs {
+		if l := a.live.Load(); l != nil {
+			sum := *l
+			a.counts(&sum)
+			out = append(out, sum)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(x, y Summary) int { return x.Start.Compare(y.Start) })
+	return out
 }

@@ -222,7 +222,7 @@ func (m *message) collectData(p []byte, limit int) {
 // handler and answers it. A success's N-ACTION-RSP is written before the
 // Reporter may send anything.
 func (a *assoc) actionComplete(m *message) {
-	a.stats.actions++
+	a.stats.actions.Add(1)
 	if m.collect {
 		r := &Reporter{a: a, ctxID: m.ctx.id, ts: m.ctx.ts, sent: make(chan struct{})}
 		req := &CommitmentRequest{

@@ -201,7 +201,7 @@ type responder func(st Status, comment string, p *Progress, data []byte) error
 
 // startFind runs the query of a complete C-FIND-RQ.
 func (a *assoc) startFind(m *message) {
-	a.stats.finds++
+	a.stats.finds.Add(1)
 	if a.opRefused(m) {
 		return
 	}

@@ -106,7 +106,7 @@ func (a *assoc) pdv(v pdu.PDV) error {
 		return protoErr(pdu.AbortUnexpectedPDUParameter, "data set fragment before its command")
 	}
 	m.bytes += int64(len(v.Data))
-	a.stats.bytes += int64(len(v.Data))
+	a.stats.bytes.Add(int64(len(v.Data)))
 	a.srv.m.bytes.Add(float64(len(v.Data)))
 	if m.w != nil {
 		if _, err := m.w.Write(v.Data); err != nil {
@@ -165,7 +165,7 @@ func (a *assoc) commandComplete(m *message) error {
 			return protoErr(pdu.AbortUnexpectedPDUParameter, "C-ECHO-RQ announces a data set")
 		}
 		a.msg = nil
-		a.stats.echoes++
+		a.stats.echoes.Add(1)
 		a.respond(m, CEchoRSP, StatusSuccess, "")
 		return nil
 	case CStoreRQ:
@@ -208,7 +208,7 @@ func (a *assoc) commandComplete(m *message) error {
 // dropped) before the answer: the peer sends it regardless.
 func (a *assoc) beginStore(m *message) {
 	cmd := m.cmd
-	a.stats.stores++
+	a.stats.stores.Add(1)
 	switch {
 	case !cmd.HasDataSet():
 		m.status, m.comment = StatusCannotUnderstand, "C-STORE-RQ without a data set"
@@ -304,7 +304,7 @@ func (a *assoc) dataSetComplete(m *message) {
 		m.w = nil
 	}
 	if m.status != StatusSuccess {
-		a.stats.failed++
+		a.stats.failed.Add(1)
 		a.log.Warn("C-STORE failed", "sop_class", m.cmd.AffectedSOPClassUID, "sop_instance", m.cmd.AffectedSOPInstanceUID,
 			"status", m.status, "comment", m.comment, "err", m.err, "bytes", m.bytes)
 	} else {
@@ -329,7 +329,7 @@ func (a *assoc) dropMessage(why string) {
 		m.w = nil
 	}
 	if m.cmd != nil && m.cmd.CommandField == CStoreRQ {
-		a.stats.failed++
+		a.stats.failed.Add(1)
 		a.log.Warn("C-STORE abandoned", "why", why, "sop_instance", m.cmd.AffectedSOPInstanceUID, "bytes", m.bytes)
 	}
 }
@@ -411,8 +411,7 @@ func (a *assoc) countNonconforming(m *message) {
 	for _, f := range m.nonconforming {
 		a.srv.m.nonconforming.WithLabelValues(f.Attribute.Label()).Inc()
 	}
-	a.stats.nonconforming++
-	if a.stats.nonconforming > 1 {
+	if a.stats.nonconforming.Add(1) > 1 {
 		return
 	}
 	attrs := []any{"policy", a.srv.cfg.UIDPolicy.String(), "sop_instance", m.cmd.AffectedSOPInstanceUID}

@@ -83,7 +83,7 @@ func (a *assoc) beginMove(m *message) {
 // startMove runs a complete C-MOVE-RQ or C-GET-RQ: pending responses carry
 // the sub-operation counts.
 func (a *assoc) startMove(m *message) {
-	a.stats.moves++
+	a.stats.moves.Add(1)
 	if a.opRefused(m) {
 		return
 	}
