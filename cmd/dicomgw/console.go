@@ -101,6 +101,13 @@ func (s *consoleSource) Purge(id string) error {
 	return nil
 }
 
+func (s *consoleSource) LastFailure(dest string) (time.Time, string) {
+	if f := s.rt.current().fwds[dest]; f != nil {
+		return f.LastFailure()
+	}
+	return time.Time{}, ""
+}
+
 func (s *consoleSource) Paused(dest string) (bool, string) {
 	if f := s.rt.current().fwds[dest]; f != nil {
 		return f.Paused()

@@ -131,8 +131,10 @@ async function main() {
     report("the overview shows what /metrics says", mismatches.length === 0 && shown.length >= 20, { numbers: shown.length, mismatches });
     const upRow = await page.$eval(`tr[data-destination="${task.up}"] .badge`, (e) => e.textContent.trim());
     const downRow = await page.$eval(`tr[data-destination="${task.down}"] .badge`, (e) => e.textContent.trim());
+    const lastFailure = await page.$eval(`tr[data-destination="${task.down}"] .last-failure`, (e) => e.textContent.trim()).catch(() => "");
     const downDead = await page.$eval(`tr[data-destination="${task.down}"] [data-metric^="dicomgw_destination_dead_objects"]`, (e) => Number(e.getAttribute("data-value")));
-    report("the overview: one destination up, the other failing with its dead letters", upRow === "up" && downRow === "failing" && downDead === task.total, {
+    report("the overview: one destination up, the other failing with its dead letters", upRow === "up" && downRow === "failing" && downDead === task.total && /connection refused/.test(lastFailure), {
+      lastFailure,
       up: upRow,
       down: downRow,
       dead: downDead,

@@ -50,6 +50,9 @@ type Source interface {
 	Purge(id string) error
 	// Paused says whether dest's forwarder is paused, and why.
 	Paused(dest string) (bool, string)
+	// LastFailure is when an attempt to deliver to dest last failed (zero:
+	// never since the start), and why.
+	LastFailure(dest string) (time.Time, string)
 }
 
 // Config is what a console is built from.

@@ -19,6 +19,8 @@ type destView struct {
 	Retried       Increase // failed attempts, to be tried again
 	DeadLettered  Increase
 	RecentFailure Increase // failed attempts in the last few minutes
+	LastFailure   time.Time
+	LastReason    string // why the last attempt failed
 }
 
 // Status is the destination's state in a word, for the page.
@@ -76,6 +78,7 @@ func (c *Console) overview(r *http.Request, ss *session, v *view) (string, int) 
 			Dead:   s.num("dicomgw_destination_dead_objects", "destination", name),
 		}
 		dv.Paused, dv.PauseReason = c.cfg.Source.Paused(name)
+		dv.LastFailure, dv.LastReason = c.cfg.Source.LastFailure(name)
 		inc := func(outcome string, window time.Duration) Increase {
 			n := s.num("dicomgw_forward_instances_total", "destination", name, "outcome", outcome)
 			return c.hist.increase(n.Key, n.Value, window)

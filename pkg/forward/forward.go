@@ -312,6 +312,10 @@ type Forwarder struct {
 	pauseReason string
 	pauseCreds  uint64 // the destination's credential version when it paused
 	probing     bool   // a batch is testing a paused destination
+	// The last failed attempt, for an operator: when, and what the
+	// destination said.
+	lastFailure       time.Time
+	lastFailureReason string
 }
 
 // New returns a Forwarder; Run starts it.
@@ -376,6 +380,14 @@ func (f *Forwarder) Paused() (bool, string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return !f.pausedUntil.IsZero(), f.pauseReason
+}
+
+// LastFailure is when an attempt to deliver last failed (zero: never since
+// the start), and why.
+func (f *Forwarder) LastFailure() (time.Time, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastFailure, f.lastFailureReason
 }
 
 // Run forwards until ctx ends, then waits for the requests in flight to

@@ -418,11 +418,18 @@ func TestSchedulerBackoffSchedule(t *testing.T) {
 		cfg := schedConfig()
 		cfg.RetryFor = 30 * time.Second
 		t0 := time.Now()
-		stop := runBubble(New(cfg, q, d, nil, nil))
+		f := New(cfg, q, d, nil, nil)
+		if at, why := f.LastFailure(); !at.IsZero() || why != "" {
+			t.Errorf("last failure before any attempt: %v %q", at, why)
+		}
+		stop := runBubble(f)
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		stop()
 		times := d.callTimes()
+		if at, why := f.LastFailure(); !at.Equal(times[len(times)-1]) || why != "boom" {
+			t.Errorf("last failure %v %q, want the last attempt's (%v, boom)", at, why, times[len(times)-1])
+		}
 		// Delays: [0.5,1]s, [1,2]s, [2,4]s, then [4,8]s capped by RetryMax.
 		for i := 1; i < len(times); i++ {
 			gap := times[i].Sub(times[i-1])

@@ -244,6 +244,9 @@ func (f *Forwarder) retry(it *item, r Result, now time.Time, jitter float64) {
 	}
 	rec.Attempts++
 	rec.LastError = r.Reason
+	f.mu.Lock()
+	f.lastFailure, f.lastFailureReason = now, r.Reason
+	f.mu.Unlock()
 	if r.Unconfirmed {
 		rec.Unconfirmed++
 	} else {
