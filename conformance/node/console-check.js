@@ -150,16 +150,30 @@ async function main() {
     await page.fill("input[name=study]", task.study);
     await Promise.all([page.waitForURL((u) => u.pathname === "/find" && u.search !== ""), page.click("form.find button[type=submit]")]);
     await keep("03-find");
-    const found = await page.$$eval("section.object", (secs) =>
-      secs.map((s) => ({
-        sop: s.getAttribute("data-sop"),
-        text: s.textContent,
-        states: Object.fromEntries([...s.querySelectorAll("tr.delivery")].map((r) => [r.getAttribute("data-destination"), r.getAttribute("data-state")])),
-      })),
-    );
+    // An object found is a section of its own (one) or a row (several);
+    // either way its deliveries carry their destination and state.
+    const readFound = () =>
+      page.$$eval("[data-sop].object", (objs) =>
+        objs.map((s) => ({
+          sop: s.getAttribute("data-sop"),
+          text: s.textContent,
+          states: Object.fromEntries([...s.querySelectorAll(".delivery")].map((r) => [r.getAttribute("data-destination"), r.getAttribute("data-state")])),
+        })),
+      );
+    const statesOK = (found) => found.every((f) => f.states[task.up] === "delivered" && f.states[task.down] === "dead" && f.text.includes(task.callingAE));
+    let found = await readFound();
     const foundSOPs = found.map((f) => f.sop).sort();
-    const statesOK = found.every((f) => f.states[task.up] === "delivered" && f.states[task.down] === "dead" && f.text.includes(task.callingAE));
-    report("Find shows the study with its per-destination states", JSON.stringify(foundSOPs) === JSON.stringify([...task.sops].sort()) && statesOK, { found });
+    report("Find shows the study with its per-destination states", JSON.stringify(foundSOPs) === JSON.stringify([...task.sops].sort()) && statesOK(found), { found });
+
+    // Everything from the sender: a list, with a count per destination.
+    await page.goto(task.url + "/find?calling=" + encodeURIComponent(task.callingAE));
+    await keep("03-find-calling-ae");
+    found = await readFound();
+    const summary = await page.$eval(`tr.dest-summary[data-destination="${task.down}"]`, (r) => [...r.querySelectorAll("td")].map((c) => c.textContent.trim()).join(" ")).catch(() => "");
+    report("Find by calling AE lists every object with its states and a summary", found.length === task.total && statesOK(found) && summary === `${task.down} 0 0 ${task.total}`, {
+      found: found.length,
+      summary,
+    });
 
     // Dead letters: retry one from the page, with its confirmation.
     await page.click("nav >> text=Dead letters");

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,53 @@ type findData struct {
 	Asked   bool
 	Objects []ledger.ObjectState
 	More    bool // there were more than maxFound
+	// For a list of objects: every destination any of them has, and how
+	// many are in each state for each.
+	Destinations []string
+	Summary      []destSummary
+}
+
+// destSummary counts the objects found by their state for one destination.
+type destSummary struct {
+	Name                     string
+	Delivered, Pending, Dead int
+}
+
+// Delivery is obj's delivery to dest, if it has one (for the list's
+// columns).
+func (d *findData) Delivery(obj ledger.ObjectState, dest string) *ledger.DeliveryState {
+	for i := range obj.Deliveries {
+		if obj.Deliveries[i].Destination == dest {
+			return &obj.Deliveries[i]
+		}
+	}
+	return nil
+}
+
+func (d *findData) summarize() {
+	idx := map[string]*destSummary{}
+	for _, o := range d.Objects {
+		for _, ds := range o.Deliveries {
+			s := idx[ds.Destination]
+			if s == nil {
+				s = &destSummary{Name: ds.Destination}
+				idx[ds.Destination] = s
+				d.Destinations = append(d.Destinations, ds.Destination)
+			}
+			switch ds.State {
+			case ledger.StateDelivered:
+				s.Delivered++
+			case ledger.StatePending:
+				s.Pending++
+			case ledger.StateDead:
+				s.Dead++
+			}
+		}
+	}
+	slices.Sort(d.Destinations)
+	for _, n := range d.Destinations {
+		d.Summary = append(d.Summary, *idx[n])
+	}
 }
 
 // Time inputs: what <input type="datetime-local"> sends, read as UTC.
@@ -143,5 +191,6 @@ func (c *Console) find(r *http.Request, ss *session, v *view) (string, int) {
 		objs, d.More = objs[:maxFound], true
 	}
 	d.Objects = objs
+	d.summarize()
 	return "find.html", http.StatusOK
 }
