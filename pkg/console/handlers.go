@@ -46,12 +46,22 @@ type pageFunc func(r *http.Request, ss *session, v *view) (page string, code int
 // for is where the login goes after).
 func (c *Console) page(fn pageFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ss := c.sessions.get(cookie(r, sessionCookie))
+		// The script's own refresh does not keep a session alive.
+		refresh := r.Header.Get("X-Console-Refresh") == "1"
+		var ss *session
+		if refresh {
+			ss = c.sessions.peek(cookie(r, sessionCookie))
+		} else {
+			ss = c.sessions.get(cookie(r, sessionCookie))
+		}
 		if ss == nil {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
-		v := view{User: ss.user, CSRF: ss.csrf, Flash: c.sessions.takeFlash(ss)}
+		v := view{User: ss.user, CSRF: ss.csrf}
+		if !refresh {
+			v.Flash = c.sessions.takeFlash(ss)
+		}
 		page, code := fn(r, ss, &v)
 		c.render(w, code, page, v)
 	}

@@ -69,7 +69,13 @@ func (s *sessions) expired(ss *session, now time.Time) bool {
 
 // get returns the session with this ID, in force, and marks it used; nil
 // when there is none.
-func (s *sessions) get(id string) *session {
+func (s *sessions) get(id string) *session { return s.lookup(id, true) }
+
+// peek is get for a page that refreshes itself: it does not count as use,
+// so that a forgotten tab still ends its session after the idle timeout.
+func (s *sessions) peek(id string) *session { return s.lookup(id, false) }
+
+func (s *sessions) lookup(id string, touch bool) *session {
 	if id == "" {
 		return nil
 	}
@@ -84,7 +90,9 @@ func (s *sessions) get(id string) *session {
 		delete(s.m, id)
 		return nil
 	}
-	ss.seen = now
+	if touch {
+		ss.seen = now
+	}
 	return ss
 }
 

@@ -10,7 +10,9 @@
     return;
   }
   function refresh() {
-    fetch(window.location.href, { credentials: "same-origin", cache: "no-store", redirect: "follow" })
+    // Marked as a refresh: it does not keep the session alive (a forgotten
+    // tab ends its session after the idle timeout).
+    fetch(window.location.href, { credentials: "same-origin", cache: "no-store", redirect: "follow", headers: { "X-Console-Refresh": "1" } })
       .then(function (resp) {
         if (!resp.ok || resp.redirected) {
           window.location.reload();
