@@ -234,6 +234,26 @@ async function main() {
       noSession: noSession.status(),
     });
 
+    // Without JavaScript: everything but the refreshing works (plain
+    // forms and links).
+    const noJS = await browser.newContext({ javaScriptEnabled: false });
+    const p2 = await noJS.newPage();
+    p2.on("request", (r) => visited.add(r.url()));
+    await p2.goto(task.url + "/find?calling=" + encodeURIComponent(task.callingAE));
+    await p2.fill("input[name=username]", task.user);
+    await p2.fill("input[name=password]", task.password);
+    await Promise.all([p2.waitForURL((u) => u.pathname === "/find"), p2.click("button[type=submit]")]);
+    const rowsNoJS = await p2.$$eval("[data-sop].object", (r) => r.length);
+    await p2.goto(task.url + "/dead");
+    const deadNoJS = await p2.textContent("main");
+    await p2.goto(task.url + "/");
+    const destsNoJS = await p2.$$eval("tr.dest", (r) => r.length);
+    report("the console works without JavaScript (login, Find, dead letters, overview)", rowsNoJS === task.total && /Dead letters/.test(deadNoJS) && destsNoJS >= 2, {
+      rows: rowsNoJS,
+      destinations: destsNoJS,
+    });
+    await noJS.close();
+
     // Logout ends the session.
     await Promise.all([page.waitForURL((u) => u.pathname === "/login"), page.click("header button[type=submit]")]);
     await page.goto(task.url + "/");
