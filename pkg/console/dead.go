@@ -258,8 +258,7 @@ func (c *Console) deadConfirm(w http.ResponseWriter, r *http.Request, ss *sessio
 	v := view{Title: "Confirm", Nav: "dead", User: ss.user, CSRF: ss.csrf}
 	sel, err := readSelection(r.PostForm)
 	if err != nil {
-		c.sessions.setFlash(ss, "Nothing done: "+err.Error()+".")
-		http.Redirect(w, r, "/dead", http.StatusSeeOther)
+		c.nothingDone(w, r, ss, err.Error())
 		return
 	}
 	dls, err := c.resolve(sel)
@@ -277,6 +276,12 @@ func (c *Console) deadConfirm(w http.ResponseWriter, r *http.Request, ss *sessio
 	c.render(w, http.StatusOK, "confirm.html", v)
 }
 
+// nothingDone goes back to the dead letters saying why nothing was done.
+func (c *Console) nothingDone(w http.ResponseWriter, r *http.Request, ss *session, why string) {
+	c.sessions.setFlash(ss, "Nothing done: "+why+".")
+	http.Redirect(w, r, "/dead", http.StatusSeeOther)
+}
+
 // deadAct does what was confirmed, logs it with the user, and goes back to
 // the dead letters with what happened.
 func (c *Console) deadAct(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -285,15 +290,13 @@ func (c *Console) deadAct(w http.ResponseWriter, r *http.Request, ss *session) {
 		err = fmt.Errorf("not confirmed")
 	}
 	if err != nil {
-		c.sessions.setFlash(ss, "Nothing done: "+err.Error()+".")
-		http.Redirect(w, r, "/dead", http.StatusSeeOther)
+		c.nothingDone(w, r, ss, err.Error())
 		return
 	}
 	dls, err := c.resolve(sel)
 	if err != nil {
 		c.log.Error("console: cannot read the dead letters", "err", err)
-		c.sessions.setFlash(ss, "Nothing done: the delivery ledger could not be read; see the gateway's log.")
-		http.Redirect(w, r, "/dead", http.StatusSeeOther)
+		c.nothingDone(w, r, ss, "the delivery ledger could not be read; see the gateway's log")
 		return
 	}
 	var done, failed []string
