@@ -51,8 +51,9 @@ COPY --from=build /out/usr/local/bin/ /usr/local/bin/
 COPY --from=build /out/etc/dicomgw/ /etc/dicomgw/
 COPY --from=build --chown=65532:65532 /out/var/lib/dicomgw/ /var/lib/dicomgw/
 USER 65532:65532
-# DICOM, DICOM TLS (when --tls-listen=:2762), metrics and health.
-EXPOSE 11112 2762 9477
+# DICOM, DICOM TLS (when --tls-listen=:2762), metrics and health, the
+# operator console (when --console-listen=:9480).
+EXPOSE 11112 2762 9477 9480
 # One spool per container, never shared (the gateway locks it); the
 # archive is used only without --stow-url.
 VOLUME ["/var/lib/dicomgw/spool", "/var/lib/dicomgw/archive"]

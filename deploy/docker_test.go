@@ -144,7 +144,7 @@ func TestDockerfile(t *testing.T) {
 	for _, in := range got["EXPOSE"] {
 		exposed = append(exposed, strings.Fields(in.args)...)
 	}
-	for _, p := range []string{"11112", "2762", "9477"} {
+	for _, p := range []string{"11112", "2762", "9477", "9480"} {
 		if !slices.Contains(exposed, p) {
 			t.Errorf("EXPOSE %v lacks %s", exposed, p)
 		}

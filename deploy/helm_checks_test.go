@@ -305,6 +305,17 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 	if got := port(f.last("metrics-listen")); got != ports["metrics"] {
 		t.Errorf("--metrics-listen %q, container port %d", f.last("metrics-listen"), ports["metrics"])
 	}
+	if v.boolean("console", "enabled") {
+		if got := port(f.last("console-listen")); got != int32(v.num("console", "port")) || ports["console"] != got || f.last("console-users-file") == "" {
+			t.Errorf("--console-listen %q --console-users-file %q, container port console %d, console.port %d",
+				f.last("console-listen"), f.last("console-users-file"), ports["console"], v.num("console", "port"))
+		}
+		if (v.str("console", "tlsSecret") != "") != f.has("console-tls-cert") || f.last("console-session-timeout") != v.str("console", "sessionTimeout") {
+			t.Errorf("--console-tls-cert %q --console-session-timeout %q with console %v", f.last("console-tls-cert"), f.last("console-session-timeout"), v.get("console"))
+		}
+	} else if f.has("console-listen") {
+		t.Errorf("--console-listen without console.enabled")
+	}
 	if f.last("spool-dir") != dataMount+"/spool" {
 		t.Errorf("--spool-dir %q", f.last("spool-dir"))
 	}
@@ -325,7 +336,7 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 	checkRoutingFlags(t, v, f)
 	checkCommitmentFlags(t, v, f)
 	files := map[string]string{} // flag (or destination option) -> file
-	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "users-file", "jwt-jwks-file", "stow-token-file", "stow-basic-auth-file", "stow-oauth2-client-secret-file", "stow-ca-file", "stow-client-cert", "stow-client-key"} {
+	for _, name := range []string{"tls-cert", "tls-key", "tls-client-ca", "users-file", "jwt-jwks-file", "console-users-file", "console-tls-cert", "console-tls-key", "stow-token-file", "stow-basic-auth-file", "stow-oauth2-client-secret-file", "stow-ca-file", "stow-client-cert", "stow-client-key"} {
 		if file := f.last(name); file != "" {
 			files[name] = file
 		}
@@ -495,7 +506,18 @@ func checkServices(t *testing.T, v values, m *manifests, sts *appsv1.StatefulSet
 	t.Helper()
 	podLabels := labels.Set(sts.Spec.Template.Labels)
 	dicom, headless, metrics := m.services[sts.Name], m.services[sts.Name+"-headless"], m.services[sts.Name+"-metrics"]
-	if dicom == nil || headless == nil || metrics == nil || len(m.services) != 3 {
+	wantServices := 3
+	if v.boolean("console", "enabled") {
+		wantServices++
+		con := m.services[sts.Name+"-console"]
+		if con == nil || len(con.Spec.Ports) != 1 || con.Spec.Ports[0].Name != "console" || int(con.Spec.Ports[0].Port) != v.num("console", "port") ||
+			con.Spec.Type != corev1.ServiceTypeClusterIP {
+			t.Errorf("console Service %+v, want port %d named console", con, v.num("console", "port"))
+		}
+	} else if m.services[sts.Name+"-console"] != nil || ports["console"] != 0 {
+		t.Errorf("a console without console.enabled")
+	}
+	if dicom == nil || headless == nil || metrics == nil || len(m.services) != wantServices {
 		t.Fatalf("services %v", m.names)
 	}
 	if sts.Spec.ServiceName != headless.Name || headless.Spec.ClusterIP != corev1.ClusterIPNone {

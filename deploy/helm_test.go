@@ -239,6 +239,8 @@ func TestHelmChartRefuses(t *testing.T) {
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[0].secretFiles.token-file=token", "gateway.unrouted=a"}, nil, "secretFiles needs secret"},
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, nil, `gateway.destinations: "a" is defined twice`},
 		{[]string{"gateway.commitment=always"}, nil, `gateway.commitment "always": want delivered, received or off`},
+		{[]string{"console.enabled=true"}, nil, "console.usersSecret is required with console.enabled: the console requires a login"},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.sessionTimeout=30 min"}, nil, `console.sessionTimeout "30 min": want a Go duration`},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT 1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, nil, `gateway.remoteAEs[0].aeTitle "CT 1": want 1 to 16 printable characters`},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].port=104"}, nil, "gateway.remoteAEs[0] (CT1): host is required"},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=70000"}, nil, `port "70000": want 1 to 65535`},

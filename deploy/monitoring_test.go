@@ -477,8 +477,10 @@ func scrapeGateways(t *testing.T) map[string]*dto.MetricFamily {
 	defer down.Close()
 
 	dir := t.TempDir()
+	secretFiles := writeSecretFiles(t)
 	a := startGateway(t, filepath.Join(dir, "a"), "--stow-url", down.URL+"/dicom-web", "--max-associations", "1", "--retry-min", "1h", "--retry-max", "2h", "--spool-max-bytes", "10GB",
-		"--qr-destination", "default") // the query/retrieve metrics exist only with it
+		"--qr-destination", "default", // the query/retrieve metrics exist only with it
+		"--console-listen", "127.0.0.1:0", "--console-users-file", filepath.Join(secretFiles, "console-users", "users")) // and the console's with a console
 	ctx := context.Background()
 	sop, inst := "1.2.840.10008.5.1.4.1.1.7", harness.NewUID()
 	storeCtx := dimse.ProposedContext{AbstractSyntax: sop, TransferSyntaxes: []string{uid.ExplicitVRLittleEndian}}
@@ -517,7 +519,7 @@ func scrapeGateways(t *testing.T) map[string]*dto.MetricFamily {
 	// identities: an association without one is refused (1/1/1).
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(testJWT(time.Now().Add(48*time.Hour))), 0o600)
-	usersFile := filepath.Join(writeSecretFiles(t), "users", "users")
+	usersFile := filepath.Join(secretFiles, "users", "users")
 	b := startGateway(t, filepath.Join(dir, "b"), "--stow-url", down.URL+"/dicom-web", "--stow-token-file", tokenFile,
 		"--users-file", usersFile, "--require-user-identity")
 	if c5, err := dimse.Dial(ctx, b.Addr, dimse.DialConfig{CallingAE: "SCU", CalledAE: "DICOMGW", Contexts: []dimse.ProposedContext{echoCtx}}); err == nil {

@@ -136,6 +136,16 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
   mountPath: {{ $secrets }}/jwks
   readOnly: true
 {{- end }}
+{{- if .Values.console.enabled }}
+- name: console-users
+  mountPath: {{ $secrets }}/console-users
+  readOnly: true
+{{- if .Values.console.tlsSecret }}
+- name: console-tls
+  mountPath: {{ $secrets }}/console-tls
+  readOnly: true
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The pod's volumes besides the spool. */}}
@@ -208,6 +218,26 @@ Secrets it names. Shared by the StatefulSet and the drain pods. */}}
   secret:
     secretName: {{ . }}
     defaultMode: 0440
+{{- end }}
+{{- if .Values.console.enabled }}
+- name: console-users
+  secret:
+    secretName: {{ required "console.usersSecret is required with console.enabled: the console requires a login (a Secret with \"users\", htpasswd -nbB lines)" .Values.console.usersSecret }}
+    defaultMode: 0440
+    items:
+      - key: users
+        path: users
+{{- with .Values.console.tlsSecret }}
+- name: console-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
 {{- end }}
 {{- end }}
 
