@@ -2,6 +2,7 @@ package console
 
 import (
 	"fmt"
+	"html"
 	"html/template"
 	"strings"
 	"time"
@@ -17,12 +18,23 @@ var funcs = template.FuncMap{
 	"num":     intString,
 	"join":    strings.Join,
 	"int64":   func(v int64) float64 { return float64(v) },
+	"metric":  metricAttrs,
 	"pct": func(a, b float64) string {
 		if b <= 0 {
 			return ""
 		}
 		return fmt.Sprintf("%.1f%%", 100*a/b)
 	},
+}
+
+// metricAttrs names the series a number is, for the page's reader and its
+// tests: data-metric and data-value when the registry has it, data-absent
+// when it does not (the number shown is then 0).
+func metricAttrs(n Num) template.HTMLAttr {
+	if !n.Present {
+		return template.HTMLAttr(`data-absent="` + html.EscapeString(n.Key) + `"`)
+	}
+	return template.HTMLAttr(`data-metric="` + html.EscapeString(n.Key) + `" data-value="` + intString(n.Value) + `"`)
 }
 
 // utc is a time as the console shows every time: UTC, to the second.

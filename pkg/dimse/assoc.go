@@ -534,6 +534,7 @@ func (a *assoc) teardown() {
 	if a.endDetail != "" {
 		attrs = append(attrs, "detail", a.endDetail)
 	}
+	a.live.Store(nil) // no longer in progress (Active), before it is told as ended
 	silent := a.calling == "" && (a.end == EndARTIMExpired || a.end == EndConnectionLost && (a.bare || a.ac.read == 0))
 	if a.srv.cfg.Ended != nil && !silent {
 		a.srv.cfg.Ended(a.summary())
