@@ -310,11 +310,30 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 			t.Errorf("--console-listen %q --console-users-file %q, container port console %d, console.port %d",
 				f.last("console-listen"), f.last("console-users-file"), ports["console"], v.num("console", "port"))
 		}
-		if (v.str("console", "tlsSecret") != "") != f.has("console-tls-cert") || f.last("console-session-timeout") != v.str("console", "sessionTimeout") {
-			t.Errorf("--console-tls-cert %q --console-session-timeout %q with console %v", f.last("console-tls-cert"), f.last("console-session-timeout"), v.get("console"))
+		tlsSecret := v.str("console", "tlsSecret")
+		if (tlsSecret != "") != f.has("console-tls-cert") || (tlsSecret != "") != f.has("console-tls-key") || f.last("console-session-timeout") != v.str("console", "sessionTimeout") {
+			t.Errorf("--console-tls-cert %q --console-tls-key %q --console-session-timeout %q with console %v",
+				f.last("console-tls-cert"), f.last("console-tls-key"), f.last("console-session-timeout"), v.get("console"))
 		}
-	} else if f.has("console-listen") {
-		t.Errorf("--console-listen without console.enabled")
+		// The console's files come, read-only, from the Secrets the values
+		// name (their keys are checked with every other file below).
+		for flag, secret := range map[string]string{"console-users-file": v.str("console", "usersSecret"), "console-tls-cert": tlsSecret, "console-tls-key": tlsSecret} {
+			file := f.last(flag)
+			if file == "" {
+				continue
+			}
+			var from []string
+			for _, vm := range ctr.VolumeMounts {
+				if s := vols[vm.Name].Secret; s != nil && strings.HasPrefix(file, vm.MountPath+"/") {
+					from = append(from, fmt.Sprintf("%s (read-only %v)", s.SecretName, vm.ReadOnly))
+				}
+			}
+			if want := []string{secret + " (read-only true)"}; !slices.Equal(from, want) {
+				t.Errorf("--%s=%s is mounted from the Secrets %q, want %q", flag, file, from, want)
+			}
+		}
+	} else if f.has("console-listen") || f.has("console-users-file") || f.has("console-tls-cert") {
+		t.Errorf("console flags without console.enabled")
 	}
 	if f.last("spool-dir") != dataMount+"/spool" {
 		t.Errorf("--spool-dir %q", f.last("spool-dir"))
@@ -511,8 +530,13 @@ func checkServices(t *testing.T, v values, m *manifests, sts *appsv1.StatefulSet
 		wantServices++
 		con := m.services[sts.Name+"-console"]
 		if con == nil || len(con.Spec.Ports) != 1 || con.Spec.Ports[0].Name != "console" || int(con.Spec.Ports[0].Port) != v.num("console", "port") ||
-			con.Spec.Type != corev1.ServiceTypeClusterIP {
-			t.Errorf("console Service %+v, want port %d named console", con, v.num("console", "port"))
+			con.Spec.Ports[0].TargetPort.String() != "console" || con.Spec.Type != corev1.ServiceTypeClusterIP {
+			t.Errorf("console Service %+v, want port %d named console on the container's console port", con, v.num("console", "port"))
+		} else if !labels.SelectorFromSet(con.Spec.Selector).Matches(podLabels) || len(con.Spec.Selector) == 0 {
+			t.Errorf("console Service selector %v does not select the pods %v", con.Spec.Selector, podLabels)
+		} else if con.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+			// A session lives in the memory of the pod that made it.
+			t.Errorf("console Service sessionAffinity %q, want ClientIP", con.Spec.SessionAffinity)
 		}
 	} else if m.services[sts.Name+"-console"] != nil || ports["console"] != 0 {
 		t.Errorf("a console without console.enabled")
@@ -734,6 +758,22 @@ func checkDrainPods(t *testing.T, v values, m *manifests, sts *appsv1.StatefulSe
 		}
 		if args := p.Spec.Containers[0].Args; !slices.Contains(args, "--listen=127.0.0.1:11112") || !slices.Contains(args, "--tls-listen=") {
 			t.Errorf("drain pod %s args %q: DICOM must be on loopback only", p.Name, args)
+		}
+		// The flags file's console runs in a drain pod too (its dead
+		// letters want an operator): its port is declared, for
+		// kubectl port-forward.
+		consolePort := int32(0)
+		for _, cp := range p.Spec.Containers[0].Ports {
+			if cp.Name == "console" {
+				consolePort = cp.ContainerPort
+			}
+		}
+		want := int32(0)
+		if v.boolean("console", "enabled") {
+			want = int32(v.num("console", "port"))
+		}
+		if consolePort != want {
+			t.Errorf("drain pod %s console port %d, want %d (console %v)", p.Name, consolePort, want, v.get("console"))
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -45,6 +46,7 @@ func TestHelmChart(t *testing.T) {
 		{name: "kube-1.28", release: "dicomgw", kube: "1.28.0"},
 		{name: "routing-only", release: "gw", kube: "1.31.0", values: []string{writeRoutingValues(t)}},
 		{name: "commitment-edges", release: "gw", kube: "1.31.0", values: []string{writeCommitmentValues(t)}},
+		{name: "console-plain", release: "gw", kube: "1.31.0", values: []string{writeConsoleValues(t)}},
 		{name: "ephemeral-nodeport", release: "gw", kube: "1.31.0",
 			set: []string{"spool.persistence.enabled=false", "service.type=NodePort", "service.nodePort=31112", "stow.auth.type=token", "stow.auth.token=abc"}},
 	}
@@ -240,7 +242,15 @@ func TestHelmChartRefuses(t *testing.T) {
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, nil, `gateway.destinations: "a" is defined twice`},
 		{[]string{"gateway.commitment=always"}, nil, `gateway.commitment "always": want delivered, received or off`},
 		{[]string{"console.enabled=true"}, nil, "console.usersSecret is required with console.enabled: the console requires a login"},
-		{[]string{"console.enabled=true", "console.usersSecret=u", "console.sessionTimeout=30 min"}, nil, `console.sessionTimeout "30 min": want a Go duration`},
+		{[]string{"console.enabled=true", "console.tlsSecret=t"}, nil, "console.usersSecret is required with console.enabled"},
+		// A port the pod could not listen on: check-config does not look
+		// for clashes, the gateway would fail at start.
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.port=9477"}, nil, `console.port "9477": want 1 to 65535, and not 11112, 2762 or 9477`},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.port=11112"}, nil, `console.port "11112": want 1 to 65535, and not`},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.port=2762"}, nil, `console.port "2762": want 1 to 65535, and not`},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.port=0"}, nil, `console.port "0": want 1 to 65535`},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.port=70000"}, nil, `console.port "70000": want 1 to 65535`},
+		{[]string{"console.enabled=true", "console.usersSecret=u"}, []string{"console.port=94x0"}, `console.port "94x0": want 1 to 65535`},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT 1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=104"}, nil, `gateway.remoteAEs[0].aeTitle "CT 1": want 1 to 16 printable characters`},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].port=104"}, nil, "gateway.remoteAEs[0] (CT1): host is required"},
 		{[]string{"gateway.remoteAEs[0].aeTitle=CT1", "gateway.remoteAEs[0].host=h", "gateway.remoteAEs[0].port=70000"}, nil, `port "70000": want 1 to 65535`},
@@ -277,6 +287,34 @@ func TestHelmChartRefuses(t *testing.T) {
 		out, errOut, err := run(t, repo, helm, args...)
 		if err == nil || !strings.Contains(errOut, c.want) {
 			t.Errorf("helm template --set %v --set-string %v: %v, want an error saying %q\n%s", c.set, c.setString, err, c.want, tail(out+errOut, 2000))
+		}
+	}
+}
+
+// TestHelmConsoleSessionTimeout: the chart takes exactly the
+// console.sessionTimeout values `dicomgw check-config` takes for
+// --console-session-timeout (a Go duration of at least 1m), and refuses
+// the others at helm template, naming the value.
+func TestHelmConsoleSessionTimeout(t *testing.T) {
+	helm := helmTool(t)
+	secrets := writeSecretFiles(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		timeout string
+		ok      bool
+	}{
+		{"30m", true}, {"1m", true}, {"60s", true}, {"60000ms", true}, {"1m0.5s", true}, {"1.5m", true}, {".1h", true}, {"1h30m", true}, {"12h", true},
+		{"59s", false}, {"59.999s", false}, {"59999ms", false}, {"0.5m", false}, {"0", false}, {"0s", false}, {"30", false}, {"1d", false}, {"30 min", false}, {"-30m", false}, {"", false},
+	} {
+		_, errOut, err := run(t, repo, helm, "template", "dicomgw", path(chartDir), "--kube-version", "1.31.0",
+			"--set", "console.enabled=true", "--set", "console.usersSecret=u", "--set-string", "console.sessionTimeout="+c.timeout)
+		if want := fmt.Sprintf("console.sessionTimeout %q: want a Go duration of at least 1m", c.timeout); (err == nil) != c.ok || (!c.ok && !strings.Contains(errOut, want)) {
+			t.Errorf("helm template with console.sessionTimeout %q: %v, want ok %v (or an error saying %q)\n%s", c.timeout, err, c.ok, want, tail(errOut, 1000))
+		}
+		_, errOut, err = run(t, dir, binary(t), "check-config", "--spool-dir", filepath.Join(dir, "spool"), "--archive-dir", filepath.Join(dir, "archive"),
+			"--console-listen", "127.0.0.1:9480", "--console-users-file", filepath.Join(secrets, "console-users", "users"), "--console-session-timeout="+c.timeout)
+		if (err == nil) != c.ok {
+			t.Errorf("dicomgw check-config --console-session-timeout=%q: %v, want ok %v: the chart and dicomgw disagree\n%s", c.timeout, err, c.ok, tail(errOut, 1000))
 		}
 	}
 }

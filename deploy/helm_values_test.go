@@ -248,3 +248,25 @@ func writeCommitmentValues(t *testing.T) string {
 	}
 	return p
 }
+
+// writeConsoleValues writes a values file with the console at the edges
+// dicomgw accepts and without HTTPS: the shortest session timeout
+// check-config takes (60s), a port given as a string, two replicas and a
+// drain pod (which serves a console too).
+func writeConsoleValues(t *testing.T) string {
+	t.Helper()
+	v := map[string]any{
+		"replicaCount": 2,
+		"drain":        map[string]any{"ordinals": []any{2}},
+		"console":      map[string]any{"enabled": true, "port": "9480", "usersSecret": "ops-console-users", "sessionTimeout": "60s"},
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "console.yaml")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -378,3 +378,43 @@ into its mounted Secret). */}}
 {{ printf "--remote-ae=%s" $line }}
 {{- end }}
 {{- end }}
+
+{{/* The console flags, with console.enabled: --console-listen on
+console.port, the users file and (with console.tlsSecret) the certificate
+from their mounted Secrets, --console-session-timeout. Refused here rather
+than in a crash-looping pod: a timeout dicomgw check-config refuses (not a
+Go duration, or under 1m) and a port the pod cannot listen on (outside 1 to
+65535, or one the gateway already listens on: check-config does not look
+for that). */}}
+{{- define "dicomgw.consoleFlags" -}}
+{{- $secrets := include "dicomgw.secretsDir" . -}}
+{{- with .Values.console }}
+{{- if .enabled }}
+{{- $portText := toString .port }}
+{{- $port := int $portText }}
+{{- if or (not (regexMatch "^[0-9]{1,5}$" $portText)) (lt $port 1) (gt $port 65535) (has $port (list 11112 2762 9477)) }}
+{{- fail (printf "console.port %q: want 1 to 65535, and not 11112, 2762 or 9477 (DICOM, DICOM TLS and metrics listen there)" $portText) }}
+{{- end }}
+{{- $timeout := toString .sessionTimeout }}
+{{- $seconds := 0.0 }}
+{{- if include "dicomgw.positiveDuration" $timeout }}
+{{- $unit := dict "h" 3600 "m" 60 "s" 1 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "μs" 0.000001 "ns" 0.000000001 }}
+{{- range regexFindAll "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)" $timeout -1 }}
+{{- $n := regexFind "^[0-9.]+" . }}
+{{- $seconds = addf $seconds (mulf (float64 $n) (get $unit (trimPrefix $n .))) }}
+{{- end }}
+{{- end }}
+{{- /* time.ParseDuration overflows past 2^63 ns (about 292 years). */}}
+{{- if or (lt $seconds 60.0) (gt $seconds 9.2e9) }}
+{{- fail (printf "console.sessionTimeout %q: want a Go duration of at least 1m, e.g. 30m" $timeout) }}
+{{- end }}
+{{ printf "--console-listen=:%d" $port }}
+{{ printf "--console-users-file=%s/console-users/users" $secrets }}
+{{- if .tlsSecret }}
+{{ printf "--console-tls-cert=%s/console-tls/tls.crt" $secrets }}
+{{ printf "--console-tls-key=%s/console-tls/tls.key" $secrets }}
+{{- end }}
+{{ printf "--console-session-timeout=%s" $timeout }}
+{{- end }}
+{{- end }}
+{{- end }}
