@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,9 @@ func (c serveConfig) consoleChecks() (*auth.Authenticator, *tls.Config, error) {
 	if c.consoleUsersFile == "" {
 		return nil, nil, errors.New("--console-listen needs --console-users-file: the console requires a login (htpasswd -nbB USER PASSWORD >> FILE)")
 	}
+	if err := c.consoleAddrFree(); err != nil {
+		return nil, nil, err
+	}
 	users, err := auth.New(auth.Config{UsersFile: c.consoleUsersFile})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--console-users-file: %w", err)
@@ -152,6 +156,31 @@ func (c serveConfig) consoleChecks() (*auth.Authenticator, *tls.Config, error) {
 		return nil, nil, fmt.Errorf("--console-session-timeout=%v: want at least 1m", c.consoleSessionTimeout)
 	}
 	return users, tc, nil
+}
+
+// consoleAddrFree checks --console-listen: a host:port whose port is a
+// number, not one another listener of the gateway takes (which serve would
+// find only when it starts).
+func (c serveConfig) consoleAddrFree() error {
+	host, port, err := net.SplitHostPort(c.consoleListen)
+	if err != nil {
+		return fmt.Errorf("--console-listen=%s: want host:port or :port: %v", c.consoleListen, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("--console-listen=%s: port %q: want 0 to 65535", c.consoleListen, port)
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	for _, o := range []struct{ flag, addr string }{{"listen", c.listen}, {"tls-listen", c.tlsListen}, {"metrics-listen", c.metricsListen}} {
+		oh, op, err := net.SplitHostPort(o.addr)
+		if err != nil || n == 0 || op != port {
+			continue
+		}
+		if oh == host || wildcard(oh) || wildcard(host) {
+			return fmt.Errorf("--console-listen=%s: --%s=%s listens there", c.consoleListen, o.flag, o.addr)
+		}
+	}
+	return nil
 }
 
 // consoleServer is the console's listener, running.

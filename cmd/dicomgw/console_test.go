@@ -120,6 +120,20 @@ func TestConsoleFlagsChecked(t *testing.T) {
 	if code, _, errs := runCmd(t, append(base, "--console-users-file", users, "--console-tls-cert", users)...); code != 1 || !strings.Contains(errs, "--console-tls-cert and --console-tls-key go together") {
 		t.Errorf("a certificate without its key: %d %s", code, errs)
 	}
+	for _, c := range []struct{ listen, want string }{
+		{":9477", "--metrics-listen=:9477 listens there"},
+		{"127.0.0.1:11112", "--listen=:11112 listens there"},
+		{":70000", `port "70000": want 0 to 65535`},
+		{"9480", "want host:port"},
+	} {
+		args := []string{"check-config", "--spool-dir", dir, "--console-users-file", users, "--console-listen", c.listen}
+		if code, _, errs := runCmd(t, args...); code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("--console-listen=%s: %d %q, want %q", c.listen, code, errs, c.want)
+		}
+	}
+	if code, _, errs := runCmd(t, "check-config", "--spool-dir", dir, "--console-users-file", users, "--console-listen", "127.0.0.2:9477", "--metrics-listen", "127.0.0.1:9477"); code != 0 {
+		t.Errorf("a console on another address's port 9477: %d %s", code, errs)
+	}
 	if code, out, errs := runCmd(t, append(base, "--console-users-file", users)...); code != 0 || !strings.Contains(out, "--console-listen=127.0.0.1:0") {
 		t.Errorf("check-config with a good users file: %d %s %s", code, out, errs)
 	}
