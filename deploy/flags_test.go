@@ -15,7 +15,7 @@ import (
 // one an operator can turn on by removing the #s.
 func TestFlagsFilesConsoleExample(t *testing.T) {
 	secrets := writeSecretFiles(t)
-	want := []string{"console-listen", "console-session-timeout", "console-tls-cert", "console-tls-key", "console-users-file"}
+	want := []string{"console-listen", "console-session-timeout", "console-tls-cert", "console-tls-key", "console-trusted-proxies", "console-users-file"}
 	for _, file := range []string{"deploy/dicomgw.flags", serverFlag} {
 		t.Run(file, func(t *testing.T) {
 			b, err := os.ReadFile(path(file))
@@ -36,7 +36,7 @@ func TestFlagsFilesConsoleExample(t *testing.T) {
 				}
 				name, val, _ := strings.Cut("console-"+flag, "=")
 				names = append(names, name)
-				if file == serverFlag && name != "console-listen" && name != "console-session-timeout" && !strings.HasPrefix(val, "/etc/dicomgw/") {
+				if file == serverFlag && name != "console-listen" && name != "console-session-timeout" && name != "console-trusted-proxies" && !strings.HasPrefix(val, "/etc/dicomgw/") {
 					t.Errorf("%s: --%s=%s is not in /etc/dicomgw (the unit's ConfigurationDirectory)", file, name, val)
 				}
 				switch name {

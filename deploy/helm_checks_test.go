@@ -332,6 +332,15 @@ func checkFlagsAgainstPod(t *testing.T, v values, f flagSet, ports map[string]in
 				t.Errorf("--%s=%s is mounted from the Secrets %q, want %q", flag, file, from, want)
 			}
 		}
+		var proxies []string
+		if l, ok := v.get("console", "trustedProxies").([]any); ok {
+			for _, p := range l {
+				proxies = append(proxies, fmt.Sprint(p))
+			}
+		}
+		if !slices.Equal(f["console-trusted-proxies"], proxies) {
+			t.Errorf("--console-trusted-proxies %q, want %q", f["console-trusted-proxies"], proxies)
+		}
 	} else if f.has("console-listen") || f.has("console-users-file") || f.has("console-tls-cert") {
 		t.Errorf("console flags without console.enabled")
 	}

@@ -242,6 +242,7 @@ func TestHelmChartRefuses(t *testing.T) {
 		{[]string{"gateway.destinations[0].name=a", "gateway.destinations[0].url=https://h/dw", "gateway.destinations[1].name=a", "gateway.destinations[1].url=https://h/x", "gateway.unrouted=a"}, nil, `gateway.destinations: "a" is defined twice`},
 		{[]string{"gateway.commitment=always"}, nil, `gateway.commitment "always": want delivered, received or off`},
 		{[]string{"console.enabled=true"}, nil, "console.usersSecret is required with console.enabled: the console requires a login"},
+		{[]string{"console.enabled=true", "console.usersSecret=u", "console.trustedProxies={ingress-nginx}"}, nil, `console.trustedProxies: "ingress-nginx": want an address or a CIDR`},
 		{[]string{"console.enabled=true", "console.tlsSecret=t"}, nil, "console.usersSecret is required with console.enabled"},
 		// A port the pod could not listen on: check-config does not look
 		// for clashes, the gateway would fail at start.

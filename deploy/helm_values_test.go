@@ -158,7 +158,7 @@ func writeEverythingValues(t *testing.T, secrets string) string {
 		"userIdentity": map[string]any{"usersSecret": "dicomgw-users",
 			"jwt": map[string]any{"jwksSecret": "dicomgw-jwks", "issuer": "https://keycloak.example/realms/k", "audience": "dicomgw"}},
 		"console": map[string]any{"enabled": true, "port": 8443, "usersSecret": "dicomgw-console-users", "tlsSecret": "dicomgw-console-tls",
-			"sessionTimeout": "1h30m", "service": map[string]any{"labels": map[string]any{"tier": "ops"}}},
+			"sessionTimeout": "1h30m", "trustedProxies": []any{"10.0.0.0/8", "fd00::/8"}, "service": map[string]any{"labels": map[string]any{"tier": "ops"}}},
 		"spool": map[string]any{"persistence": map[string]any{"size": "200Gi", "storageClassName": "fast-ssd", "annotations": map[string]any{"backup.example/skip": "true"}}},
 		"service": map[string]any{"type": "LoadBalancer", "nodePort": 31112, "tlsNodePort": 31762, "externalTrafficPolicy": "Local",
 			"loadBalancerIP": "10.1.2.3", "loadBalancerSourceRanges": []any{"10.0.0.0/8"},

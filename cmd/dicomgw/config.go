@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -103,6 +104,7 @@ type serveConfig struct {
 	consoleTLSCert        string
 	consoleTLSKey         string
 	consoleSessionTimeout time.Duration
+	consoleProxies        []string
 }
 
 // liveFlags are applied on SIGHUP to new associations; every other flag
@@ -181,6 +183,7 @@ func serveFlags(c *serveConfig) *pflag.FlagSet {
 	fs.StringVar(&c.consoleUsersFile, "console-users-file", "", "who may log in to the console: username:bcrypt-hash lines, as `htpasswd -nbB USER PASSWORD` writes them (re-read on SIGHUP)")
 	fs.StringVar(&c.consoleTLSCert, "console-tls-cert", "", "PEM certificate (chain): the console is served over HTTPS (re-read on SIGHUP)")
 	fs.StringVar(&c.consoleTLSKey, "console-tls-key", "", "PEM private key of --console-tls-cert (re-read on SIGHUP)")
+	fs.StringSliceVar(&c.consoleProxies, "console-trusted-proxies", nil, "reverse proxies in front of the console (an Ingress controller), as addresses or CIDRs: the client address and scheme they forward (X-Forwarded-For, X-Forwarded-Proto) are believed from them only; none: the peer is the client")
 	fs.DurationVar(&c.consoleSessionTimeout, "console-session-timeout", 30*time.Minute, "a console session ends after this long without a page asked for (and 12 h after its login in any case)")
 	c.spoolMinFree = 1 << 30
 	fs.Var(&c.spoolMaxBytes, "spool-max-bytes", "the most the spool may hold (e.g. 500GiB; 0: no limit); at this high-water mark new associations get A-ASSOCIATE-RJ 2/3/1 and C-STOREs A700 until it drains to 90%")
@@ -229,8 +232,9 @@ type settings struct {
 	auth     *auth.Authenticator // nil when user identities are not checked
 	// The console's users and HTTPS configuration (nil: no console, plain
 	// HTTP).
-	consoleUsers *auth.Authenticator
-	consoleTLS   *tls.Config
+	consoleUsers   *auth.Authenticator
+	consoleTLS     *tls.Config
+	consoleProxies []netip.Prefix
 }
 
 // check turns a configuration into settings, or says what is wrong with
@@ -314,6 +318,9 @@ func (c serveConfig) check(log *slog.Logger) (*settings, error) {
 		return nil, err
 	}
 	if s.consoleUsers, s.consoleTLS, err = c.consoleChecks(); err != nil {
+		return nil, err
+	}
+	if s.consoleProxies, err = parseProxies(c.consoleProxies); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -183,6 +184,26 @@ func (c serveConfig) consoleAddrFree() error {
 	return nil
 }
 
+// parseProxies reads --console-trusted-proxies: addresses (one host) or
+// CIDRs.
+func parseProxies(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--console-trusted-proxies: %q is neither an address nor a CIDR", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
 // consoleServer is the console's listener, running.
 type consoleServer struct {
 	con   *console.Console
@@ -204,7 +225,8 @@ func startConsole(c serveConfig, con *console.Console, tc *tls.Config, log *slog
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return cs.certs.Load(), nil
 		}})
-	} else if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+	} else if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil && len(c.consoleProxies) == 0 {
+		// Behind trusted proxies, they are the ones that serve HTTPS.
 		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 			log.Warn("the console is served over plain HTTP on a non-loopback address: passwords cross the network in the clear; give it --console-tls-cert and --console-tls-key")
 		}

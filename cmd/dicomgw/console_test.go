@@ -131,6 +131,12 @@ func TestConsoleFlagsChecked(t *testing.T) {
 			t.Errorf("--console-listen=%s: %d %q, want %q", c.listen, code, errs, c.want)
 		}
 	}
+	if code, _, errs := runCmd(t, append(base, "--console-users-file", users, "--console-trusted-proxies", "10.0.0.0/8,ingress")...); code != 1 || !strings.Contains(errs, `"ingress" is neither an address nor a CIDR`) {
+		t.Errorf("a trusted proxy by name: %d %q", code, errs)
+	}
+	if code, _, errs := runCmd(t, append(base, "--console-users-file", users, "--console-trusted-proxies", "10.0.0.0/8,192.0.2.1,fd00::/8")...); code != 0 {
+		t.Errorf("trusted proxies: %d %q", code, errs)
+	}
 	if code, _, errs := runCmd(t, "check-config", "--spool-dir", dir, "--console-users-file", users, "--console-listen", "127.0.0.2:9477", "--metrics-listen", "127.0.0.1:9477"); code != 0 {
 		t.Errorf("a console on another address's port 9477: %d %s", code, errs)
 	}

@@ -24,6 +24,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,11 @@ type Config struct {
 	// Secure: the console is served over HTTPS, so its cookies are sent
 	// over HTTPS only.
 	Secure bool
+	// TrustedProxies are the reverse proxies (an Ingress controller) whose
+	// X-Forwarded-For and X-Forwarded-Proto are believed: the client's
+	// address (the log, the login throttle) is then the one they forwarded
+	// for, and cookies are Secure when they say the client used HTTPS.
+	TrustedProxies []netip.Prefix
 	// Refresh is how often the overview and the associations page refresh
 	// themselves (default 5 s).
 	Refresh time.Duration

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -592,4 +593,53 @@ func newJar(t *testing.T) http.CookieJar {
 		t.Fatal(err)
 	}
 	return j
+}
+
+// Behind a trusted proxy, the client is the address it forwarded for and
+// the scheme is the one it says; from anyone else the headers are ignored.
+func TestTrustedProxies(t *testing.T) {
+	c := &Console{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}}}
+	for _, tc := range []struct {
+		remote, xff, proto string
+		client             string
+		https              bool
+	}{
+		{"192.0.2.7:5555", "203.0.113.9", "https", "192.0.2.7", false},                         // not a proxy: its headers are the client's words
+		{"10.1.2.3:5555", "", "", "10.1.2.3", false},                                           // a proxy that forwards nothing
+		{"10.1.2.3:5555", "203.0.113.9", "https", "203.0.113.9", true},                         // one proxy
+		{"10.1.2.3:5555", "198.51.100.1, 203.0.113.9, 10.9.9.9", "http", "203.0.113.9", false}, // the client wrote 198.51.100.1 itself: not believed
+		{"[::1]:5555", "garbage, 203.0.113.9", "HTTPS", "203.0.113.9", true},
+		{"10.1.2.3:5555", "203.0.113.9, nonsense", "", "10.1.2.3", false}, // garbage last: the proxy's own address
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		r.Header.Set("X-Forwarded-Proto", tc.proto)
+		if got := c.clientAddr(r); got != tc.client {
+			t.Errorf("%s via %s: client %s, want %s", tc.xff, tc.remote, got, tc.client)
+		}
+		if got := c.viaHTTPS(r); got != tc.https {
+			t.Errorf("%s via %s (%s): HTTPS %v, want %v", tc.xff, tc.remote, tc.proto, got, tc.https)
+		}
+	}
+	// The throttle counts the forwarded client: one client's failures do
+	// not lock out another behind the same proxy.
+	f := newFixture(t, Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	loginAs := func(client, pass string) int {
+		_, page := f.get(f.client, "/login")
+		m := tokenRE.FindStringSubmatch(page)
+		resp, _ := f.post(f.client, "/login", url.Values{"login_token": {m[1]}, "username": {"alice"}, "password": {pass}}, "X-Forwarded-For", client)
+		return resp.StatusCode
+	}
+	for range maxFailures {
+		loginAs("203.0.113.66", "guess")
+	}
+	if code := loginAs("203.0.113.66", "right"); code != http.StatusTooManyRequests {
+		t.Errorf("the guessing client: %d, want 429", code)
+	}
+	if code := loginAs("203.0.113.10", "right"); code != http.StatusSeeOther {
+		t.Errorf("another client behind the same proxy: %d, want 303", code)
+	}
 }

@@ -325,7 +325,7 @@ func (c *Console) deadAct(w http.ResponseWriter, r *http.Request, ss *session) {
 		done = append(done, d.Value())
 		c.m.actions.WithLabelValues(sel.Action, "done").Inc()
 	}
-	attrs := []any{"user", ss.user, "action", sel.Action, "scope", sel.Scope, "done", len(done), "failed", len(failed), "client", clientAddr(r)}
+	attrs := []any{"user", ss.user, "action", sel.Action, "scope", sel.Scope, "done", len(done), "failed", len(failed), "client", c.clientAddr(r)}
 	if sel.Scope == "reason" {
 		attrs = append(attrs, "destination", sel.Destination, "reason_key", sel.Reason)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -112,7 +113,7 @@ func (c *Console) refuse(w http.ResponseWriter, r *http.Request, user, why strin
 		label = "cross_site"
 	}
 	c.m.refused.WithLabelValues(label).Inc()
-	c.log.Warn("console: action refused", "reason", why, "user", user, "path", r.URL.Path, "client", clientAddr(r))
+	c.log.Warn("console: action refused", "reason", why, "user", user, "path", r.URL.Path, "client", c.clientAddr(r))
 	c.render(w, http.StatusForbidden, "refused.html", view{Title: "Refused", Error: why, Now: c.cfg.Now()})
 }
 
@@ -131,14 +132,55 @@ func crossSite(r *http.Request) bool {
 	return false
 }
 
-// clientAddr is the client's IP address (the console is not meant to sit
-// behind a proxy: X-Forwarded-For is not believed).
-func clientAddr(r *http.Request) string {
+// clientAddr is the client's IP address: the peer's, or, when the peer is
+// a trusted proxy (Config.TrustedProxies), the nearest address in
+// X-Forwarded-For that is not one (what a client writes there itself is
+// never believed: only the proxies' own appends are read, right to left).
+func (c *Console) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !c.trusted(ip) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // garbage: stop at the last address known good
+		}
+		ip = hop.Unmap()
+		if !c.trusted(ip) {
+			break
+		}
+	}
+	return ip.String()
+}
+
+func (c *Console) trusted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range c.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// viaHTTPS: the console is served over HTTPS, by itself or by a trusted
+// proxy that says so (X-Forwarded-Proto): its cookies are then Secure.
+func (c *Console) viaHTTPS(r *http.Request) bool {
+	if c.cfg.Secure || r.TLS != nil {
+		return true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && c.trusted(ip) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 type loginData struct {
@@ -164,7 +206,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) showLogin(w http.ResponseWriter, r *http.Request, code int, username, msg string) {
 	t := token()
-	c.setCookie(w, loginCookie, t, 0)
+	c.setCookie(w, r, loginCookie, t, 0)
 	next := r.URL.Query().Get("next")
 	if r.Method == http.MethodPost {
 		next = r.PostForm.Get("next")
@@ -182,7 +224,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the form could not be read", http.StatusBadRequest)
 		return
 	}
-	addr := clientAddr(r)
+	addr := c.clientAddr(r)
 	if crossSite(r) || !sameToken(r.PostForm.Get("login_token"), cookie(r, loginCookie)) {
 		c.m.logins.WithLabelValues("refused").Inc()
 		c.log.Warn("console: login form refused: its token does not match its cookie (an old page, or a request from another site)", "client", addr)
@@ -211,8 +253,8 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	c.m.logins.WithLabelValues("success").Inc()
 	c.m.sessions.Set(float64(c.sessions.count()))
 	c.log.Info("console: logged in", "user", user, "client", addr)
-	c.setCookie(w, loginCookie, "", -1)
-	c.setCookie(w, sessionCookie, ss.id, 0)
+	c.setCookie(w, r, loginCookie, "", -1)
+	c.setCookie(w, r, sessionCookie, ss.id, 0)
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
@@ -228,7 +270,7 @@ func clipUser(u string) string {
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, ss *session) {
 	c.sessions.drop(ss.id)
 	c.m.sessions.Set(float64(c.sessions.count()))
-	c.log.Info("console: logged out", "user", ss.user, "client", clientAddr(r))
-	c.setCookie(w, sessionCookie, "", -1)
+	c.log.Info("console: logged out", "user", ss.user, "client", c.clientAddr(r))
+	c.setCookie(w, r, sessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

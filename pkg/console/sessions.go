@@ -145,8 +145,8 @@ const (
 	loginCookie   = "dicomgw_login" // the login form's own CSRF token (double submit)
 )
 
-func (c *Console) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
-	ck := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: c.cfg.Secure, SameSite: http.SameSiteStrictMode}
+func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
+	ck := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: c.viaHTTPS(r), SameSite: http.SameSiteStrictMode}
 	switch {
 	case maxAge < 0:
 		ck.MaxAge = -1

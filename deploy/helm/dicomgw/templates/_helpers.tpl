@@ -415,6 +415,12 @@ for that). */}}
 {{ printf "--console-tls-key=%s/console-tls/tls.key" $secrets }}
 {{- end }}
 {{ printf "--console-session-timeout=%s" $timeout }}
+{{- range .trustedProxies }}
+{{- if not (regexMatch "^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$" (toString .)) }}
+{{- fail (printf "console.trustedProxies: %q: want an address or a CIDR" (toString .)) }}
+{{- end }}
+{{ printf "--console-trusted-proxies=%s" (toString .) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
