@@ -322,7 +322,7 @@ func consoleLogin(t testing.TB, c *http.Client, base, user, password string) *ht
 // TestConsoleHTTPSReloadPurge serves the console over HTTPS with a
 // certificate of the hospital's CA: the session cookie is Secure; a user
 // added to the users file can log in after a SIGHUP (and one whose line
-// was removed cannot); a dead letter purged from the console leaves the
+// was removed cannot), and after a change on disk without one; a dead letter purged from the console leaves the
 // spool, the ledger says when, and the log says who.
 func TestConsoleHTTPSReloadPurge(t *testing.T) {
 	storescu := needTool(t, "storescu")
@@ -400,6 +400,21 @@ func TestConsoleHTTPSReloadPurge(t *testing.T) {
 	}
 	if resp := consoleLogin(t, consoleClient(t, pki.Pool()), base, "alice", "alice-passphrase-1"); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("alice, removed from the file, after the reload: %s, want 401", resp.Status)
+	}
+	// Without a signal (a container gets none): the file changes on disk,
+	// and within a few seconds carol can log in.
+	carol, err := exec.Command("htpasswd", "-nbB", "-C", "6", "carol", "carol-passphrase-3").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(users, append(out, carol...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitLog("the console's users file or certificate changed: taken", 20*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	if resp := consoleLogin(t, consoleClient(t, pki.Pool()), base, "carol", "carol-passphrase-3"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("carol, added to the file without a SIGHUP: %s, want 303", resp.Status)
 	}
 
 	// A dead letter, purged by bob.

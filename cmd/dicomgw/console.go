@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,7 +208,9 @@ func parseProxies(ss []string) ([]netip.Prefix, error) {
 // consoleServer is the console's listener, running.
 type consoleServer struct {
 	con   *console.Console
-	certs atomic.Pointer[tls.Config] // nil: plain HTTP
+	certs atomic.Pointer[tls.Config]  // nil: plain HTTP
+	cfg   atomic.Pointer[serveConfig] // the flags in force (a SIGHUP replaces them)
+	log   *slog.Logger
 	stop  func()
 }
 
@@ -219,7 +222,8 @@ func startConsole(c serveConfig, con *console.Console, tc *tls.Config, log *slog
 	if err != nil {
 		return nil, nil, fmt.Errorf("--console-listen: %w", err)
 	}
-	cs := &consoleServer{con: con}
+	cs := &consoleServer{con: con, log: log}
+	cs.cfg.Store(&c)
 	if tc != nil {
 		cs.certs.Store(tc)
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -235,7 +239,7 @@ func startConsole(c serveConfig, con *console.Console, tc *tls.Config, log *slog
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() {
 		defer func() { done <- struct{}{} }()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -246,6 +250,10 @@ func startConsole(c serveConfig, con *console.Console, tc *tls.Config, log *slog
 		defer func() { done <- struct{}{} }()
 		con.Run(ctx)
 	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		cs.watch(ctx, consoleWatchEvery)
+	}()
 	cs.stop = func() {
 		cancel()
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -253,11 +261,58 @@ func startConsole(c serveConfig, con *console.Console, tc *tls.Config, log *slog
 		srv.Shutdown(sctx)
 		<-done
 		<-done
+		<-done
 	}
 	return cs, ln.Addr(), nil
 }
 
-// reload takes a new users file and certificate (SIGHUP).
+// consoleWatchEvery is how often the console's users file and certificate
+// are looked at for a change.
+const consoleWatchEvery = 5 * time.Second
+
+// watch takes the users file and the certificate again when they change on
+// disk (a Kubernetes Secret's update, an edit), as a SIGHUP would: a
+// container cannot be sent one.
+func (cs *consoleServer) watch(ctx context.Context, every time.Duration) {
+	stamp := func() string {
+		c := cs.cfg.Load()
+		var b strings.Builder
+		for _, f := range []string{c.consoleUsersFile, c.consoleTLSCert, c.consoleTLSKey} {
+			if f == "" {
+				continue
+			}
+			if fi, err := os.Stat(f); err == nil {
+				fmt.Fprintf(&b, "%s %d %d;", f, fi.Size(), fi.ModTime().UnixNano())
+			} else {
+				fmt.Fprintf(&b, "%s missing;", f)
+			}
+		}
+		return b.String()
+	}
+	last := stamp()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now == last {
+			continue
+		}
+		last = now
+		if err := cs.reload(*cs.cfg.Load()); err != nil {
+			cs.log.Error("the console's users file or certificate changed and cannot be read; keeping the ones in force", "err", err)
+			continue
+		}
+		cs.log.Info("the console's users file or certificate changed: taken")
+	}
+}
+
+// reload takes a new users file and certificate (SIGHUP, or a change on
+// disk).
 func (cs *consoleServer) reload(c serveConfig) error {
 	users, tc, err := c.consoleChecks()
 	if err != nil {
@@ -273,6 +328,7 @@ func (cs *consoleServer) reload(c serveConfig) error {
 	if tc != nil {
 		cs.certs.Store(tc)
 	}
+	cs.cfg.Store(&c)
 	return nil
 }
 
