@@ -308,11 +308,11 @@ func (c *Console) deadAct(w http.ResponseWriter, r *http.Request, ss *session) {
 		case "retry":
 			err = c.cfg.Source.Retry(d.ID, d.Destination)
 		case "purge":
-			if purged[d.ID] { // dead for two selected destinations: one file
+			if purged[d.ID] { // dead for two selected destinations: one file, tried once
 				continue
 			}
+			purged[d.ID] = true
 			err = c.cfg.Source.Purge(d.ID)
-			purged[d.ID] = err == nil
 		}
 		if err != nil {
 			failed = append(failed, d.Value())

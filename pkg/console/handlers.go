@@ -188,9 +188,12 @@ type loginData struct {
 }
 
 // safeNext is where to go after the login: a path of this console, never
-// another site.
+// another site. No control characters: browsers drop tabs and newlines
+// from a URL before reading it, so "/\t/evil.example" is "//evil.example"
+// to them.
 func safeNext(s string) string {
-	if s == "" || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") || strings.ContainsAny(s, "\r\n") {
+	if s == "" || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") ||
+		strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "/"
 	}
 	return s

@@ -110,7 +110,7 @@ func (c *Console) overview(r *http.Request, ss *session, v *view) (string, int) 
 		}
 	}
 	if len(d.Destinations) > 0 && d.Window == 0 {
-		d.Window = time.Since(c.started)
+		d.Window = c.cfg.Now().Sub(c.started)
 	}
 	v.Data = d
 	return "overview.html", http.StatusOK

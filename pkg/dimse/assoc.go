@@ -535,7 +535,9 @@ func (a *assoc) teardown() {
 		attrs = append(attrs, "detail", a.endDetail)
 	}
 	a.live.Store(nil) // no longer in progress (Active), before it is told as ended
-	silent := a.calling == "" && (a.end == EndARTIMExpired || a.end == EndConnectionLost && (a.bare || a.ac.read == 0))
+	// Connected and never spoke (a TCP health check, a port scanner),
+	// whatever ended it: not an association worth telling of.
+	silent := a.calling == "" && (a.end == EndARTIMExpired || a.bare || a.ac.read == 0)
 	if a.srv.cfg.Ended != nil && !silent {
 		a.srv.cfg.Ended(a.summary())
 	}

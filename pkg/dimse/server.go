@@ -96,8 +96,8 @@ type Config struct {
 	// Move, if set, answers C-MOVE in the Patient and Study Root models.
 	Move MoveHandler
 	// Ended, if set, is told of each association as it ends (rejected
-	// ones included; connections that closed or timed out without a word,
-	// such as TCP health checks, are not). It is called on the
+	// ones included; connections that closed, timed out or were shut down
+	// without a word, such as TCP health checks, are not). It is called on the
 	// association's goroutine and must not block.
 	Ended func(Summary)
 	// MaxFindIdentifier bounds a C-FIND or C-MOVE identifier (0:
