@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -343,12 +344,7 @@ func consoleSettings(fs *pflag.FlagSet, set *settings) console.Settings {
 			used[d] = true
 		}
 	}
-	names := make([]string, 0, len(set.dests))
-	for n := range set.dests {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(set.dests)) {
 		d := set.dests[n]
 		s.Destinations = append(s.Destinations, console.DestinationSetting{Name: n, Kind: string(d.kind), Where: d.where, Spec: d.spec, Routed: used[n]})
 	}
