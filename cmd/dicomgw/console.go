@@ -38,9 +38,9 @@ type consoleSource struct {
 
 func (s *consoleSource) Trace(q ledger.Query) ([]ledger.ObjectState, error) { return s.led.Trace(q) }
 
-// DeadLetters are the ledger's, less those whose file is no longer in the
-// spool (purged by `dicomgw spool purge`, which the ledger does not hear
-// of).
+// DeadLetters are the ledger's (objects it knows in the spool), less those
+// whose file is gone already (purged by `dicomgw spool purge`, which the
+// ledger learns of only at the janitor's next sweeps).
 func (s *consoleSource) DeadLetters(dest string, limit int) ([]ledger.ObjectState, error) {
 	objs, err := s.led.DeadLetters(dest, limit)
 	if err != nil {
@@ -48,9 +48,6 @@ func (s *consoleSource) DeadLetters(dest string, limit int) ([]ledger.ObjectStat
 	}
 	out := objs[:0]
 	for _, o := range objs {
-		if !o.GoneAt.IsZero() {
-			continue
-		}
 		if _, err := s.sp.Item(spool.StateDead, o.ID); err != nil {
 			if _, err := s.sp.Item(spool.StateQueued, o.ID); err != nil {
 				continue
@@ -312,13 +309,17 @@ func (cs *consoleServer) watch(ctx context.Context, every time.Duration) {
 	}
 }
 
-// reload takes a new users file and certificate (SIGHUP, or a change on
-// disk).
+// reload takes a new users file and certificate (a change on disk).
 func (cs *consoleServer) reload(c serveConfig) error {
 	users, tc, err := c.consoleChecks()
 	if err != nil {
 		return err
 	}
+	return cs.take(c, users, tc)
+}
+
+// take puts in force what consoleChecks read from c (SIGHUP, or reload).
+func (cs *consoleServer) take(c serveConfig, users *auth.Authenticator, tc *tls.Config) error {
 	if users == nil {
 		return errors.New("the console cannot be switched off by a reload: restart")
 	}

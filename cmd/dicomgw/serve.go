@@ -305,9 +305,11 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 			return err
 		}
 	}
+	var consoleUsers *auth.Authenticator
+	var consoleTLS *tls.Config
 	if cs != nil {
-		// Checked before anything is applied, like the rest.
-		if _, _, err := nc.consoleChecks(); err != nil {
+		// Read and checked before anything is applied, like the rest.
+		if consoleUsers, consoleTLS, err = nc.consoleChecks(); err != nil {
 			return err
 		}
 	}
@@ -331,7 +333,7 @@ func reload(values map[string]string, args []string, srv *dimse.Server, certs *t
 	}
 	cm.setRemotes(remotes)
 	if cs != nil {
-		if err := cs.reload(nc); err != nil {
+		if err := cs.take(nc, consoleUsers, consoleTLS); err != nil {
 			log.Warn("console settings not reloaded", "err", err)
 		}
 		cs.con.SetSettings(consoleSettings(nfs, &settings{dests: dests, table: table, unrouted: unrouted}))
